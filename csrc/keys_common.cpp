@@ -1,0 +1,171 @@
+#include "keys_common.h"
+
+#include <sstream>
+#include <string>
+
+#include "pointins/common.h"
+
+namespace pointins {
+namespace {
+
+std::string fmt_vec(const at::Tensor& t) {
+  // t: small 1-D tensor on any device.
+  auto c = t.to(at::kCPU, at::kDouble);
+  std::ostringstream os;
+  os << "(";
+  for (int64_t i = 0; i < c.numel(); ++i) os << (i ? ", " : "") << c[i].item<double>();
+  os << ")";
+  return os.str();
+}
+
+void check_same_device(const at::Tensor& a, const char* an, const at::Tensor& b, const char* bn,
+                       const char* op) {
+  TORCH_CHECK_VALUE(a.device() == b.device(), "pointins.", op, ": ", an, " is on ", a.device(),
+                    " but ", bn, " is on ", b.device(), "; move both to the same device (e.g. ",
+                    bn, " = ", bn, ".to(", an, ".device)).");
+}
+
+}  // namespace
+
+void check_grid_coord_args(const at::Tensor& coord, const at::Tensor& offsets,
+                           at::ArrayRef<double> grid_size) {
+  TORCH_CHECK_TYPE(coord.scalar_type() == at::kFloat || coord.scalar_type() == at::kDouble,
+                   "pointins.grid_coord: coord must be float32 or float64, got ",
+                   coord.scalar_type(),
+                   ". Convert with coord.float(); if these are already integer grid "
+                   "coordinates, pass them to pack_keys directly.");
+  TORCH_CHECK_VALUE(coord.dim() == 2 && coord.size(1) == 3,
+                    "pointins.grid_coord: coord must have shape (N, 3), got ", coord.sizes(), ".");
+  TORCH_CHECK_TYPE(offsets.scalar_type() == at::kLong,
+                   "pointins.grid_coord: offsets must be int64, got ", offsets.scalar_type(),
+                   " (offsets.long() converts).");
+  TORCH_CHECK_VALUE(offsets.dim() == 1 && offsets.numel() >= 1,
+                    "pointins.grid_coord: offsets must be 1-D CSR offsets of length B+1 "
+                    "(starting at 0, ending at N), got shape ",
+                    offsets.sizes(), ".");
+  check_same_device(coord, "coord", offsets, "offsets", "grid_coord");
+  TORCH_CHECK_VALUE(grid_size.size() == 3, "pointins.grid_coord: grid_size must have 3 entries "
+                    "(one per axis), got ", grid_size.size(), ".");
+  for (double g : grid_size) {
+    TORCH_CHECK_VALUE(std::isfinite(g) && g > 0, "pointins.grid_coord: grid_size must be finite "
+                      "and > 0, got ", grid_size, ".");
+  }
+}
+
+void check_pack_args(const at::Tensor& grid_coord, const c10::optional<at::Tensor>& batch,
+                     int64_t bits) {
+  TORCH_CHECK_TYPE(grid_coord.scalar_type() == at::kInt || grid_coord.scalar_type() == at::kLong,
+                   "pointins.pack_keys: grid_coord must be int32 or int64, got ",
+                   grid_coord.scalar_type(),
+                   ". Compute integer grid coordinates with pointins.ops.grid_coord(coord, "
+                   "offsets, grid_size).");
+  TORCH_CHECK_VALUE(grid_coord.dim() == 2 && grid_coord.size(1) == 3,
+                    "pointins.pack_keys: grid_coord must have shape (N, 3), got ",
+                    grid_coord.sizes(), ".");
+  TORCH_CHECK_VALUE(bits >= POINTINS_MIN_KEY_BITS && bits <= POINTINS_MAX_KEY_BITS,
+                    "pointins.pack_keys: bits (per axis) must be in [", POINTINS_MIN_KEY_BITS,
+                    ", ", POINTINS_MAX_KEY_BITS, "], got ", bits, ".");
+  if (batch.has_value()) {
+    const auto& b = *batch;
+    TORCH_CHECK_TYPE(b.scalar_type() == at::kLong || b.scalar_type() == at::kInt,
+                     "pointins.pack_keys: batch must be int64 or int32 per-point sample ids, got ",
+                     b.scalar_type(), ".");
+    TORCH_CHECK_VALUE(b.dim() == 1 && b.size(0) == grid_coord.size(0),
+                      "pointins.pack_keys: batch must have shape (N,) = (", grid_coord.size(0),
+                      ",), got ", b.sizes(),
+                      ". Pass per-point sample ids (or offsets= to the Python wrapper).");
+    check_same_device(grid_coord, "grid_coord", b, "batch", "pack_keys");
+  }
+}
+
+void check_unpack_args(const at::Tensor& keys, int64_t bits) {
+  TORCH_CHECK_TYPE(keys.scalar_type() == at::kLong, "pointins.unpack_keys: keys must be int64, got ",
+                   keys.scalar_type(), ".");
+  TORCH_CHECK_VALUE(keys.dim() == 1, "pointins.unpack_keys: keys must be 1-D, got shape ",
+                    keys.sizes(), ".");
+  TORCH_CHECK_VALUE(bits >= POINTINS_MIN_KEY_BITS && bits <= POINTINS_MAX_KEY_BITS,
+                    "pointins.unpack_keys: bits (per axis) must be in [", POINTINS_MIN_KEY_BITS,
+                    ", ", POINTINS_MAX_KEY_BITS, "], got ", bits,
+                    " (use the value the keys were packed with).");
+}
+
+at::Tensor batch_as_int64(const c10::optional<at::Tensor>& batch) {
+  if (!batch.has_value()) return at::Tensor();
+  return batch->to(at::kLong).contiguous();
+}
+
+void raise_grid_coord_error(int flags, const at::Tensor& coord, const at::Tensor& offsets,
+                            at::ArrayRef<double> grid_size) {
+  const int64_t n = coord.size(0);
+  if (flags & POINTINS_FLAG_BAD_OFFSETS) {
+    auto o = offsets.to(at::kCPU);
+    const int64_t shown = std::min<int64_t>(o.numel(), 8);
+    TORCH_CHECK_VALUE(false, "pointins.grid_coord: offsets are not valid CSR offsets for N = ", n,
+                      " points: they must start at 0, never decrease and end at N. Got ",
+                      o.numel(), " entries starting ", fmt_vec(o.slice(0, 0, shown)),
+                      " and ending at ", o[-1].item<int64_t>(),
+                      ". Build them with torch.cat([zeros(1), counts.cumsum(0)]) or pass "
+                      "per-point ids as batch=.");
+  }
+  if (flags & POINTINS_FLAG_NONFINITE) {
+    auto bad = ~at::isfinite(coord).all(1);
+    const int64_t count = bad.sum().item<int64_t>();
+    const int64_t first = bad.to(at::kByte).argmax().item<int64_t>();
+    TORCH_CHECK_VALUE(false, "pointins.grid_coord: coord contains NaN or Inf in ", count,
+                      " of ", n, " points (first at index ", first,
+                      "). Remove them first, e.g. keep = torch.isfinite(coord).all(1); coord = "
+                      "coord[keep] (and adjust offsets).");
+  }
+  if (flags & POINTINS_FLAG_OVERFLOW) {
+    auto lo = std::get<0>(coord.min(0));
+    auto hi = std::get<0>(coord.max(0));
+    TORCH_CHECK_VALUE(false, "pointins.grid_coord: coord / grid_size exceeds the supported "
+                      "range of +-2^30 grid cells. Coordinate range per axis: min ",
+                      fmt_vec(lo), ", max ", fmt_vec(hi), " at grid_size ", grid_size,
+                      ". Check the units (millimetres instead of metres?) or use a larger "
+                      "grid_size.");
+  }
+  TORCH_CHECK(false, "pointins.grid_coord: internal error flag ", flags);
+}
+
+void raise_pack_error(int flags, const at::Tensor& grid_coord,
+                      const c10::optional<at::Tensor>& batch, int64_t bits) {
+  const int64_t lim = (int64_t)1 << bits;
+  if (flags & POINTINS_FLAG_NEGATIVE) {
+    auto lo = std::get<0>(grid_coord.min(0));
+    TORCH_CHECK_VALUE(false, "pointins.pack_keys: grid_coord has negative values (min per axis ",
+                      fmt_vec(lo), "). Keys encode 0 <= coordinate < 2^bits; subtract the "
+                      "per-sample minimum first (pointins.ops.grid_coord does).");
+  }
+  if (flags & POINTINS_FLAG_OVERFLOW) {
+    auto hi = std::get<0>(grid_coord.max(0));
+    const int64_t m = hi.max().item<int64_t>();
+    int64_t need = 0;
+    while (need < 63 && (((int64_t)1 << need) <= m)) ++need;
+    TORCH_CHECK_VALUE(false, "pointins.pack_keys: grid_coord does not fit ", bits,
+                      " bits per axis (max per axis ", fmt_vec(hi), ", limit ", lim - 1,
+                      "). Use a coarser grid_size, crop the cloud, or pack with bits=", need,
+                      need <= POINTINS_MAX_KEY_BITS ? "" : " (more than the 21 bits a key holds)",
+                      " if the batch fits in the remaining 63 - 3*bits bits.");
+  }
+  if (flags & POINTINS_FLAG_BATCH_RANGE) {
+    auto b = batch.value();
+    TORCH_CHECK_VALUE(false, "pointins.pack_keys: batch ids range over [", b.min().item<int64_t>(),
+                      ", ", b.max().item<int64_t>(), "] but with bits=", bits, " per axis a key has ",
+                      63 - 3 * bits, " batch bits (ids 0..", (((int64_t)1 << (63 - 3 * bits)) - 1),
+                      "). Use fewer samples per call or fewer bits per axis.");
+  }
+  TORCH_CHECK(false, "pointins.pack_keys: internal error flag ", flags);
+}
+
+void raise_unpack_error(int flags, const at::Tensor& keys, int64_t bits) {
+  if (flags & POINTINS_FLAG_BAD_KEY) {
+    const int64_t count = keys.lt(0).sum().item<int64_t>();
+    TORCH_CHECK_VALUE(false, "pointins.unpack_keys: keys contains ", count,
+                      " negative values, which pack_keys never produces (bits=", bits,
+                      "). Are these keys from pack_keys, or a -1 'missing' marker?");
+  }
+  TORCH_CHECK(false, "pointins.unpack_keys: internal error flag ", flags);
+}
+
+}  // namespace pointins

@@ -1,0 +1,52 @@
+// Operator schemas of the pointins library and the Python module init of pointins._C.
+// Implementations register per backend: csrc/cpu/*.cpp (CPU), csrc/cuda/*.cpp (CUDA);
+// fake (meta) implementations, autograd and the Python API live in pointins/ops/.
+#include <Python.h>
+
+#include <torch/library.h>
+
+#ifndef POINTINS_SOURCE_HASH
+#define POINTINS_SOURCE_HASH "unknown"
+#endif
+#ifndef POINTINS_TORCH_VERSION
+#define POINTINS_TORCH_VERSION "unknown"
+#endif
+#ifndef POINTINS_CUDA_ARCHS
+#define POINTINS_CUDA_ARCHS ""
+#endif
+
+TORCH_LIBRARY(pointins, m) {
+  // floor(coord / grid_size) - per-sample minimum; coord (N, 3) float, offsets (B+1,) int64.
+  m.def("grid_coord(Tensor coord, Tensor offsets, float[] grid_size) -> Tensor");
+  // (batch, x, y, z) -> int64 key; grid_coord (N, 3) int32/int64, batch (N,) or None.
+  m.def("pack_keys(Tensor grid_coord, Tensor? batch=None, int bits=16) -> Tensor");
+  // int64 key -> (grid_coord (N, 3) int32, batch (N,) int64).
+  m.def("unpack_keys(Tensor keys, int bits=16) -> (Tensor, Tensor)");
+}
+
+extern "C" {
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT,
+      "_C",
+      "PointINS compiled ops; registered as torch.ops.pointins.* on import.",
+      -1,
+      nullptr,
+  };
+  PyObject* m = PyModule_Create(&module_def);
+  if (m == nullptr) return nullptr;
+#ifdef POINTINS_WITH_CUDA
+  const int with_cuda = 1;
+#else
+  const int with_cuda = 0;
+#endif
+  if (PyModule_AddStringConstant(m, "source_hash", POINTINS_SOURCE_HASH) < 0 ||
+      PyModule_AddStringConstant(m, "torch_version", POINTINS_TORCH_VERSION) < 0 ||
+      PyModule_AddStringConstant(m, "cuda_archs", POINTINS_CUDA_ARCHS) < 0 ||
+      PyModule_AddIntConstant(m, "with_cuda", with_cuda) < 0) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
+}
+}

@@ -1,0 +1,69 @@
+"""PointINS ops: point-cloud kernels on torch tensors (CPU and CUDA), NumPy and CuPy arrays.
+
+Every op takes ``backend=`` (``None`` picks the compiled kernel of the input's device;
+``"reference"`` runs the plain-PyTorch oracle of :mod:`pointins.ops.reference`). See
+:func:`backends` for what this installation can run.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pointins import _ext
+from pointins.ops import _dispatch, reference
+from pointins.ops.keys import DEFAULT_BITS, grid_coord, max_batch, pack_keys, unpack_keys
+
+__all__ = [
+    "DEFAULT_BITS",
+    "backends",
+    "build_info",
+    "grid_coord",
+    "max_batch",
+    "pack_keys",
+    "reference",
+    "unpack_keys",
+]
+
+
+def backends() -> dict[str, bool]:
+    """Which backends can run here: ``cpu`` / ``cuda`` (compiled extension), ``triton``.
+
+    ``build_info()`` says why one is missing.
+    """
+    loaded = _ext.try_load() is not None
+    return {
+        "cpu": loaded,
+        "cuda": loaded and _ext.has_cuda() and torch.cuda.is_available(),
+        "triton": _dispatch.triton_status() is None,
+    }
+
+
+def build_info() -> dict[str, object]:
+    """Versions, compiled CUDA architectures and the reason for every unavailable backend."""
+    mod = _ext.try_load()
+    info: dict[str, object] = {
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "extension": "loaded" if mod is not None else _ext.error(),
+    }
+    if mod is not None:
+        info.update(
+            built_with_cuda=bool(mod.with_cuda),
+            cuda_archs=mod.cuda_archs or None,
+            source_hash=mod.source_hash,
+            built_against_torch=mod.torch_version,
+        )
+        if not mod.with_cuda:
+            info["cuda_reason"] = "pointins._C was built without CUDA (CPU torch or no nvcc at build time)"
+        elif not torch.cuda.is_available():
+            info["cuda_reason"] = "no CUDA device visible"
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except Exception:
+        info["triton"] = None
+    info["triton_reason"] = _dispatch.triton_status()
+    info["triton_interpret"] = _dispatch.triton_interpret()
+    return info
