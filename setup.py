@@ -68,7 +68,7 @@ def _want_cuda() -> bool:
 def extensions():
     sources_mod = _load_sources_module()
     with_cuda = _want_cuda()
-    rel = lambda p: os.path.relpath(p, ROOT)  # noqa: E731 - setuptools wants relative paths
+    rel = lambda p: os.path.relpath(p, ROOT)
     sources = [rel(p) for p in sorted((ROOT / "csrc").glob("*.cpp"))]
     sources += [rel(p) for p in sorted((ROOT / "csrc" / "cpu").glob("*.cpp"))]
     cxx = ["-O0", "-g"] if _flag("POINTINS_DEBUG") else ["-O3"]

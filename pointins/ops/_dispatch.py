@@ -25,11 +25,22 @@ def triton_interpret() -> bool:
 @cache
 def _triton_import_error() -> str | None:
     try:
-        import triton  # noqa: F401
+        import triton
         import triton.language  # noqa: F401
     except Exception as e:  # ImportError, or a broken install raising at import
         return f"triton is not importable ({e}); pip install triton"
     return None
+
+
+def triton_stdlib_interpreted() -> bool:
+    """Whether Triton's own ``@jit`` library (tl.zeros, tl.max, ...) was decorated for the
+    interpreter. Triton decides this when it is first imported, so ``TRITON_INTERPRET=1`` must
+    be set before that import (in the shell, or before importing torch/triton)."""
+    import triton.language as tl
+    from triton.runtime.jit import JITFunction
+
+    std = getattr(tl, "standard", tl)
+    return not isinstance(getattr(std, "zeros", None), JITFunction)
 
 
 def triton_status(device: torch.device | None = None) -> str | None:
@@ -37,6 +48,11 @@ def triton_status(device: torch.device | None = None) -> str | None:
     err = _triton_import_error()
     if err:
         return err
+    if triton_interpret() and not triton_stdlib_interpreted():
+        return (
+            "TRITON_INTERPRET=1 was set after triton was imported, so Triton's own library is "
+            "compiled-mode; set TRITON_INTERPRET=1 before the first import of triton (e.g. in the shell)"
+        )
     if device is not None and device.type == "cpu" and not triton_interpret():
         return "Triton runs CPU tensors only under the interpreter: set TRITON_INTERPRET=1"
     if device is None and not (torch.cuda.is_available() or triton_interpret()):
@@ -66,9 +82,7 @@ def select(backend: str | None, device: torch.device, op: str, supported: tuple[
         _ext.require(f"pointins.{op} (backend 'cpu')")
     elif backend == "cuda":
         if device.type != "cuda":
-            raise ValueError(
-                f"pointins.{op}: backend='cuda' but the input is on {device}; move it with .cuda()."
-            )
+            raise ValueError(f"pointins.{op}: backend='cuda' but the input is on {device}; move it with .cuda().")
         _ext.require(f"pointins.{op} (backend 'cuda')")
         if not _ext.has_cuda():
             raise _ext.ExtensionError(

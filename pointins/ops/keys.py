@@ -79,7 +79,9 @@ def _offsets_and_perm(
         return _as_index(offsets, "offsets", op, device), None
     b = _as_index(batch, "batch", op, device)
     if b.dim() != 1 or b.numel() != n:
-        raise ValueError(f"pointins.{op}: batch must have shape ({n},) (one sample id per point), got {tuple(b.shape)}.")
+        raise ValueError(
+            f"pointins.{op}: batch must have shape ({n},) (one sample id per point), got {tuple(b.shape)}."
+        )
     if n == 0:
         return torch.zeros(1, dtype=torch.long, device=device), None
     if bool((b < 0).any()):
@@ -234,13 +236,20 @@ def _unpack_triton(k: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tens
 # --- fake (meta) implementations: shapes for torch.compile / FakeTensor -----------------------
 
 
+def _same_device(op: str, a: torch.Tensor, an: str, b: torch.Tensor | None, bn: str) -> None:
+    if b is not None and a.device != b.device:
+        raise ValueError(f"pointins.{op}: {an} is on {a.device} but {bn} is on {b.device}; move both to one device.")
+
+
 def _register_fakes() -> None:
     @torch.library.register_fake("pointins::grid_coord")
     def _(coord, offsets, grid_size):
+        _same_device("grid_coord", coord, "coord", offsets, "offsets")
         return coord.new_empty((coord.shape[0], 3), dtype=torch.int32)
 
     @torch.library.register_fake("pointins::pack_keys")
     def _(grid_coord, batch=None, bits=DEFAULT_BITS):
+        _same_device("pack_keys", grid_coord, "grid_coord", batch, "batch")
         return grid_coord.new_empty((grid_coord.shape[0],), dtype=torch.int64)
 
     @torch.library.register_fake("pointins::unpack_keys")

@@ -52,7 +52,9 @@ def grid_coord(coord: torch.Tensor, offsets: torch.Tensor, grid_size: Sequence[f
     return (f - mins[batch]).to(torch.int32)
 
 
-def pack_keys(grid_coord: torch.Tensor, batch: torch.Tensor | None = None, bits: int = DEFAULT_KEY_BITS) -> torch.Tensor:
+def pack_keys(
+    grid_coord: torch.Tensor, batch: torch.Tensor | None = None, bits: int = DEFAULT_KEY_BITS
+) -> torch.Tensor:
     """key = batch << 3*bits | x << 2*bits | y << bits | z (int64)."""
     if not MIN_KEY_BITS <= bits <= MAX_KEY_BITS:
         raise ValueError(f"pointins.pack_keys: bits must be in [{MIN_KEY_BITS}, {MAX_KEY_BITS}], got {bits}")

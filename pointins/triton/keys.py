@@ -14,8 +14,9 @@ FLAG_OVERFLOW, FLAG_NEGATIVE, FLAG_BATCH_RANGE, FLAG_BAD_KEY = 2, 4, 8, 32
 
 
 @triton.jit
-def _pack_kernel(grid_ptr, batch_ptr, keys_ptr, flags_ptr, n, BITS: tl.constexpr,
-                 HAS_BATCH: tl.constexpr, BLOCK: tl.constexpr):
+def _pack_kernel(
+    grid_ptr, batch_ptr, keys_ptr, flags_ptr, n, BITS: tl.constexpr, HAS_BATCH: tl.constexpr, BLOCK: tl.constexpr
+):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
     x = tl.load(grid_ptr + 3 * offs, mask=m, other=0).to(tl.int64)
@@ -60,8 +61,16 @@ def pack_keys(grid_coord: torch.Tensor, batch: torch.Tensor | None, bits: int) -
     flags = torch.zeros(1, dtype=torch.int32, device=grid_coord.device)
     if n:
         grid = (triton.cdiv(n, BLOCK),)
-        _pack_kernel[grid](grid_coord, batch if batch is not None else keys, keys, flags, n,
-                           BITS=bits, HAS_BATCH=batch is not None, BLOCK=BLOCK)
+        _pack_kernel[grid](
+            grid_coord,
+            batch if batch is not None else keys,
+            keys,
+            flags,
+            n,
+            BITS=bits,
+            HAS_BATCH=batch is not None,
+            BLOCK=BLOCK,
+        )
     return keys, int(flags.item())
 
 
