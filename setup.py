@@ -91,9 +91,9 @@ def extensions():
     macros += [("POINTINS_WITH_CUDA", None), ("POINTINS_CUDA_ARCHS", f'"{arch_list}"')]
     sources += [rel(p) for p in sorted((ROOT / "csrc" / "cuda").glob("*.cpp"))]
     sources += [rel(p) for p in sorted((ROOT / "kernels").glob("*.cu"))]
-    nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "-std=c++17"]
+    nvcc = ["-O3", "-lineinfo"]
     if _flag("POINTINS_DEBUG"):
-        nvcc = ["-O0", "-g", "-G", "-std=c++17"]
+        nvcc = ["-O0", "-g", "-G"]
     return [CUDAExtension("pointins._C", sources, extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **kwargs)]
 
 

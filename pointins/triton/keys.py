@@ -10,7 +10,12 @@ import triton
 import triton.language as tl
 
 BLOCK = 1024
-FLAG_OVERFLOW, FLAG_NEGATIVE, FLAG_BATCH_RANGE, FLAG_BAD_KEY = 2, 4, 8, 32
+# Error bits as in kernels/include/pointins/common.h (constexpr: Triton kernels may only read
+# constexpr globals).
+FLAG_OVERFLOW = tl.constexpr(2)
+FLAG_NEGATIVE = tl.constexpr(4)
+FLAG_BATCH_RANGE = tl.constexpr(8)
+FLAG_BAD_KEY = tl.constexpr(32)
 
 
 @triton.jit
@@ -82,3 +87,24 @@ def unpack_keys(keys: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tens
     if n:
         _unpack_kernel[(triton.cdiv(n, BLOCK),)](keys, grid_coord, batch, flags, n, BITS=bits, BLOCK=BLOCK)
     return grid_coord, batch, int(flags.item())
+
+
+# Specialisations compiled ahead of time for sm_80/sm_90 by tools/check_triton_compile.py, so a
+# kernel that the CPU interpreter accepts but the GPU compiler rejects fails CI, not a GPU run.
+COMPILE_CHECKS = [
+    (
+        "_pack_kernel",
+        {"grid_ptr": "*i32", "batch_ptr": "*i64", "keys_ptr": "*i64", "flags_ptr": "*i32", "n": "i64"},
+        {"BITS": 16, "HAS_BATCH": True, "BLOCK": BLOCK},
+    ),
+    (
+        "_pack_kernel",
+        {"grid_ptr": "*i64", "batch_ptr": "*i64", "keys_ptr": "*i64", "flags_ptr": "*i32", "n": "i32"},
+        {"BITS": 21, "HAS_BATCH": False, "BLOCK": BLOCK},
+    ),
+    (
+        "_unpack_kernel",
+        {"keys_ptr": "*i64", "grid_ptr": "*i32", "batch_ptr": "*i64", "flags_ptr": "*i32", "n": "i64"},
+        {"BITS": 16, "BLOCK": BLOCK},
+    ),
+]
