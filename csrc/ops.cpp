@@ -22,6 +22,24 @@ TORCH_LIBRARY(pointins, m) {
   m.def("pack_keys(Tensor grid_coord, Tensor? batch=None, int bits=16) -> Tensor");
   // int64 key -> (grid_coord (N, 3) int32, batch (N,) int64).
   m.def("unpack_keys(Tensor keys, int bits=16) -> (Tensor, Tensor)");
+
+  // Space-filling-curve codes (N,) per order -> (num_orders, N) int64; orders 0 z, 1 z-trans,
+  // 2 hilbert, 3 hilbert-trans; batch above the 3*depth code bits.
+  m.def("serialize_encode(Tensor grid_coord, Tensor? batch, int depth, int[] orders) -> Tensor");
+  m.def("serialize_decode(Tensor code, int depth, int order) -> (Tensor, Tensor)");
+
+  // Hash table on non-negative int64 keys: (table_keys, table_vals) of a power-of-two capacity.
+  m.def("hash_build(Tensor keys, int capacity) -> (Tensor, Tensor)");
+  m.def("hash_query(Tensor table_keys, Tensor table_vals, Tensor queries) -> Tensor");
+
+  // Unique keys in first-occurrence order: (inverse (N,), first (V,), counts (V,)).
+  m.def("voxel_group(Tensor keys) -> (Tensor, Tensor, Tensor)");
+  // One seeded, uniformly random point per voxel: (V,) point indices.
+  m.def("voxel_select(Tensor inverse, int num_voxels, int seed) -> Tensor");
+  // Submanifold kernel map (N, kernel_size^3): neighbour index or -1.
+  m.def("kernel_map(Tensor grid_coord, Tensor? batch, int kernel_size, int dilation, int bits=16) -> Tensor");
+  // PTv3 patch padding: (pad, unpad, cu_seqlens).
+  m.def("patch_partition(Tensor offsets, int patch_size) -> (Tensor, Tensor, Tensor)");
 }
 
 extern "C" {

@@ -9,7 +9,7 @@
 #include <climits>
 #include <vector>
 
-#include "../keys_common.h"
+#include "../common.h"
 #include "pointins/keys.h"
 
 namespace pointins {

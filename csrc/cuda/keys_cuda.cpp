@@ -6,7 +6,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "../keys_common.h"
+#include "../common.h"
 #include "pointins/pointins_kernels.h"
 
 namespace pointins {

@@ -1,4 +1,4 @@
-#include "keys_common.h"
+#include "common.h"
 
 #include <sstream>
 #include <string>
@@ -6,7 +6,6 @@
 #include "pointins/common.h"
 
 namespace pointins {
-namespace {
 
 std::string fmt_vec(const at::Tensor& t) {
   // t: small 1-D tensor on any device.
@@ -24,8 +23,6 @@ void check_same_device(const at::Tensor& a, const char* an, const at::Tensor& b,
                     " but ", bn, " is on ", b.device(), "; move both to the same device (e.g. ",
                     bn, " = ", bn, ".to(", an, ".device)).");
 }
-
-}  // namespace
 
 void check_grid_coord_args(const at::Tensor& coord, const at::Tensor& offsets,
                            at::ArrayRef<double> grid_size) {
@@ -166,6 +163,112 @@ void raise_unpack_error(int flags, const at::Tensor& keys, int64_t bits) {
                       "). Are these keys from pack_keys, or a -1 'missing' marker?");
   }
   TORCH_CHECK(false, "pointins.unpack_keys: internal error flag ", flags);
+}
+
+}  // namespace pointins
+
+#include "pointins/hash.h"
+#include "pointins/patch.h"
+#include "pointins/serialize.h"
+
+namespace pointins {
+
+void check_depth_order(int64_t depth, int64_t order, const char* op) {
+  TORCH_CHECK_VALUE(depth >= 1 && depth <= POINTINS_MAX_DEPTH, "pointins.", op, ": depth (bits per axis) must be in [1, ",
+                    POINTINS_MAX_DEPTH, "], got ", depth, ".");
+  TORCH_CHECK_VALUE(order_valid((int)order), "pointins.", op,
+                    ": order must be 0 (z), 1 (z-trans), 2 (hilbert) or 3 (hilbert-trans), got ", order, ".");
+}
+
+void check_serialize_args(const at::Tensor& grid_coord, const c10::optional<at::Tensor>& batch, int64_t depth,
+                          at::IntArrayRef orders) {
+  check_pack_args(grid_coord, batch, 1);  // dtype / shape / device of grid_coord and batch
+  TORCH_CHECK_VALUE(!orders.empty() && orders.size() <= POINTINS_MAX_ORDERS, "pointins.serialize: between 1 and ",
+                    POINTINS_MAX_ORDERS, " orders per call, got ", orders.size(), ".");
+  for (auto o : orders) check_depth_order(depth, o, "serialize");
+}
+
+void raise_serialize_error(int flags, const at::Tensor& grid_coord, const c10::optional<at::Tensor>& batch,
+                           int64_t depth) {
+  if (flags & POINTINS_FLAG_NEGATIVE) {
+    TORCH_CHECK_VALUE(false, "pointins.serialize: grid_coord has negative values (min per axis ",
+                      fmt_vec(std::get<0>(grid_coord.min(0))),
+                      "). Curves encode 0 <= coordinate < 2^depth; subtract the per-sample minimum first "
+                      "(pointins.ops.grid_coord does).");
+  }
+  if (flags & POINTINS_FLAG_OVERFLOW) {
+    auto hi = std::get<0>(grid_coord.max(0));
+    const int64_t m = hi.max().item<int64_t>();
+    int64_t need = 0;
+    while (need < 63 && (((int64_t)1 << need) <= m)) ++need;
+    TORCH_CHECK_VALUE(false, "pointins.serialize: grid_coord does not fit depth=", depth,
+                      " bits per axis (max per axis ", fmt_vec(hi), "); it needs depth >= ", need,
+                      " (depth=None picks the bit length of max + 1, as PTv3 does).");
+  }
+  if (flags & POINTINS_FLAG_BATCH_RANGE) {
+    auto b = batch.value();
+    TORCH_CHECK_VALUE(false, "pointins.serialize: batch ids range over [", b.min().item<int64_t>(), ", ",
+                      b.max().item<int64_t>(), "] but depth=", depth, " leaves ", 63 - 3 * depth,
+                      " bits above the curve code for the batch index.");
+  }
+  TORCH_CHECK(false, "pointins.serialize: internal error flag ", flags);
+}
+
+void check_keys_tensor(const at::Tensor& keys, const char* name, const char* op) {
+  TORCH_CHECK_TYPE(keys.scalar_type() == at::kLong, "pointins.", op, ": ", name, " must be int64 (packed keys), got ",
+                   keys.scalar_type(), ".");
+  TORCH_CHECK_VALUE(keys.dim() == 1, "pointins.", op, ": ", name, " must be 1-D, got shape ", keys.sizes(), ".");
+}
+
+int64_t hash_capacity_for(int64_t n) {
+  int64_t cap = 16;
+  while (cap < 2 * n) cap <<= 1;
+  return cap;
+}
+
+void check_table(const at::Tensor& table_keys, const at::Tensor& table_vals, const char* op) {
+  check_keys_tensor(table_keys, "table_keys", op);
+  check_keys_tensor(table_vals, "table_vals", op);
+  const int64_t cap = table_keys.numel();
+  TORCH_CHECK_VALUE(cap >= 1 && (cap & (cap - 1)) == 0 && table_vals.numel() == cap, "pointins.", op,
+                    ": table_keys/table_vals must be two int64 arrays of one power-of-two length (from hash_build).");
+  check_same_device(table_keys, "table_keys", table_vals, "table_vals", op);
+}
+
+void raise_negative_keys(const at::Tensor& keys, const char* op) {
+  TORCH_CHECK_VALUE(false, "pointins.", op, ": keys contains ", keys.lt(0).sum().item<int64_t>(),
+                    " negative values; the hash table stores non-negative keys only (-1 marks a free slot). Use "
+                    "pointins.ops.pack_keys to build keys.");
+}
+
+void check_kernel_map_args(const at::Tensor& grid_coord, const c10::optional<at::Tensor>& batch,
+                           int64_t kernel_size, int64_t dilation, int64_t bits) {
+  check_pack_args(grid_coord, batch, bits);
+  TORCH_CHECK_VALUE(kernel_size >= 1 && kernel_size <= 7 && kernel_size % 2 == 1,
+                    "pointins.kernel_map: kernel_size must be odd and in [1, 7], got ", kernel_size, ".");
+  TORCH_CHECK_VALUE(dilation >= 1 && dilation <= 64, "pointins.kernel_map: dilation must be in [1, 64], got ",
+                    dilation, ".");
+}
+
+std::vector<int64_t> host_offsets(const at::Tensor& offsets, int64_t n_expected, const char* op) {
+  TORCH_CHECK_TYPE(offsets.scalar_type() == at::kLong, "pointins.", op, ": offsets must be int64, got ",
+                   offsets.scalar_type(), ".");
+  TORCH_CHECK_VALUE(offsets.dim() == 1 && offsets.numel() >= 1, "pointins.", op,
+                    ": offsets must be 1-D CSR offsets of length B+1, got shape ", offsets.sizes(), ".");
+  auto o = offsets.to(at::kCPU).contiguous();
+  std::vector<int64_t> v(o.data_ptr<int64_t>(), o.data_ptr<int64_t>() + o.numel());
+  bool ok = v[0] == 0 && (n_expected < 0 || v.back() == n_expected);
+  for (size_t s = 1; ok && s < v.size(); ++s) ok = v[s] >= v[s - 1];
+  TORCH_CHECK_VALUE(ok, "pointins.", op, ": offsets are not valid CSR offsets: they must start at 0 and never decrease",
+                    n_expected >= 0 ? " and end at N" : "", "; got ", fmt_vec(o.slice(0, 0, std::min<int64_t>(8, o.numel()))),
+                    " ending at ", v.back(), ".");
+  return v;
+}
+
+std::vector<int64_t> padded_offsets(const std::vector<int64_t>& off, int64_t patch_size) {
+  std::vector<int64_t> p(off.size(), 0);
+  for (size_t s = 0; s + 1 < off.size(); ++s) p[s + 1] = p[s] + padded_count(off[s + 1] - off[s], patch_size);
+  return p;
 }
 
 }  // namespace pointins

@@ -1,0 +1,58 @@
+// Shared argument checks and error reporting of the ops (CPU and CUDA implementations).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <array>
+#include <string>
+#include <cstdint>
+#include <vector>
+
+namespace pointins {
+
+std::string fmt_vec(const at::Tensor& t);
+void check_same_device(const at::Tensor& a, const char* an, const at::Tensor& b, const char* bn, const char* op);
+
+// Metadata checks (dtype, shape, device): identical for every backend.
+void check_grid_coord_args(const at::Tensor& coord, const at::Tensor& offsets,
+                           at::ArrayRef<double> grid_size);
+void check_pack_args(const at::Tensor& grid_coord, const c10::optional<at::Tensor>& batch,
+                     int64_t bits);
+void check_unpack_args(const at::Tensor& keys, int64_t bits);
+
+// Turn POINTINS_FLAG_* bits raised by a kernel into one clear Python exception. Only called
+// on the error path, so it may run extra (ATen) reductions to describe the problem.
+[[noreturn]] void raise_grid_coord_error(int flags, const at::Tensor& coord,
+                                         const at::Tensor& offsets,
+                                         at::ArrayRef<double> grid_size);
+[[noreturn]] void raise_pack_error(int flags, const at::Tensor& grid_coord,
+                                   const c10::optional<at::Tensor>& batch, int64_t bits);
+[[noreturn]] void raise_unpack_error(int flags, const at::Tensor& keys, int64_t bits);
+
+// Batch ids as contiguous int64 on the same device (or an undefined tensor).
+at::Tensor batch_as_int64(const c10::optional<at::Tensor>& batch);
+
+}  // namespace pointins
+
+namespace pointins {
+
+// Serialization.
+void check_serialize_args(const at::Tensor& grid_coord, const c10::optional<at::Tensor>& batch, int64_t depth,
+                          at::IntArrayRef orders);
+[[noreturn]] void raise_serialize_error(int flags, const at::Tensor& grid_coord,
+                                        const c10::optional<at::Tensor>& batch, int64_t depth);
+void check_depth_order(int64_t depth, int64_t order, const char* op);
+
+// Hash table / voxels / kernel maps.
+void check_keys_tensor(const at::Tensor& keys, const char* name, const char* op);
+int64_t hash_capacity_for(int64_t n);
+void check_table(const at::Tensor& table_keys, const at::Tensor& table_vals, const char* op);
+void check_kernel_map_args(const at::Tensor& grid_coord, const c10::optional<at::Tensor>& batch,
+                           int64_t kernel_size, int64_t dilation, int64_t bits);
+[[noreturn]] void raise_negative_keys(const at::Tensor& keys, const char* op);
+
+// Patch partition: per-sample padded offsets (host), validated.
+std::vector<int64_t> host_offsets(const at::Tensor& offsets, int64_t n_expected, const char* op);
+std::vector<int64_t> padded_offsets(const std::vector<int64_t>& off, int64_t patch_size);
+
+}  // namespace pointins
