@@ -12,16 +12,42 @@ import torch
 from pointins import _ext
 from pointins.ops import _dispatch, reference
 from pointins.ops.keys import DEFAULT_BITS, grid_coord, max_batch, pack_keys, unpack_keys
+from pointins.ops.serialize import ORDERS, Serialization, auto_depth, decode, encode, patch_partition, serialize
+from pointins.ops.voxel import (
+    Downsample,
+    HashTable,
+    Voxelization,
+    downsample,
+    kernel_map,
+    kernel_map_pairs,
+    transpose_kernel_map,
+    voxelize,
+)
 
 __all__ = [
     "DEFAULT_BITS",
+    "ORDERS",
+    "Downsample",
+    "HashTable",
+    "Serialization",
+    "Voxelization",
+    "auto_depth",
     "backends",
     "build_info",
+    "decode",
+    "downsample",
+    "encode",
     "grid_coord",
+    "kernel_map",
+    "kernel_map_pairs",
     "max_batch",
     "pack_keys",
+    "patch_partition",
     "reference",
+    "serialize",
+    "transpose_kernel_map",
     "unpack_keys",
+    "voxelize",
 ]
 
 

@@ -78,3 +78,164 @@ def unpack_keys(keys: torch.Tensor, bits: int = DEFAULT_KEY_BITS) -> tuple[torch
     mask = (1 << bits) - 1
     grid = torch.stack([(keys >> (2 * bits)) & mask, (keys >> bits) & mask, keys & mask], dim=1)
     return grid.to(torch.int32), keys >> (3 * bits)
+
+
+# ---------------------------------------------------------------------------------------------
+# Serialization: z-order and Hilbert codes (PTv3 / Pointcept conventions)
+# ---------------------------------------------------------------------------------------------
+
+ORDERS = ("z", "z-trans", "hilbert", "hilbert-trans")
+
+
+def z_order_encode(grid_coord: torch.Tensor, depth: int) -> torch.Tensor:
+    """Bit i of x -> code bit 3i+2, of y -> 3i+1, of z -> 3i (one bit at a time)."""
+    x, y, z = grid_coord.long().unbind(1)
+    code = torch.zeros_like(x)
+    for i in range(depth):
+        m = 1 << i
+        code |= ((x & m) << (2 * i + 2)) | ((y & m) << (2 * i + 1)) | ((z & m) << (2 * i))
+    return code
+
+
+def z_order_decode(code: torch.Tensor, depth: int) -> torch.Tensor:
+    xyz = torch.zeros(code.shape[0], 3, dtype=torch.long, device=code.device)
+    for i in range(depth):
+        for axis, shift in ((0, 2), (1, 1), (2, 0)):
+            xyz[:, axis] |= ((code >> (3 * i + shift)) & 1) << i
+    return xyz
+
+
+def _bits_msb_first(v: torch.Tensor, nbits: int) -> torch.Tensor:
+    shifts = torch.arange(nbits - 1, -1, -1, device=v.device)
+    return ((v[..., None] >> shifts) & 1).bool()
+
+
+def _from_bits_msb_first(bits: torch.Tensor) -> torch.Tensor:
+    n = bits.shape[-1]
+    weights = torch.ones(n, dtype=torch.long, device=bits.device) << torch.arange(n - 1, -1, -1, device=bits.device)
+    return (bits.long() * weights).sum(-1)
+
+
+def hilbert_encode(grid_coord: torch.Tensor, depth: int) -> torch.Tensor:
+    """Skilling's Hilbert transform written on bit planes (one boolean per bit), as PTv3's
+    reference encoder does: undo excess work from the most significant bit down, flatten
+    bit-major with x first, then Gray-decode the flattened bits (prefix XOR)."""
+    n = grid_coord.shape[0]
+    gray = _bits_msb_first(grid_coord.long(), depth)  # (N, 3 dims, depth bits), MSB first
+    for bit in range(depth):
+        for dim in range(3):
+            on = gray[:, dim, bit].clone()
+            gray[:, 0, bit + 1 :] ^= on[:, None]  # bit set: invert the lower bits of x
+            swap = ~on[:, None] & (gray[:, 0, bit + 1 :] ^ gray[:, dim, bit + 1 :])  # else exchange
+            gray[:, dim, bit + 1 :] ^= swap
+            gray[:, 0, bit + 1 :] ^= swap
+    flat = gray.transpose(1, 2).reshape(n, 3 * depth)
+    binary = (torch.cumsum(flat.long(), dim=1) % 2).bool()
+    return _from_bits_msb_first(binary)
+
+
+def hilbert_decode(code: torch.Tensor, depth: int) -> torch.Tensor:
+    n = code.shape[0]
+    binary = _bits_msb_first(code.long(), 3 * depth)
+    gray = binary.clone()
+    gray[:, 1:] ^= binary[:, :-1]  # Gray encode along the flattened bits
+    gray = gray.reshape(n, depth, 3).transpose(1, 2).contiguous()
+    for bit in range(depth - 1, -1, -1):
+        for dim in range(2, -1, -1):
+            on = gray[:, dim, bit].clone()
+            gray[:, 0, bit + 1 :] ^= on[:, None]
+            swap = ~on[:, None] & (gray[:, 0, bit + 1 :] ^ gray[:, dim, bit + 1 :])
+            gray[:, dim, bit + 1 :] ^= swap
+            gray[:, 0, bit + 1 :] ^= swap
+    return _from_bits_msb_first(gray)
+
+
+def serialize_encode(
+    grid_coord: torch.Tensor, batch: torch.Tensor | None, depth: int, order: str = "z"
+) -> torch.Tensor:
+    """PTv3 code of one order: curve code | batch << 3*depth."""
+    g = grid_coord.long()
+    if bool((g < 0).any()) or bool((g >= 2**depth).any()):
+        raise ValueError(f"pointins.serialize: grid_coord does not fit depth={depth} bits per axis")
+    if order.endswith("-trans"):
+        g = g[:, [1, 0, 2]]
+    code = z_order_encode(g, depth) if order.startswith("z") else hilbert_encode(g, depth)
+    if batch is not None:
+        code = code | (batch.long() << (3 * depth))
+    return code
+
+
+def serialize_decode(code: torch.Tensor, depth: int, order: str = "z") -> tuple[torch.Tensor, torch.Tensor]:
+    if bool((code < 0).any()):
+        raise ValueError("pointins.deserialize: code contains negative values")
+    c = code & ((1 << (3 * depth)) - 1)
+    g = z_order_decode(c, depth) if order.startswith("z") else hilbert_decode(c, depth)
+    if order.endswith("-trans"):
+        g = g[:, [1, 0, 2]]
+    return g.to(torch.int32), code >> (3 * depth)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashing, voxels, kernel maps, patches
+# ---------------------------------------------------------------------------------------------
+
+
+def hash_lookup(keys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """Index of the first occurrence of each query in ``keys``, or -1 (searchsorted)."""
+    if keys.numel() == 0:
+        return torch.full_like(queries, -1)
+    sorted_keys, order = torch.sort(keys, stable=True)  # stable: first occurrence first
+    pos = torch.searchsorted(sorted_keys, queries).clamp(max=keys.numel() - 1)
+    found = sorted_keys[pos] == queries
+    return torch.where(found, order[pos], torch.full_like(queries, -1))
+
+
+def voxel_group(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unique keys numbered in order of first occurrence: (inverse, first index, counts)."""
+    n = keys.numel()
+    if n == 0:
+        e = keys.new_empty(0)
+        return e, e, e
+    _, inv, counts = torch.unique(keys, return_inverse=True, return_counts=True)
+    first = torch.full((counts.numel(),), n, dtype=torch.long, device=keys.device)
+    first = first.scatter_reduce(0, inv, torch.arange(n, device=keys.device), reduce="amin")
+    order = torch.argsort(first)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=keys.device)
+    return rank[inv], first[order], counts[order]
+
+
+def kernel_map(
+    grid_coord: torch.Tensor, batch: torch.Tensor | None, kernel_size: int = 3, dilation: int = 1, bits: int = 16
+) -> torch.Tensor:
+    """(N, k^3) index of the voxel at grid_coord + offset (x slowest, z fastest), or -1."""
+    g = grid_coord.long()
+    b = torch.zeros(g.shape[0], dtype=torch.long, device=g.device) if batch is None else batch.long()
+    keys = pack_keys(g, b, bits)
+    r = kernel_size // 2
+    rng = torch.arange(-r, r + 1, device=g.device) * dilation
+    offs = torch.cartesian_prod(rng, rng, rng)  # x slowest
+    nb = g[:, None, :] + offs[None]  # (N, K, 3)
+    valid = ((nb >= 0) & (nb < 2**bits)).all(-1)
+    nb_keys = (b[:, None] << (3 * bits)) | (nb[..., 0] << (2 * bits)) | (nb[..., 1] << bits) | nb[..., 2]
+    idx = hash_lookup(keys, torch.where(valid, nb_keys, -1).reshape(-1)).reshape(valid.shape)
+    return torch.where(valid, idx, torch.full_like(idx, -1))
+
+
+def patch_partition(offsets: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PTv3 padding, written per sample as in its reference code (slot j >= n takes j - K)."""
+    pads, unpads, cu = [], [], []
+    start_pad = 0
+    for s in range(offsets.numel() - 1):
+        lo, hi = int(offsets[s]), int(offsets[s + 1])
+        n = hi - lo
+        n_pad = -(-n // patch_size) * patch_size if n > patch_size else n
+        local = torch.arange(n_pad, device=offsets.device)
+        local = torch.where(local < n, local, local - patch_size)
+        pads.append(local + lo)
+        unpads.append(torch.arange(n, device=offsets.device) + start_pad)
+        cu.append(torch.arange(start_pad, start_pad + n_pad, patch_size, device=offsets.device))
+        start_pad += n_pad
+    cat = lambda xs, dt: torch.cat(xs).to(dt) if xs else torch.zeros(0, dtype=dt, device=offsets.device)
+    cu_seqlens = torch.cat([cat(cu, torch.int32), torch.tensor([start_pad], dtype=torch.int32, device=offsets.device)])
+    return cat(pads, torch.long), cat(unpads, torch.long), cu_seqlens
