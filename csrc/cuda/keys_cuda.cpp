@@ -2,28 +2,14 @@
 // framework-free launchers of kernels/keys.cu on the current stream, turns flags into errors.
 // Compiled by the host compiler (no nvcc), only when torch has CUDA.
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../common.h"
+#include "cuda_common.h"
 #include "pointins/pointins_kernels.h"
 
 namespace pointins {
 namespace {
-
-void check_cuda_tensor(const at::Tensor& t, const char* name, const char* op) {
-  TORCH_CHECK_VALUE(t.is_cuda(), "pointins.", op, ": ", name, " is on ", t.device(),
-                    "; this is the CUDA implementation (move every tensor argument to the GPU).");
-}
-
-void check_launch(int err, const char* op) {
-  TORCH_CHECK(err == 0, "pointins.", op, ": CUDA kernel launch failed: ",
-              cudaGetErrorString(static_cast<cudaError_t>(err)));
-}
-
-// Reads the error flags back (one small device-to-host copy; synchronises the stream).
-int read_flags(const at::Tensor& flags) { return flags.item<int32_t>(); }
 
 at::Tensor grid_coord_cuda(const at::Tensor& coord_in, const at::Tensor& offsets_in,
                            at::ArrayRef<double> grid_size) {

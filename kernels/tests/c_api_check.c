@@ -11,6 +11,11 @@ int main(void) {
   int rc = 0;
   /* Take every launcher's address so a missing definition fails the link. */
   void* launchers[] = {(void*)&pointins_pack_keys_i32, (void*)&pointins_pack_keys_i64,
+                       (void*)&pointins_serialize_encode_i32, (void*)&pointins_serialize_encode_i64,
+                       (void*)&pointins_serialize_decode, (void*)&pointins_patch_partition,
+                       (void*)&pointins_hash_init, (void*)&pointins_hash_insert, (void*)&pointins_hash_query,
+                       (void*)&pointins_voxel_mark, (void*)&pointins_voxel_assign, (void*)&pointins_voxel_select,
+                       (void*)&pointins_kernel_map,
                        (void*)&pointins_unpack_keys, (void*)&pointins_grid_coord_f32,
                        (void*)&pointins_grid_coord_f64};
   (void)launchers;

@@ -52,6 +52,62 @@ int pointins_grid_coord_f64(const double* coord, const int64_t* offsets, int64_t
                             int64_t n, double gx, double gy, double gz, int32_t* out,
                             void* workspace, int32_t* flags, cudaStream_t stream);
 
+/* ---- serialization (pointins/serialize.h) ------------------------------------------------ */
+
+/* codes (num_orders, n): curve code of each point for each order (POINTINS_ORDER_*), with
+ * batch[i] (optional) above the 3*depth code bits. `orders` is a host array (<= 8 entries). */
+int pointins_serialize_encode_i32(const int32_t* grid_coord, const int64_t* batch, int64_t n, int depth,
+                                  const int32_t* orders, int num_orders, int64_t* codes, int32_t* flags,
+                                  cudaStream_t stream);
+int pointins_serialize_encode_i64(const int64_t* grid_coord, const int64_t* batch, int64_t n, int depth,
+                                  const int32_t* orders, int num_orders, int64_t* codes, int32_t* flags,
+                                  cudaStream_t stream);
+int pointins_serialize_decode(const int64_t* codes, int64_t n, int depth, int order, int32_t* grid_coord,
+                              int64_t* batch, int32_t* flags, cudaStream_t stream);
+
+/* ---- PTv3 patch padding (pointins/patch.h) ----------------------------------------------- */
+
+/* offsets / offsets_pad: device CSR offsets (num_samples + 1) of the points and of the padded
+ * slots (offsets_pad[s+1] - offsets_pad[s] = padded_count(n_s, patch_size)). */
+int pointins_patch_partition(const int64_t* offsets, const int64_t* offsets_pad, int64_t num_samples, int64_t n,
+                             int64_t total_pad, int64_t patch_size, int64_t* pad, int64_t* unpad,
+                             cudaStream_t stream);
+
+/* ---- hash table (pointins/hash.h) --------------------------------------------------------- */
+
+/* capacity: a power of two larger than the number of keys (2x recommended). */
+int pointins_hash_init(int64_t* table_keys, int64_t* table_vals, int64_t capacity, cudaStream_t stream);
+/* Inserts keys[0..n) (non-negative; a negative key sets POINTINS_FLAG_BAD_KEY and is skipped);
+ * table_vals[slot] = smallest i with that key; slots[i] (optional) = the key's slot. */
+int pointins_hash_insert(const int64_t* keys, int64_t n, int64_t* table_keys, int64_t* table_vals,
+                         int64_t capacity, int64_t* slots, int32_t* flags, cudaStream_t stream);
+/* out[j] = table value of queries[j], or -1. */
+int pointins_hash_query(const int64_t* table_keys, const int64_t* table_vals, int64_t capacity,
+                        const int64_t* queries, int64_t m, int64_t* out, cudaStream_t stream);
+
+/* ---- voxel grouping: unique keys numbered by first occurrence ----------------------------- */
+/* 1. pointins_hash_init + pointins_hash_insert(keys, ..., slots)
+ * 2. pointins_voxel_mark(table_vals, slots, n, is_first)          is_first[i] = (i first of its key)
+ * 3. first_rank = exclusive prefix sum of is_first (e.g. cub::DeviceScan::ExclusiveSum);
+ *    number of voxels V = first_rank[n-1] + is_first[n-1]
+ * 4. pointins_voxel_assign(...)  slots -> inverse (in place), first (V), counts (V, zeroed) */
+int pointins_voxel_mark(const int64_t* table_vals, const int64_t* slots, int64_t n, int64_t* is_first,
+                        cudaStream_t stream);
+int pointins_voxel_assign(const int64_t* table_vals, const int64_t* first_rank, int64_t n, int64_t* slots_inverse,
+                          int64_t* first, int64_t* counts, cudaStream_t stream);
+/* selected[v] = a uniformly random point of voxel v (seeded; smallest (priority, index)), -1 if
+ * empty. inverse values outside [0, num_voxels) set POINTINS_FLAG_BAD_OFFSETS. */
+int pointins_voxel_select(const int64_t* inverse, int64_t n, int64_t num_voxels, uint64_t seed,
+                          int64_t* selected, int32_t* flags, cudaStream_t stream);
+
+/* ---- submanifold kernel map --------------------------------------------------------------- */
+/* out (n, k^3): index of the voxel at grid_coord[i] + offset (x slowest) in the same batch, or -1.
+ * The table must hold pack_key(grid_coord[i], batch[i], bits) -> i (pointins_pack_keys_i32 +
+ * pointins_hash_insert). */
+int pointins_kernel_map(const int32_t* grid_coord, const int64_t* batch, int64_t n, int bits, int kernel_size,
+                        int dilation, const int64_t* table_keys, const int64_t* table_vals, int64_t capacity,
+                        int64_t* out, cudaStream_t stream);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

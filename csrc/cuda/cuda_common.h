@@ -1,0 +1,28 @@
+// Helpers shared by the CUDA dispatch glue (csrc/cuda/*.cpp).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+
+namespace pointins {
+
+inline void check_cuda_tensor(const at::Tensor& t, const char* name, const char* op) {
+  TORCH_CHECK_VALUE(t.is_cuda(), "pointins.", op, ": ", name, " is on ", t.device(),
+                    "; this is the CUDA implementation (move every tensor argument to the GPU).");
+}
+
+inline void check_launch(int err, const char* op) {
+  TORCH_CHECK(err == 0, "pointins.", op, ": CUDA kernel launch failed: ",
+              cudaGetErrorString(static_cast<cudaError_t>(err)));
+}
+
+// Reads the error flags back (one small device-to-host copy; synchronises the stream).
+inline int read_flags(const at::Tensor& flags) { return flags.item<int32_t>(); }
+
+inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+inline at::Tensor new_flags(const at::Tensor& like) { return at::zeros({1}, like.options().dtype(at::kInt)); }
+
+}  // namespace pointins
