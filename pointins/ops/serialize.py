@@ -203,12 +203,8 @@ def _register_fakes() -> None:
     @torch.library.register_fake("pointins::patch_partition")
     def _(offsets, patch_size):
         ctx = torch.library.get_ctx()
-        padded, n, patches = ctx.new_dynamic_size(), ctx.new_dynamic_size(), ctx.new_dynamic_size()
-        return (
-            offsets.new_empty((padded,)),
-            offsets.new_empty((n,)),
-            offsets.new_empty((patches + 1,), dtype=torch.int32),
-        )
+        padded, n, cu_len = ctx.new_dynamic_size(), ctx.new_dynamic_size(), ctx.new_dynamic_size(min=1)
+        return offsets.new_empty((padded,)), offsets.new_empty((n,)), offsets.new_empty((cu_len,), dtype=torch.int32)
 
 
 if _ext.try_load() is not None:
