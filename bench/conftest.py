@@ -78,9 +78,12 @@ def quick(request) -> bool:
 
 @pytest.fixture
 def bench(benchmark, request):
-    """``bench(fn, group=..., impl=..., baseline=False, device="cpu", **info)``: time ``fn``."""
+    """``bench(fn, group=..., impl=..., baseline=False, device="cpu", rounds=None, **info)``: time
+    ``fn`` (``rounds`` fixes the number of rounds, for slow baselines)."""
 
-    def run(fn, *, group: str, impl: str, baseline: bool = False, device: str = "cpu", **info):
+    def run(
+        fn, *, group: str, impl: str, baseline: bool = False, device: str = "cpu", rounds: int | None = None, **info
+    ):
         if device == "cuda":
 
             def call():
@@ -92,7 +95,10 @@ def bench(benchmark, request):
         call()  # warm-up: allocator, Triton/JIT compilation, caches
         benchmark.group = group
         benchmark.extra_info.update(impl=impl, baseline=baseline, device=device, **info)
-        out = benchmark(call)
+        if rounds is None:
+            out = benchmark(call)
+        else:  # slow baselines: a fixed number of rounds instead of pytest-benchmark's calibration
+            out = benchmark.pedantic(call, rounds=rounds, iterations=1)
         st = benchmark.stats.stats
         _RESULTS.append(
             dict(

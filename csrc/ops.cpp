@@ -32,10 +32,9 @@ TORCH_LIBRARY(pointins, m) {
   m.def("hash_build(Tensor keys, int capacity) -> (Tensor, Tensor)");
   m.def("hash_query(Tensor table_keys, Tensor table_vals, Tensor queries) -> Tensor");
 
-  // Unique keys in first-occurrence order: (inverse (N,), first (V,), counts (V,)).
-  m.def("voxel_group(Tensor keys) -> (Tensor, Tensor, Tensor)");
-  // One seeded, uniformly random point per voxel: (V,) point indices.
-  m.def("voxel_select(Tensor inverse, int num_voxels, int seed) -> Tensor");
+  // Unique keys in first-occurrence order: (inverse (N,), first (V,), counts (V,), selected (V,));
+  // selected = one seeded, uniformly random point per voxel when seed is given, else first.
+  m.def("voxel_group(Tensor keys, int? seed=None) -> (Tensor, Tensor, Tensor, Tensor)");
   // Submanifold kernel map (N, kernel_size^3): neighbour index or -1.
   m.def("kernel_map(Tensor grid_coord, Tensor? batch, int kernel_size, int dilation, int bits=16) -> Tensor");
   // PTv3 patch padding: (pad, unpad, cu_seqlens).

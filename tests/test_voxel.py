@@ -247,8 +247,7 @@ def test_voxel_opcheck(device):
     tk, tv = torch.ops.pointins.hash_build(keys, 512)
     torch.library.opcheck(torch.ops.pointins.hash_query.default, (tk, tv, torch.randint(0, 60, (70,), device=device)))
     torch.library.opcheck(torch.ops.pointins.voxel_group.default, (keys,))
-    inv, _first, counts = torch.ops.pointins.voxel_group(keys)
-    torch.library.opcheck(torch.ops.pointins.voxel_select.default, (inv, counts.numel(), 11))
+    torch.library.opcheck(torch.ops.pointins.voxel_group.default, (keys, 11))
     grid, batch = unique_voxels([100, 50], device=device)
     torch.library.opcheck(torch.ops.pointins.kernel_map.default, (grid, batch, 3, 1, 16))
 
@@ -257,7 +256,7 @@ def test_voxelize_compiles():
     def f(coord):
         g = ops.grid_coord(coord, None, 0.1)
         keys = ops.pack_keys(g)
-        inv, _first, counts = torch.ops.pointins.voxel_group(keys)
+        inv, _first, counts, _sel = torch.ops.pointins.voxel_group(keys, 3)
         return inv, counts.sum()
 
     coord = torch.rand(500, 3)

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <climits>
+#include <memory>
 #include <vector>
 
 #include "../common.h"
@@ -114,63 +115,162 @@ int64_t exclusive_scan(const int64_t* flags, int64_t n, int64_t* out) {
   return sums[nc];
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> voxel_group_cpu(const at::Tensor& keys_in) {
+// Unique keys numbered by first occurrence, radix-partitioned so that every table fits in cache:
+//   A. bucket = top bits of hash(key); per-chunk histograms          (sequential)
+//   B. stable scatter of (key, index) into per-bucket runs            (P write streams)
+//   C. per bucket, one thread, no atomics: a small local table with each voxel's first index,
+//      count and best random priority (train-mode selection)         (L2-resident)
+//   D. bitmap of first indices + per-word prefix counts: rank(first) = global voxel id
+//   E. per bucket: voxel outputs, and each entry's global id          (L2-resident)
+//   F. per-point inverse by replaying B's cursors                      (P read streams)
+// Deterministic for any thread count: the result depends on the keys (and seed) only.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> voxel_group_cpu(const at::Tensor& keys_in,
+                                                                           c10::optional<int64_t> seed) {
   check_keys_tensor(keys_in, "keys", "voxelize");
   check_cpu(keys_in, "keys", "voxelize");
   auto keys = keys_in.contiguous();
-  const int64_t n = keys.numel(), cap = hash_capacity_for(n);
-  auto [tk, tv] = new_table(keys, cap);
-  auto inverse = at::empty({n}, keys.options());
-  int64_t* inv = inverse.data_ptr<int64_t>();  // holds slots first, then voxel ids
-  if (!hash_insert_all(keys.data_ptr<int64_t>(), n, tk.data_ptr<int64_t>(), tv.data_ptr<int64_t>(), cap, inv))
-    raise_negative_keys(keys, "voxelize");
-  const int64_t* v = tv.data_ptr<int64_t>();
-  std::vector<int64_t> is_first(n), scan(n);
-  at::parallel_for(0, n, kGrain, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) is_first[i] = v[inv[i]] == i;
-  });
-  const int64_t nv = exclusive_scan(is_first.data(), n, scan.data());
-  auto first = at::empty({nv}, keys.options());
-  auto counts = at::zeros({nv}, keys.options());
-  int64_t *f = first.data_ptr<int64_t>(), *c = counts.data_ptr<int64_t>();
-  at::parallel_for(0, n, kGrain, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t vid = scan[v[inv[i]]];
-      inv[i] = vid;
-      if (is_first[i]) f[vid] = i;
-      __atomic_fetch_add(&c[vid], 1, __ATOMIC_RELAXED);
-    }
-  });
-  return {inverse, first, counts};
-}
-
-at::Tensor voxel_select_cpu(const at::Tensor& inverse_in, int64_t num_voxels, int64_t seed) {
-  check_keys_tensor(inverse_in, "inverse", "voxelize");
-  check_cpu(inverse_in, "inverse", "voxelize");
-  TORCH_CHECK_VALUE(num_voxels >= 0, "pointins.voxelize: num_voxels must be >= 0, got ", num_voxels, ".");
-  auto inverse = inverse_in.contiguous();
-  const int64_t n = inverse.numel();
-  TORCH_CHECK_VALUE(n < ((int64_t)1 << POINTINS_SELECT_INDEX_BITS), "pointins.voxelize: random selection supports up to 2^",
+  const int64_t n = keys.numel();
+  TORCH_CHECK_VALUE(n < ((int64_t)1 << POINTINS_SELECT_INDEX_BITS), "pointins.voxelize: at most 2^",
                     POINTINS_SELECT_INDEX_BITS, " points per call, got ", n, ".");
-  auto sel = at::full({num_voxels}, INT64_MAX, inverse.options());
-  int64_t* s = sel.data_ptr<int64_t>();
-  const int64_t* inv = inverse.data_ptr<int64_t>();
-  std::atomic<bool> bad{false};
-  at::parallel_for(0, n, kGrain, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t vid = inv[i];
-      if (vid < 0 || vid >= num_voxels) {
-        bad.store(true, std::memory_order_relaxed);
-        continue;
+  const auto opts = keys.options();
+  if (n == 0) return {keys.new_empty({0}), keys.new_empty({0}), keys.new_empty({0}), keys.new_empty({0})};
+  const int64_t* k = keys.data_ptr<int64_t>();
+  const bool select = seed.has_value();
+  const uint64_t sd = select ? (uint64_t)*seed : 0;
+
+  int pbits = 0;
+  while (pbits < 12 && (n >> pbits) > 8192) ++pbits;  // buckets of <= ~8K keys
+  const int64_t P = (int64_t)1 << pbits;
+  const int64_t nchunks = std::min<int64_t>((n + 4095) / 4096, 4 * (int64_t)at::get_num_threads());
+  const int64_t chunk = (n + nchunks - 1) / nchunks;
+  std::unique_ptr<uint16_t[]> bucket(new uint16_t[n]);
+
+  // A. buckets + histograms
+  std::vector<int64_t> hist(nchunks * P, 0);
+  std::atomic<bool> negative{false};
+  at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      int64_t* h = &hist[c * P];
+      bool neg = false;
+      for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) {
+        neg |= k[i] < 0;
+        const uint16_t bk = pbits == 0 ? 0 : (uint16_t)(hash_mix((uint64_t)k[i]) >> (64 - pbits));
+        bucket[i] = bk;
+        ++h[bk];
       }
-      atomic_min_i64(&s[vid], select_pack((uint64_t)seed, i));
+      if (neg) negative.store(true, std::memory_order_relaxed);
     }
   });
-  TORCH_CHECK_VALUE(!bad.load(), "pointins.voxelize: inverse holds voxel ids outside [0, ", num_voxels, ").");
-  at::parallel_for(0, num_voxels, kGrain, [&](int64_t v0, int64_t v1) {
-    for (int64_t v = v0; v < v1; ++v) s[v] = s[v] == INT64_MAX ? -1 : select_index(s[v]);
+  if (negative.load()) raise_negative_keys(keys, "voxelize");
+  std::vector<int64_t> cursor(nchunks * P), bstart(P + 1, 0);
+  {
+    int64_t pos = 0;
+    for (int64_t b = 0; b < P; ++b) {
+      bstart[b] = pos;
+      for (int64_t c = 0; c < nchunks; ++c) {
+        cursor[c * P + b] = pos;
+        pos += hist[c * P + b];
+      }
+    }
+    bstart[P] = pos;
+  }
+  // B. stable scatter (scratch buffers are uninitialised: every slot is written before use)
+  std::unique_ptr<int64_t[]> pkey(new int64_t[n]), pidx(new int64_t[n]);
+  at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      std::vector<int64_t> cur(cursor.begin() + c * P, cursor.begin() + (c + 1) * P);
+      for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) {
+        const int64_t p = cur[bucket[i]]++;
+        pkey[p] = k[i];
+        pidx[p] = i;
+      }
+    }
   });
-  return sel;
+  // C. per-bucket local tables; voxel records of bucket b at [bstart[b], bstart[b] + nloc[b])
+  std::unique_ptr<int32_t[]> local(new int32_t[n]);
+  std::unique_ptr<int64_t[]> vfirst(new int64_t[n]), vcount(new int64_t[n]), vbest(new int64_t[select ? n : 1]);
+  std::vector<int64_t> nloc(P, 0);
+  at::parallel_for(0, P, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<int64_t> tkey;
+    std::vector<int32_t> tval;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t lo = bstart[b], hi = bstart[b + 1];
+      int lg = 4;
+      while (((int64_t)1 << lg) < 2 * (hi - lo)) ++lg;
+      const int64_t cap = (int64_t)1 << lg, mask = cap - 1;
+      tkey.assign(cap, POINTINS_HASH_EMPTY);
+      tval.resize(cap);
+      int32_t nv = 0;
+      for (int64_t e = lo; e < hi; ++e) {
+        const int64_t key = pkey[e];
+        // Fibonacci hashing (the bucket already used the top bits of hash_mix)
+        int64_t s = (int64_t)(((uint64_t)key * 0x9e3779b97f4a7c15ull) >> (64 - lg));
+        while (tkey[s] != POINTINS_HASH_EMPTY && tkey[s] != key) s = (s + 1) & mask;
+        int32_t v;
+        if (tkey[s] == POINTINS_HASH_EMPTY) {  // indices ascend within a bucket: the voxel's first point
+          tkey[s] = key;
+          v = tval[s] = nv++;
+          vfirst[lo + v] = pidx[e];
+          vcount[lo + v] = 1;
+          if (select) vbest[lo + v] = select_pack(sd, pidx[e]);
+        } else {
+          v = tval[s];
+          ++vcount[lo + v];
+          if (select) vbest[lo + v] = std::min(vbest[lo + v], select_pack(sd, pidx[e]));
+        }
+        local[e] = v;
+      }
+      nloc[b] = nv;
+    }
+  });
+  // D. bitmap of first indices: per-thread private bitmaps (no atomics), OR-reduced
+  const int64_t nw = (n + 63) / 64;
+  const int nthreads = at::get_num_threads();
+  std::vector<std::vector<uint64_t>> priv(nthreads);
+  at::parallel_for(0, P, 1, [&](int64_t b0, int64_t b1) {
+    auto& bm = priv[at::get_thread_num()];
+    if (bm.empty()) bm.assign(nw, 0);
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t r = 0; r < nloc[b]; ++r) {
+        const int64_t f = vfirst[bstart[b] + r];
+        bm[f >> 6] |= (uint64_t)1 << (f & 63);
+      }
+  });
+  std::vector<uint64_t> bitmap(nw, 0);
+  for (const auto& bm : priv)
+    if (!bm.empty())
+      for (int64_t w = 0; w < nw; ++w) bitmap[w] |= bm[w];
+  std::vector<int64_t> wprefix(nw + 1, 0);
+  for (int64_t w = 0; w < nw; ++w) wprefix[w + 1] = wprefix[w] + __builtin_popcountll(bitmap[w]);
+  const int64_t nv = wprefix[nw];
+  // E. voxel outputs; pkey is reused for each partitioned entry's global voxel id
+  auto first = at::empty({nv}, opts), counts = at::empty({nv}, opts), selected = at::empty({nv}, opts);
+  auto inverse = at::empty({n}, opts);
+  int64_t *fo = first.data_ptr<int64_t>(), *co = counts.data_ptr<int64_t>(), *so = selected.data_ptr<int64_t>();
+  int64_t* inv = inverse.data_ptr<int64_t>();
+  int64_t* pvid = pkey.get();
+  at::parallel_for(0, P, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t lo = bstart[b];
+      for (int64_t r = 0; r < nloc[b]; ++r) {
+        const int64_t f = vfirst[lo + r];
+        const int64_t vid = wprefix[f >> 6] + __builtin_popcountll(bitmap[f >> 6] & (((uint64_t)1 << (f & 63)) - 1));
+        fo[vid] = f;
+        co[vid] = vcount[lo + r];
+        so[vid] = select ? select_index(vbest[lo + r]) : f;
+        vfirst[lo + r] = vid;  // reuse: local voxel -> global id
+      }
+      for (int64_t e = lo; e < bstart[b + 1]; ++e) pvid[e] = vfirst[lo + local[e]];
+    }
+  });
+  // F. inverse in point order
+  at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      std::vector<int64_t> cur(cursor.begin() + c * P, cursor.begin() + (c + 1) * P);
+      for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) inv[i] = pvid[cur[bucket[i]]++];
+    }
+  });
+  return {inverse, first, counts, selected};
 }
 
 at::Tensor kernel_map_cpu(const at::Tensor& grid_in, const c10::optional<at::Tensor>& batch_in, int64_t kernel_size,
@@ -224,6 +324,5 @@ TORCH_LIBRARY_IMPL(pointins, CPU, m) {
   m.impl("hash_build", &pointins::hash_build_cpu);
   m.impl("hash_query", &pointins::hash_query_cpu);
   m.impl("voxel_group", &pointins::voxel_group_cpu);
-  m.impl("voxel_select", &pointins::voxel_select_cpu);
   m.impl("kernel_map", &pointins::kernel_map_cpu);
 }

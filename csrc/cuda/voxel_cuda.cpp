@@ -55,16 +55,19 @@ at::Tensor hash_query_cuda(const at::Tensor& tk_in, const at::Tensor& tv_in, con
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> voxel_group_cuda(const at::Tensor& keys_in) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> voxel_group_cuda(const at::Tensor& keys_in,
+                                                                            c10::optional<int64_t> seed) {
   check_keys_tensor(keys_in, "keys", "voxelize");
   check_cuda_tensor(keys_in, "keys", "voxelize");
   const c10::cuda::CUDAGuard guard(keys_in.device());
   auto keys = keys_in.contiguous();
   const int64_t n = keys.numel();
+  TORCH_CHECK_VALUE(n < ((int64_t)1 << POINTINS_SELECT_INDEX_BITS), "pointins.voxelize: at most 2^",
+                    POINTINS_SELECT_INDEX_BITS, " points per call, got ", n, ".");
   auto [tk, tv] = new_table(keys, hash_capacity_for(n));
   auto inverse = at::empty({n}, keys.options());  // slots first, voxel ids after assign
   insert(keys, tk, tv, inverse.data_ptr<int64_t>(), "voxelize");
-  if (n == 0) return {inverse, keys.new_empty({0}), keys.new_empty({0})};
+  if (n == 0) return {inverse, keys.new_empty({0}), keys.new_empty({0}), keys.new_empty({0})};
   auto is_first = at::empty({n}, keys.options());
   check_launch(pointins_voxel_mark(tv.data_ptr<int64_t>(), inverse.data_ptr<int64_t>(), n,
                                    is_first.data_ptr<int64_t>(), current_stream()),
@@ -76,26 +79,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> voxel_group_cuda(const at::Tensor
   check_launch(pointins_voxel_assign(tv.data_ptr<int64_t>(), rank.data_ptr<int64_t>(), n, inverse.data_ptr<int64_t>(),
                                      first.data_ptr<int64_t>(), counts.data_ptr<int64_t>(), current_stream()),
                "voxelize");
-  return {inverse, first, counts};
-}
-
-at::Tensor voxel_select_cuda(const at::Tensor& inverse_in, int64_t num_voxels, int64_t seed) {
-  check_keys_tensor(inverse_in, "inverse", "voxelize");
-  check_cuda_tensor(inverse_in, "inverse", "voxelize");
-  TORCH_CHECK_VALUE(num_voxels >= 0, "pointins.voxelize: num_voxels must be >= 0, got ", num_voxels, ".");
-  TORCH_CHECK_VALUE(inverse_in.numel() < ((int64_t)1 << POINTINS_SELECT_INDEX_BITS),
-                    "pointins.voxelize: random selection supports up to 2^", POINTINS_SELECT_INDEX_BITS,
-                    " points per call, got ", inverse_in.numel(), ".");
-  const c10::cuda::CUDAGuard guard(inverse_in.device());
-  auto inverse = inverse_in.contiguous();
-  auto sel = at::empty({num_voxels}, inverse.options());
-  auto flags = new_flags(inverse);
-  check_launch(pointins_voxel_select(inverse.data_ptr<int64_t>(), inverse.numel(), num_voxels, (uint64_t)seed,
-                                     sel.data_ptr<int64_t>(), flags.data_ptr<int32_t>(), current_stream()),
+  if (!seed.has_value()) return {inverse, first, counts, first.clone()};
+  auto selected = at::empty({nv}, keys.options());
+  auto flags = new_flags(keys);
+  check_launch(pointins_voxel_select(inverse.data_ptr<int64_t>(), n, nv, (uint64_t)*seed,
+                                     selected.data_ptr<int64_t>(), flags.data_ptr<int32_t>(), current_stream()),
                "voxelize");
-  TORCH_CHECK_VALUE(read_flags(flags) == 0, "pointins.voxelize: inverse holds voxel ids outside [0, ", num_voxels,
-                    ").");
-  return sel;
+  return {inverse, first, counts, selected};
 }
 
 at::Tensor kernel_map_cuda(const at::Tensor& grid_in, const c10::optional<at::Tensor>& batch_in, int64_t kernel_size,
@@ -131,6 +121,5 @@ TORCH_LIBRARY_IMPL(pointins, CUDA, m) {
   m.impl("hash_build", &pointins::hash_build_cuda);
   m.impl("hash_query", &pointins::hash_query_cuda);
   m.impl("voxel_group", &pointins::voxel_group_cuda);
-  m.impl("voxel_select", &pointins::voxel_select_cuda);
   m.impl("kernel_map", &pointins::kernel_map_cuda);
 }

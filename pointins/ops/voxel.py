@@ -175,7 +175,7 @@ def voxelize(
         c = c[perm]
         f = None if f is None else f[perm]
     g = grid_coord(c, off, gs, backend=be)
-    if n and int(g.max()) >= 2**bits:
+    if n and int(g.amax()) >= 2**bits:
         gmax = g.max(0).values
         extent = [round(float(v) * s, 4) for v, s in zip(gmax.tolist(), gs, strict=True)]
         raise ValueError(
@@ -183,22 +183,18 @@ def voxelize(
             f"cells per axis, but voxel keys hold 2^{bits} = {2**bits} cells per axis. Use a larger grid_size "
             f"(>= {max(e / 2**bits for e in extent):.4g}) or crop the cloud."
         )
-    pbatch = reference.offsets_to_batch(off)
+    single = off.numel() == 2  # one sample: no batch bits to pack
+    pbatch = None if single else reference.offsets_to_batch(off)
     keys = pack_keys(g, pbatch, bits=bits, backend=be)
+    if mode == "train" and seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    sel_seed = int(seed) if mode == "train" else None
     if be == "reference":
         inverse, first, counts = reference.voxel_group(keys)
+        index = first if sel_seed is None else _select_reference(inverse, int(counts.shape[0]), sel_seed)
     else:
-        inverse, first, counts = torch.ops.pointins.voxel_group(keys)
+        inverse, first, counts, index = torch.ops.pointins.voxel_group(keys, sel_seed)
     num_voxels = int(counts.shape[0])
-    if mode == "train":
-        if seed is None:
-            seed = int(torch.randint(0, 2**62, (1,)).item())
-        if be == "reference":
-            index = _select_reference(inverse, num_voxels, seed)
-        else:
-            index = torch.ops.pointins.voxel_select(inverse, num_voxels, int(seed))
-    else:
-        index = first
     fragments = None
     if mode == "test" and num_voxels:
         within = torch.sort(inverse, stable=True).indices  # points grouped by voxel, ascending
@@ -213,7 +209,7 @@ def voxelize(
         acc.index_add_(0, inverse, f.double())
         shape = (-1,) + (1,) * (f.dim() - 1)
         vfeats = (acc / counts.view(shape)).to(f.dtype if f.is_floating_point() else torch.float32)
-    vbatch = pbatch[first]
+    vbatch = torch.zeros_like(first) if single else pbatch[first]
     voffsets = torch.cat([vbatch.new_zeros(1), torch.bincount(vbatch, minlength=off.numel() - 1).cumsum(0)])
     if perm is not None:  # back to the caller's point order
         inverse = torch.empty_like(inverse).index_copy_(0, perm, inverse)
@@ -382,7 +378,7 @@ def downsample(
     if be == "reference":
         parent, first, _ = reference.voxel_group(keys)
     else:
-        parent, first, _ = torch.ops.pointins.voxel_group(keys)
+        parent, first, _, _ = torch.ops.pointins.voxel_group(keys)
     m = first.shape[0]
     d = g.long() - stride * coarse  # in [0, stride)^3
     k = (d[:, 0] * stride + d[:, 1]) * stride + d[:, 2]
@@ -404,13 +400,9 @@ def _register_fakes() -> None:
         return queries.new_empty(queries.shape)
 
     @torch.library.register_fake("pointins::voxel_group")
-    def _(keys):
+    def _(keys, seed=None):
         v = torch.library.get_ctx().new_dynamic_size()
-        return keys.new_empty(keys.shape), keys.new_empty((v,)), keys.new_empty((v,))
-
-    @torch.library.register_fake("pointins::voxel_select")
-    def _(inverse, num_voxels, seed):
-        return inverse.new_empty((num_voxels,))
+        return keys.new_empty(keys.shape), keys.new_empty((v,)), keys.new_empty((v,)), keys.new_empty((v,))
 
     @torch.library.register_fake("pointins::kernel_map")
     def _(grid_coord, batch, kernel_size, dilation, bits=16):
