@@ -139,7 +139,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> voxel_group_cpu(const
   const uint64_t sd = select ? (uint64_t)*seed : 0;
 
   int pbits = 0;
-  while (pbits < 12 && (n >> pbits) > 8192) ++pbits;  // buckets of <= ~8K keys
+  while (pbits < 12 && (n >> pbits) > 32768) ++pbits;  // buckets of <= 32K keys: tables of <= 768 KB
   const int64_t P = (int64_t)1 << pbits;
   const int64_t nchunks = std::min<int64_t>((n + 4095) / 4096, 4 * (int64_t)at::get_num_threads());
   const int64_t chunk = (n + nchunks - 1) / nchunks;

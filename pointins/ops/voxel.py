@@ -174,7 +174,10 @@ def voxelize(
     if perm is not None:
         c = c[perm]
         f = None if f is None else f[perm]
-    g = grid_coord(c, off, gs, backend=be)
+    if be == "reference":
+        g = grid_coord(c, off, gs, backend=be)
+    else:  # the op directly: arguments are already normalised (saves wrapper overhead on small clouds)
+        g = torch.ops.pointins.grid_coord(c.float() if c.dtype in (torch.float16, torch.bfloat16) else c, off, gs)
     if n and int(g.amax()) >= 2**bits:
         gmax = g.max(0).values
         extent = [round(float(v) * s, 4) for v, s in zip(gmax.tolist(), gs, strict=True)]
@@ -185,7 +188,11 @@ def voxelize(
         )
     single = off.numel() == 2  # one sample: no batch bits to pack
     pbatch = None if single else reference.offsets_to_batch(off)
-    keys = pack_keys(g, pbatch, bits=bits, backend=be)
+    keys = (
+        pack_keys(g, pbatch, bits=bits, backend=be)
+        if be == "reference"
+        else torch.ops.pointins.pack_keys(g, pbatch, bits)
+    )
     if mode == "train" and seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
     sel_seed = int(seed) if mode == "train" else None
