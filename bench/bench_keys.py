@@ -40,7 +40,15 @@ def bench_grid_coord(bench, quick, device, impl):
         "ours": lambda: ops.grid_coord(coord, offsets, 0.02),
         "reference": lambda: ref.grid_coord(coord, offsets, [0.02] * 3),
     }[impl]
-    bench(fn, group=f"grid_coord N={_label(n)} B=8 {device}", impl=impl, baseline=impl == "reference", device=device)
+    bench(
+        fn,
+        group=f"grid_coord N={_label(n)} B=8 {device}",
+        impl=impl,
+        baseline=impl == "reference",
+        device=device,
+        points=n,
+        bytes=n * 24,
+    )
 
 
 def _impls(device):

@@ -92,6 +92,7 @@ def bench_voxelize(bench, quick, device, impl, n):
         baseline=impl.startswith("torch"),
         device=device,
         rounds=5 if n >= 1_000_000 else None,
+        points=n,
     )
 
 
@@ -115,6 +116,8 @@ def bench_serialize_encode(bench, quick, device, order, impl, n):
         baseline=impl == "reference",
         device=device,
         rounds=3 if impl == "reference" and n >= 1_000_000 else None,
+        points=n,
+        bytes=n * (3 * 8 + 8 + 8),  # grid + batch in, code out
     )
 
 
@@ -137,6 +140,8 @@ def bench_kernel_map(bench, quick, device, impl, n):
         baseline=impl != "ours",
         device=device,
         rounds=3 if impl != "ours" and n >= 1_000_000 else None,
+        points=grid.shape[0],
+        bytes=grid.shape[0] * (12 + 8 + 27 * 8),  # grid + batch in, map out
     )
 
 
@@ -156,3 +161,12 @@ def bench_hash_query(bench, quick, device, impl):
     bench(
         fn, group=f"hash query keys={_label(keys.numel())} {device}", impl=impl, baseline=impl != "ours", device=device
     )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def bench_memcpy(bench, quick, device):
+    """Copy bandwidth of the device (read + write), the ceiling for the GB/s column."""
+    n = 2**24 if quick else 2**27
+    src = torch.empty(n, dtype=torch.uint8, device=device).fill_(1)
+    dst = torch.empty_like(src)
+    bench(lambda: dst.copy_(src), group=f"memcpy {n >> 20} MiB {device}", impl="copy_", device=device, bytes=2 * n)

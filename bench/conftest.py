@@ -7,7 +7,9 @@ Every benchmark test is parametrised by implementation and calls the ``bench`` f
 
 At the end of the session a table per group prints each implementation's median time and its
 ratio to the group's baseline (``ours/baseline``: below 1 is faster; ``speedup`` = inverse),
-with the device and library versions. ``--ratio-json`` / ``--ratio-md`` save it.
+with the device and library versions. ``--ratio-json`` / ``--ratio-md`` save it. Pass
+``points=N`` (points/s column) and ``bytes=B`` (GB/s column: bytes the op must read + write,
+to compare with the measured copy bandwidth of the "memcpy" group) as extra info.
 """
 
 from __future__ import annotations
@@ -137,12 +139,18 @@ def ratio_rows() -> list[dict]:
 def markdown(rows: list[dict], env: dict) -> str:
     lines = ["# PointINS benchmarks", ""]
     lines += [f"- **{k}**: {v}" for k, v in env.items()]
-    lines += ["", "| group | impl | median (ms) | ours/baseline | speedup vs baseline |", "|---|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "| group | impl | median (ms) | ours/baseline | speedup vs baseline | Mpoints/s | GB/s |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         ratio = f"{r['ratio']:.3f}" if "ratio" in r else "-"
         speed = f"{r['speedup']:.2f}x" if "speedup" in r else "-"
         name = r["impl"] + (" (baseline)" if r["baseline"] else "")
-        lines.append(f"| {r['group']} | {name} | {r['median_s'] * 1e3:.3f} | {ratio} | {speed} |")
+        mpts = f"{r['points'] / r['median_s'] / 1e6:.1f}" if r.get("points") else "-"
+        gbs = f"{r['bytes'] / r['median_s'] / 1e9:.1f}" if r.get("bytes") else "-"
+        lines.append(f"| {r['group']} | {name} | {r['median_s'] * 1e3:.3f} | {ratio} | {speed} | {mpts} | {gbs} |")
     return "\n".join(lines) + "\n"
 
 
@@ -160,12 +168,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.section("pointins: ours vs baseline (median; ratio < 1 = faster than baseline)")
     tr.write_line(f"device: {env['gpu'] or env['cpu']} | torch {env['torch']} | {env['date']}")
     w = max(len(r["group"]) for r in rows)
-    tr.write_line(f"{'group':<{w}}  {'impl':<28} {'median ms':>11} {'ratio':>8} {'speedup':>8}")
+    tr.write_line(f"{'group':<{w}}  {'impl':<28} {'median ms':>11} {'ratio':>8} {'speedup':>8} {'Mpts/s':>8}")
     for r in rows:
         name = r["impl"] + ("*" if r["baseline"] else "")
         ratio = f"{r['ratio']:.3f}" if "ratio" in r else "-"
         speed = f"{r['speedup']:.2f}x" if "speedup" in r else "-"
-        tr.write_line(f"{r['group']:<{w}}  {name:<28} {r['median_s'] * 1e3:>11.3f} {ratio:>8} {speed:>8}")
+        mpts = f"{r['points'] / r['median_s'] / 1e6:.1f}" if r.get("points") else "-"
+        tr.write_line(f"{r['group']:<{w}}  {name:<28} {r['median_s'] * 1e3:>11.3f} {ratio:>8} {speed:>8} {mpts:>8}")
     tr.write_line("(* = the group's baseline)")
     if p := config.getoption("--ratio-json"):
         os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)

@@ -264,3 +264,27 @@ def test_voxelize_compiles():
     a, b = compiled(coord)
     ea, eb = f(coord)
     assert torch.equal(a, ea) and int(b) == int(eb)
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_kernel_map_past_int32_elements_gpu():
+    """A dense 430^3 block: 79.5M voxels x 27 offsets = 2.15e9 map entries (> 2^31)."""
+    side = 430
+    free, _ = torch.cuda.mem_get_info()
+    if free < 30 * 2**30:
+        pytest.skip("needs ~30 GiB free GPU memory")
+    r = torch.arange(side, device="cuda", dtype=torch.int32)
+    grid = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    n = grid.shape[0]
+    assert n * 27 > 2**31
+    km = ops.kernel_map(grid)
+    # in the dense block, voxel (x, y, z) has index (x*side + y)*side + z
+    idx = torch.cat([torch.arange(0, 2000, device="cuda"), torch.arange(n - 2000, n, device="cuda")])
+    g = grid[idx].long()
+    for q in (0, 4, 13, 22, 26):
+        dx, dy, dz = q // 9 - 1, (q // 3) % 3 - 1, q % 3 - 1
+        nb = g + torch.tensor([dx, dy, dz], device="cuda")
+        inside = ((nb >= 0) & (nb < side)).all(1)
+        expected = torch.where(inside, (nb[:, 0] * side + nb[:, 1]) * side + nb[:, 2], -1)
+        assert torch.equal(km[idx, q], expected), q

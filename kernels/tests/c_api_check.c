@@ -31,8 +31,59 @@ int main(void) {
   cudaMemcpy(host_keys, keys, sizeof host_keys, cudaMemcpyDeviceToHost);
   printf("rc=%d keys=%lld %lld %lld %lld\n", rc, (long long)host_keys[0], (long long)host_keys[1],
          (long long)host_keys[2], (long long)host_keys[3]);
+  int ok = rc == 0 && host_keys[1] == ((1LL << 32) | (2LL << 16) | 3LL);
+
+  /* Hash table round trip: insert the 4 keys, query them back plus one absent key. */
+  {
+    int64_t *tk = NULL, *tv = NULL, *q = NULL, *out = NULL, host_out[5] = {0};
+    const int64_t cap = 16;
+    int64_t host_q[5];
+    for (int i = 0; i < 4; ++i) host_q[i] = host_keys[i];
+    host_q[4] = 12345;
+    cudaMalloc((void**)&tk, cap * sizeof(int64_t));
+    cudaMalloc((void**)&tv, cap * sizeof(int64_t));
+    cudaMalloc((void**)&q, sizeof host_q);
+    cudaMalloc((void**)&out, sizeof host_out);
+    cudaMemcpy(q, host_q, sizeof host_q, cudaMemcpyHostToDevice);
+    rc = pointins_hash_init(tk, tv, cap, 0);
+    rc |= pointins_hash_insert(q, 4, tk, tv, cap, NULL, flags, 0);
+    rc |= pointins_hash_query(tk, tv, cap, q, 5, out, 0);
+    cudaMemcpy(host_out, out, sizeof host_out, cudaMemcpyDeviceToHost);
+    printf("hash rc=%d lookup=%lld %lld %lld %lld %lld\n", rc, (long long)host_out[0], (long long)host_out[1],
+           (long long)host_out[2], (long long)host_out[3], (long long)host_out[4]);
+    ok = ok && rc == 0 && host_out[0] == 0 && host_out[1] == 1 && host_out[2] == 2 && host_out[3] == 3 &&
+         host_out[4] == -1;
+    /* Hilbert order of the 8 cells of a 2x2x2 cube: a bijection onto 0..7 */
+    {
+      int32_t cube[24];
+      int64_t codes[8];
+      int seen = 0;
+      const int32_t order = POINTINS_ORDER_HILBERT;
+      for (int c = 0; c < 8; ++c) {
+        cube[3 * c] = (c >> 2) & 1;
+        cube[3 * c + 1] = (c >> 1) & 1;
+        cube[3 * c + 2] = c & 1;
+      }
+      int32_t* dcube = NULL;
+      int64_t* dcodes = NULL;
+      cudaMalloc((void**)&dcube, sizeof cube);
+      cudaMalloc((void**)&dcodes, sizeof codes);
+      cudaMemcpy(dcube, cube, sizeof cube, cudaMemcpyHostToDevice);
+      rc = pointins_serialize_encode_i32(dcube, NULL, 8, 1, &order, 1, dcodes, flags, 0);
+      cudaMemcpy(codes, dcodes, sizeof codes, cudaMemcpyDeviceToHost);
+      for (int c = 0; c < 8; ++c) seen |= 1 << (int)codes[c];
+      printf("hilbert rc=%d cells->codes bijective=%d\n", rc, seen == 0xff);
+      ok = ok && rc == 0 && seen == 0xff;
+      cudaFree(dcube);
+      cudaFree(dcodes);
+    }
+    cudaFree(tk);
+    cudaFree(tv);
+    cudaFree(q);
+    cudaFree(out);
+  }
   cudaFree(grid);
   cudaFree(keys);
   cudaFree(flags);
-  return rc == 0 && host_keys[1] == ((1LL << 32) | (2LL << 16) | 3LL) ? 0 : 1;
+  return ok ? 0 : 1;
 }

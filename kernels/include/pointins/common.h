@@ -33,4 +33,12 @@ enum pointins_flag {
 #define POINTINS_MAX_KEY_BITS 21
 #define POINTINS_DEFAULT_KEY_BITS 16
 
+/* Serialization orders (pointins/serialize.h) and limits. */
+#define POINTINS_ORDER_Z 0
+#define POINTINS_ORDER_Z_TRANS 1
+#define POINTINS_ORDER_HILBERT 2
+#define POINTINS_ORDER_HILBERT_TRANS 3
+#define POINTINS_MAX_ORDERS 8
+#define POINTINS_MAX_DEPTH 21
+
 #endif /* POINTINS_COMMON_H_ */

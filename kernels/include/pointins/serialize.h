@@ -16,13 +16,6 @@
 
 #include "pointins/common.h"
 
-#define POINTINS_ORDER_Z 0
-#define POINTINS_ORDER_Z_TRANS 1
-#define POINTINS_ORDER_HILBERT 2
-#define POINTINS_ORDER_HILBERT_TRANS 3
-#define POINTINS_MAX_ORDERS 8
-#define POINTINS_MAX_DEPTH 21
-
 namespace pointins {
 
 /* Spread the low 21 bits of v so that bit i lands on bit 3i. */
