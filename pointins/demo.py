@@ -1,4 +1,5 @@
-"""Op demo: voxel keys for a batch of synthetic room scans, ours vs the PyTorch reference.
+"""Op demo: voxel keys, grid sampling, serialization and kernel maps for a batch of synthetic room
+scans, ours vs the PyTorch reference.
 
     python -m pointins.demo [--points 1000000] [--clouds 4] [--grid 0.02] [--device cpu|cuda]
 
@@ -93,13 +94,35 @@ def main(argv=None) -> int:
     (ur, _), t_ref = timed(lambda: torch.unique(rows_int, dim=0, return_inverse=True), args.device, 1)
     rows.append(("unique voxels", t_ours, t_ref, uk.numel() == ur.shape[0]))
 
+    # grid sampling (train mode): ours vs torch.unique on packed keys + a sort for the random pick
+    def torch_grid_sample():
+        _, inv, cnt = torch.unique(ref.pack_keys(grid, batch), return_inverse=True, return_counts=True)
+        order = torch.sort(inv, stable=True).indices
+        pick = torch.randint(0, 2**31, cnt.shape, device=cnt.device) % cnt
+        return order[torch.cumsum(cnt, 0) - cnt + pick]
+
+    vox, t_ours = timed(lambda: ops.voxelize(coord, offsets, args.grid, seed=args.seed), args.device, args.repeat)
+    _, t_ref = timed(torch_grid_sample, args.device, 1)
+    vref = ops.voxelize(coord, offsets, args.grid, seed=args.seed, backend="reference")
+    same = all(torch.equal(getattr(vox, f), getattr(vref, f)) for f in ("inverse", "counts", "index", "grid_coord"))
+    rows.append(("voxelize", t_ours, t_ref, same))
+    vg, vb = vox.grid_coord, vox.batch
+    codes, t_ours = timed(lambda: ops.encode(vg, vb, "hilbert", 16), args.device, args.repeat)
+    codes_ref, t_ref = timed(lambda: ref.serialize_encode(vg, vb, 16, "hilbert"), args.device, 1)
+    rows.append(("hilbert encode", t_ours, t_ref, torch.equal(codes, codes_ref)))
+    kmap, t_ours = timed(lambda: ops.kernel_map(vg, batch=vb), args.device, args.repeat)
+    kmap_ref, t_ref = timed(lambda: ref.kernel_map(vg, vb, 3), args.device, 1)
+    rows.append(("kernel_map k=3", t_ours, t_ref, torch.equal(kmap, kmap_ref)))
+
     print(f"{'op':<14} {'ours ms':>9} {'baseline ms':>12} {'speedup':>8}  check")
     for name, t_o, t_r, ok in rows:
         print(
             f"{name:<14} {t_o * 1e3:>9.2f} {t_r * 1e3:>12.2f} {t_r / t_o:>7.1f}x  {'identical' if ok else 'MISMATCH'}"
         )
-    print("baselines: plain-PyTorch reference (pointins.ops.reference); unique voxels: torch.unique(dim=0)")
-    print(f"voxels: {uk.numel():,} ({args.points / uk.numel():.1f} points per voxel)")
+    print("baselines: the plain-PyTorch reference (pointins.ops.reference); unique voxels: torch.unique(dim=0);")
+    print("voxelize: torch.unique on packed keys + stable sort for the random pick; kernel_map: searchsorted")
+    pairs = int((kmap >= 0).sum())
+    print(f"voxels: {uk.numel():,} ({args.points / uk.numel():.1f} points per voxel), {pairs:,} kernel-map pairs")
     return 0 if all(r[3] for r in rows) else 2
 
 
