@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <memory>
@@ -279,7 +280,7 @@ at::Tensor kernel_map_cpu(const at::Tensor& grid_in, const c10::optional<at::Ten
   check_cpu(grid_in, "grid_coord", "kernel_map");
   auto grid = grid_in.to(at::kInt).contiguous();
   auto batch = batch_as_int64(batch_in);
-  const int64_t n = grid.size(0), kv = kernel_size * kernel_size * kernel_size, cap = hash_capacity_for(n);
+  const int64_t n = grid.size(0), kv = kernel_size * kernel_size * kernel_size;
   const int32_t* g = grid.data_ptr<int32_t>();
   const int64_t* b = batch.defined() ? batch.data_ptr<int64_t>() : nullptr;
   auto keys = at::empty({n}, grid.options().dtype(at::kLong));
@@ -292,25 +293,39 @@ at::Tensor kernel_map_cpu(const at::Tensor& grid_in, const c10::optional<at::Ten
     if (acc) flags.fetch_or(acc, std::memory_order_relaxed);
   });
   if (flags.load()) raise_pack_error(flags.load(), grid, batch_in, bits);
-  auto [tk, tv] = new_table(keys, cap);
-  hash_insert_all(k, n, tk.data_ptr<int64_t>(), tv.data_ptr<int64_t>(), cap, nullptr);
+  // Sort-merge instead of hashing: with the keys sorted once, the neighbour keys key + delta_q of
+  // offset q are sorted too (delta_q is a constant), so every lookup is a forward step of one of
+  // kv merge cursors over the sorted keys: sequential memory access instead of kv random probes.
+  // A neighbour outside [0, 2^bits) on some axis is -1 (its key would alias another voxel).
+  auto sorted = at::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  const at::Tensor& skeys_t = std::get<0>(sorted);
+  const at::Tensor& order_t = std::get<1>(sorted);
+  const int64_t* sk = skeys_t.data_ptr<int64_t>();
+  const int64_t* order = order_t.data_ptr<int64_t>();
   auto out = at::empty({n, kv}, keys.options());
   int64_t* o = out.data_ptr<int64_t>();
-  const int64_t *tkp = tk.data_ptr<int64_t>(), *tvp = tv.data_ptr<int64_t>(), mask = cap - 1;
-  const int64_t lim = (int64_t)1 << bits;
-  at::parallel_for(0, n, kGrain / 16, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
+  const int64_t lim = (int64_t)1 << bits, mask = lim - 1;
+  std::vector<int64_t> delta(kv);
+  std::vector<int> ox(kv), oy(kv), oz(kv);
+  for (int q = 0; q < kv; ++q) {
+    kernel_offset(q, (int)kernel_size, (int)dilation, &ox[q], &oy[q], &oz[q]);
+    delta[q] = (int64_t)ox[q] * ((int64_t)1 << (2 * bits)) + (int64_t)oy[q] * ((int64_t)1 << bits) + (int64_t)oz[q];
+  }
+  at::parallel_for(0, n, 4096, [&](int64_t j0, int64_t j1) {
+    std::vector<int64_t> cur(kv);
+    for (int q = 0; q < kv; ++q) cur[q] = std::lower_bound(sk, sk + n, sk[j0] + delta[q]) - sk;
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t key = sk[j];
+      const int64_t x = (key >> (2 * bits)) & mask, y = (key >> bits) & mask, z = key & mask;
+      int64_t* row = o + order[j] * kv;
       for (int q = 0; q < kv; ++q) {
-        int dx, dy, dz;
-        kernel_offset(q, (int)kernel_size, (int)dilation, &dx, &dy, &dz);
-        const int64_t x = g[3 * i] + dx, y = g[3 * i + 1] + dy, z = g[3 * i + 2] + dz;
-        int64_t r = -1;
-        if (x >= 0 && y >= 0 && z >= 0 && x < lim && y < lim && z < lim) {
-          int64_t key;
-          pack_key<int64_t>(x, y, z, b ? b[i] : 0, (int)bits, &key);
-          r = hash_lookup(tkp, tvp, mask, key);
-        }
-        o[i * kv + q] = r;
+        const int64_t target = key + delta[q];
+        int64_t p = cur[q];
+        while (p < n && sk[p] < target) ++p;
+        cur[q] = p;
+        const int64_t nx = x + ox[q], ny = y + oy[q], nz = z + oz[q];
+        const bool inside = nx >= 0 && ny >= 0 && nz >= 0 && nx < lim && ny < lim && nz < lim;
+        row[q] = inside && p < n && sk[p] == target ? order[p] : -1;
       }
     }
   });
