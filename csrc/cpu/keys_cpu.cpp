@@ -10,17 +10,13 @@
 #include <vector>
 
 #include "../common.h"
+#include "cpu_common.h"
 #include "pointins/keys.h"
 
 namespace pointins {
 namespace {
 
 constexpr int64_t kGrain = 1 << 14;
-
-void check_cpu(const at::Tensor& t, const char* name, const char* op) {
-  TORCH_CHECK_VALUE(t.device().is_cpu(), "pointins.", op, ": ", name, " is on ", t.device(),
-                    "; this is the CPU implementation.");
-}
 
 struct Task {
   int64_t sample, begin, end;
@@ -107,18 +103,14 @@ at::Tensor pack_keys_cpu(const at::Tensor& grid_in, const c10::optional<at::Tens
   auto keys = at::empty({n}, grid.options().dtype(at::kLong));
   const int64_t* b = batch.defined() ? batch.data_ptr<int64_t>() : nullptr;
   int64_t* k = keys.data_ptr<int64_t>();
-  std::atomic<int> flags{0};
+  int flags = 0;
   AT_DISPATCH_INDEX_TYPES(grid.scalar_type(), "pointins_pack_keys_cpu", [&] {
     const index_t* g = grid.data_ptr<index_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t i0, int64_t i1) {
-      int acc = 0;
-      for (int64_t i = i0; i < i1; ++i)
-        acc |= pack_key<index_t>(g[3 * i], g[3 * i + 1], g[3 * i + 2], b ? b[i] : 0, (int)bits,
-                                 &k[i]);
-      if (acc) flags.fetch_or(acc, std::memory_order_relaxed);
+    flags = parallel_flags(n, kGrain, [&](int64_t i) {
+      return pack_key<index_t>(g[3 * i], g[3 * i + 1], g[3 * i + 2], b ? b[i] : 0, (int)bits, &k[i]);
     });
   });
-  if (flags.load()) raise_pack_error(flags.load(), grid, batch_in, bits);
+  if (flags) raise_pack_error(flags, grid, batch_in, bits);
   return keys;
 }
 
@@ -126,20 +118,11 @@ std::tuple<at::Tensor, at::Tensor> unpack_keys_cpu(const at::Tensor& keys_in, in
   check_unpack_args(keys_in, bits);
   check_cpu(keys_in, "keys", "unpack_keys");
   auto keys = keys_in.contiguous();
-  const int64_t n = keys.size(0);
-  auto grid = at::empty({n, 3}, keys.options().dtype(at::kInt));
-  auto batch = at::empty({n}, keys.options());
-  const int64_t* k = keys.data_ptr<int64_t>();
-  int32_t* g = grid.data_ptr<int32_t>();
-  int64_t* b = batch.data_ptr<int64_t>();
-  std::atomic<int> flags{0};
-  at::parallel_for(0, n, kGrain, [&](int64_t i0, int64_t i1) {
-    int acc = 0;
-    for (int64_t i = i0; i < i1; ++i)
-      acc |= unpack_key(k[i], (int)bits, &g[3 * i], &g[3 * i + 1], &g[3 * i + 2], &b[i]);
-    if (acc) flags.fetch_or(acc, std::memory_order_relaxed);
-  });
-  if (flags.load()) raise_unpack_error(flags.load(), keys, bits);
+  auto [grid, batch, flags] =
+      decode_points(keys, kGrain, [bits](int64_t key, int32_t* x, int32_t* y, int32_t* z, int64_t* bt) {
+        return unpack_key(key, (int)bits, x, y, z, bt);
+      });
+  if (flags) raise_unpack_error(flags, keys, bits);
   return {grid, batch};
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../common.h"
+#include "cpu_common.h"
 #include "pointins/patch.h"
 #include "pointins/serialize.h"
 
@@ -18,8 +19,7 @@ constexpr int64_t kGrain = 1 << 13;
 at::Tensor serialize_encode_cpu(const at::Tensor& grid_in, const c10::optional<at::Tensor>& batch_in, int64_t depth,
                                 at::IntArrayRef orders) {
   check_serialize_args(grid_in, batch_in, depth, orders);
-  TORCH_CHECK_VALUE(grid_in.device().is_cpu(), "pointins.serialize: grid_coord is on ", grid_in.device(),
-                    "; this is the CPU implementation.");
+  check_cpu(grid_in, "grid_coord", "serialize");
   auto grid = grid_in.contiguous();
   auto batch = batch_as_int64(batch_in);
   const int64_t n = grid.size(0), no = (int64_t)orders.size();
@@ -27,19 +27,16 @@ at::Tensor serialize_encode_cpu(const at::Tensor& grid_in, const c10::optional<a
   int64_t* c = codes.data_ptr<int64_t>();
   const int64_t* b = batch.defined() ? batch.data_ptr<int64_t>() : nullptr;
   std::vector<int> ord(orders.begin(), orders.end());
-  std::atomic<int> flags{0};
+  int flags = 0;
   AT_DISPATCH_INDEX_TYPES(grid.scalar_type(), "pointins_serialize_encode_cpu", [&] {
     const index_t* g = grid.data_ptr<index_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t i0, int64_t i1) {
-      int acc = 0;
-      for (int64_t o = 0; o < no; ++o)
-        for (int64_t i = i0; i < i1; ++i)
-          acc |= serialize_encode_one<index_t>(g[3 * i], g[3 * i + 1], g[3 * i + 2], b ? b[i] : 0, (int)depth, ord[o],
-                                               &c[o * n + i]);
-      if (acc) flags.fetch_or(acc, std::memory_order_relaxed);
-    });
+    for (int64_t o = 0; o < no; ++o)  // one pass per order: each writes one contiguous row
+      flags |= parallel_flags(n, kGrain, [&](int64_t i) {
+        return serialize_encode_one<index_t>(g[3 * i], g[3 * i + 1], g[3 * i + 2], b ? b[i] : 0, (int)depth, ord[o],
+                                             &c[o * n + i]);
+      });
   });
-  if (flags.load()) raise_serialize_error(flags.load(), grid, batch_in, depth);
+  if (flags) raise_serialize_error(flags, grid, batch_in, depth);
   return codes;
 }
 
@@ -47,20 +44,11 @@ std::tuple<at::Tensor, at::Tensor> serialize_decode_cpu(const at::Tensor& code_i
   check_keys_tensor(code_in, "code", "deserialize");
   check_depth_order(depth, order, "deserialize");
   auto code = code_in.contiguous();
-  const int64_t n = code.size(0);
-  auto grid = at::empty({n, 3}, code.options().dtype(at::kInt));
-  auto batch = at::empty({n}, code.options());
-  const int64_t* c = code.data_ptr<int64_t>();
-  int32_t* g = grid.data_ptr<int32_t>();
-  int64_t* b = batch.data_ptr<int64_t>();
-  std::atomic<int> flags{0};
-  at::parallel_for(0, n, kGrain, [&](int64_t i0, int64_t i1) {
-    int acc = 0;
-    for (int64_t i = i0; i < i1; ++i)
-      acc |= serialize_decode_one(c[i], (int)depth, (int)order, &g[3 * i], &g[3 * i + 1], &g[3 * i + 2], &b[i]);
-    if (acc) flags.fetch_or(acc, std::memory_order_relaxed);
-  });
-  if (flags.load())
+  auto [grid, batch, flags] =
+      decode_points(code, kGrain, [depth, order](int64_t c, int32_t* x, int32_t* y, int32_t* z, int64_t* bt) {
+        return serialize_decode_one(c, (int)depth, (int)order, x, y, z, bt);
+      });
+  if (flags)
     TORCH_CHECK_VALUE(false, "pointins.deserialize: code contains ", code.lt(0).sum().item<int64_t>(),
                       " negative values, which no serialization produces.");
   return {grid, batch};

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../common.h"
+#include "cpu_common.h"
 #include "pointins/hash.h"
 #include "pointins/keys.h"
 
@@ -18,11 +19,6 @@ namespace pointins {
 namespace {
 
 constexpr int64_t kGrain = 1 << 13;
-
-void check_cpu(const at::Tensor& t, const char* name, const char* op) {
-  TORCH_CHECK_VALUE(t.device().is_cpu(), "pointins.", op, ": ", name, " is on ", t.device(),
-                    "; this is the CPU implementation.");
-}
 
 inline void atomic_min_i64(int64_t* p, int64_t v) {
   int64_t cur = __atomic_load_n(p, __ATOMIC_RELAXED);
@@ -285,14 +281,10 @@ at::Tensor kernel_map_cpu(const at::Tensor& grid_in, const c10::optional<at::Ten
   const int64_t* b = batch.defined() ? batch.data_ptr<int64_t>() : nullptr;
   auto keys = at::empty({n}, grid.options().dtype(at::kLong));
   int64_t* k = keys.data_ptr<int64_t>();
-  std::atomic<int> flags{0};
-  at::parallel_for(0, n, kGrain, [&](int64_t i0, int64_t i1) {
-    int acc = 0;
-    for (int64_t i = i0; i < i1; ++i)
-      acc |= pack_key<int32_t>(g[3 * i], g[3 * i + 1], g[3 * i + 2], b ? b[i] : 0, (int)bits, &k[i]);
-    if (acc) flags.fetch_or(acc, std::memory_order_relaxed);
+  const int flags = parallel_flags(n, kGrain, [&](int64_t i) {
+    return pack_key<int32_t>(g[3 * i], g[3 * i + 1], g[3 * i + 2], b ? b[i] : 0, (int)bits, &k[i]);
   });
-  if (flags.load()) raise_pack_error(flags.load(), grid, batch_in, bits);
+  if (flags) raise_pack_error(flags, grid, batch_in, bits);
   // Sort-merge instead of hashing: with the keys sorted once, the neighbour keys key + delta_q of
   // offset q are sorted too (delta_q is a constant), so every lookup is a forward step of one of
   // kv merge cursors over the sorted keys: sequential memory access instead of kv random probes.
