@@ -50,22 +50,26 @@ PI_HD void deinterleave3(uint64_t c, uint32_t* x, uint32_t* y, uint32_t* z) {
   *z = (uint32_t)compact3(c);
 }
 
+/* One step of Skilling's excess-work transform at bit Q for axis i: if axis i has bit Q set,
+   invert the lower bits of x; otherwise exchange the lower bits of x and axis i. It is its own
+   inverse, so encoding and decoding differ only in the order of the steps. */
+PI_HD void skilling_step(uint32_t* X, int i, uint32_t Q) {
+  const uint32_t P = Q - 1;
+  if (X[i] & Q) {
+    X[0] ^= P;
+  } else {
+    const uint32_t t = (X[0] ^ X[i]) & P;
+    X[0] ^= t;
+    X[i] ^= t;
+  }
+}
+
 /* Hilbert index of (x, y, z), each < 2^depth. */
 PI_HD uint64_t hilbert_encode3(uint32_t x, uint32_t y, uint32_t z, int depth) {
   uint32_t X[3] = {x, y, z};
   /* Inverse undo excess work (Skilling's AxestoTranspose), most significant bit first. */
-  for (uint32_t Q = 1u << (depth - 1); Q > 1; Q >>= 1) {
-    const uint32_t P = Q - 1;
-    for (int i = 0; i < 3; ++i) {
-      if (X[i] & Q) {
-        X[0] ^= P;
-      } else {
-        const uint32_t t = (X[0] ^ X[i]) & P;
-        X[0] ^= t;
-        X[i] ^= t;
-      }
-    }
-  }
+  for (uint32_t Q = 1u << (depth - 1); Q > 1; Q >>= 1)
+    for (int i = 0; i < 3; ++i) skilling_step(X, i, Q);
   /* The transposed index, interleaved (x most significant), is the Gray code of the Hilbert
      index: decode it with a prefix XOR from the most significant bit. */
   uint64_t h = interleave3(X[0], X[1], X[2]);
@@ -83,18 +87,8 @@ PI_HD void hilbert_decode3(uint64_t h, int depth, uint32_t* x, uint32_t* y, uint
   uint32_t X[3];
   deinterleave3(h ^ (h >> 1), &X[0], &X[1], &X[2]); /* Gray encode, then transpose */
   const uint32_t N = 2u << (depth - 1);
-  for (uint32_t Q = 2; Q != N; Q <<= 1) {
-    const uint32_t P = Q - 1;
-    for (int i = 2; i >= 0; --i) {
-      if (X[i] & Q) {
-        X[0] ^= P;
-      } else {
-        const uint32_t t = (X[0] ^ X[i]) & P;
-        X[0] ^= t;
-        X[i] ^= t;
-      }
-    }
-  }
+  for (uint32_t Q = 2; Q != N; Q <<= 1)
+    for (int i = 2; i >= 0; --i) skilling_step(X, i, Q);
   *x = X[0];
   *y = X[1];
   *z = X[2];
