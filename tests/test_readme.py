@@ -1,4 +1,4 @@
-"""The README's usage example runs as written (keeps the README true)."""
+"""The README's usage example and the docstring examples run as written."""
 
 import re
 from pathlib import Path
@@ -14,3 +14,12 @@ def test_readme_python_blocks_run():
     assert blocks
     for block in blocks:
         exec(compile(block, str(README), "exec"), {})
+
+
+@pytest.mark.parametrize("module", ["pointins.ops.keys", "pointins.ops.serialize", "pointins.ops.voxel"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
