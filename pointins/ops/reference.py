@@ -205,6 +205,45 @@ def voxel_group(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return rank[inv], first[order], counts[order]
 
 
+def voxel_select(inverse: torch.Tensor, num_voxels: int, seed: int) -> torch.Tensor:
+    """One seeded random point per voxel, as the kernels pick it: the point of least
+    (24-bit splitmix64 priority of (seed, index), index) (kernels/include/pointins/hash.h)."""
+    n = inverse.shape[0]
+    idx = torch.arange(n, device=inverse.device)
+    packed = _priority_pack(idx, seed)
+    best = torch.full((num_voxels,), 2**63 - 1, dtype=torch.long, device=inverse.device)
+    best = best.scatter_reduce(0, inverse, packed, reduce="amin")
+    return best & ((1 << 39) - 1)
+
+
+_M64 = (1 << 64) - 1
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64 finaliser on int64 tensors holding uint64 bit patterns."""
+
+    def mul(a, c):  # 64-bit wrap-around multiply on int64
+        return a * (c - (1 << 64) if c >= 1 << 63 else c)
+
+    def shr(a, s):  # logical right shift
+        return (a >> s) & ((1 << (64 - s)) - 1)
+
+    x = x ^ shr(x, 30)
+    x = mul(x, 0xBF58476D1CE4E5B9)
+    x = x ^ shr(x, 27)
+    x = mul(x, 0x94D049BB133111EB)
+    return x ^ shr(x, 31)
+
+
+def _priority_pack(idx: torch.Tensor, seed: int) -> torch.Tensor:
+    s = (seed + 0x9E3779B97F4A7C15) & _M64
+    s = s - (1 << 64) if s >= 1 << 63 else s
+    base = _mix(torch.tensor([s], dtype=torch.long, device=idx.device))
+    prio = _mix(base ^ idx)
+    top24 = (prio >> 40) & ((1 << 24) - 1)
+    return (top24 << 39) | idx
+
+
 def kernel_map(
     grid_coord: torch.Tensor, batch: torch.Tensor | None, kernel_size: int = 3, dilation: int = 1, bits: int = 16
 ) -> torch.Tensor:

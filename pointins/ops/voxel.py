@@ -152,6 +152,10 @@ def voxelize(
         feats: optional (N, C) per-point features to average per voxel.
         bits: bits per axis of the voxel keys (16: grids up to 65536 cells per axis).
 
+    Returns:
+        :class:`Voxelization` of torch tensors on the input's device (NumPy/CuPy inputs are
+        accepted; convert the fields you need back with ``.numpy()`` / ``cupy.from_dlpack``).
+
     Raises:
         ValueError: NaN/Inf coordinates, a grid that needs more than ``bits`` bits per axis (the
             message names the grid size and the extent), bad offsets or batch ids.
@@ -198,7 +202,7 @@ def voxelize(
     sel_seed = int(seed) if mode == "train" else None
     if be == "reference":
         inverse, first, counts = reference.voxel_group(keys)
-        index = first if sel_seed is None else _select_reference(inverse, int(counts.shape[0]), sel_seed)
+        index = first if sel_seed is None else reference.voxel_select(inverse, int(counts.shape[0]), sel_seed)
     else:
         inverse, first, counts, index = torch.ops.pointins.voxel_group(keys, sel_seed)
     num_voxels = int(counts.shape[0])
@@ -224,44 +228,6 @@ def voxelize(
         index, first = perm[index], perm[first]
         fragments = None if fragments is None else perm[fragments]
     return Voxelization(g[first], vbatch, voffsets, inverse, counts, index, g, fragments, vfeats)
-
-
-def _select_reference(inverse: torch.Tensor, num_voxels: int, seed: int) -> torch.Tensor:
-    """Plain-PyTorch twin of the kernel's selection: the point of least (priority, index)."""
-    n = inverse.shape[0]
-    idx = torch.arange(n, device=inverse.device)
-    packed = _priority_pack(idx, seed)
-    best = torch.full((num_voxels,), 2**63 - 1, dtype=torch.long, device=inverse.device)
-    best = best.scatter_reduce(0, inverse, packed, reduce="amin")
-    return best & ((1 << 39) - 1)
-
-
-_M64 = (1 << 64) - 1
-
-
-def _mix(x: torch.Tensor) -> torch.Tensor:
-    """splitmix64 finaliser on int64 tensors holding uint64 bit patterns."""
-
-    def mul(a, c):  # 64-bit wrap-around multiply on int64
-        return a * (c - (1 << 64) if c >= 1 << 63 else c)
-
-    def shr(a, s):  # logical right shift
-        return (a >> s) & ((1 << (64 - s)) - 1)
-
-    x = x ^ shr(x, 30)
-    x = mul(x, 0xBF58476D1CE4E5B9)
-    x = x ^ shr(x, 27)
-    x = mul(x, 0x94D049BB133111EB)
-    return x ^ shr(x, 31)
-
-
-def _priority_pack(idx: torch.Tensor, seed: int) -> torch.Tensor:
-    s = (seed + 0x9E3779B97F4A7C15) & _M64
-    s = s - (1 << 64) if s >= 1 << 63 else s
-    base = _mix(torch.tensor([s], dtype=torch.long, device=idx.device))
-    prio = _mix(base ^ idx)
-    top24 = (prio >> 40) & ((1 << 24) - 1)
-    return (top24 << 39) | idx
 
 
 def kernel_map(
