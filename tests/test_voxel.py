@@ -202,6 +202,11 @@ def test_kernel_map_offsets_order_and_errors():
     with pytest.raises(ValueError, match="negative values"):
         ops.kernel_map(grid - 2)
     assert ops.kernel_map(torch.zeros(0, 3, dtype=torch.int32)).shape == (0, 27)
+    # an int64 coordinate past 2^32 is an error, never a silent wrap to a small int32
+    with pytest.raises(ValueError, match="does not fit 16 bits per axis"):
+        ops.kernel_map(torch.tensor([[2**32 + 1, 0, 0], [1, 0, 0]]))
+    wide = ops.kernel_map(torch.tensor([[1, 1, 1], [2, 1, 1]]))  # int64 input, same map as int32
+    assert torch.equal(wide, ops.kernel_map(torch.tensor([[1, 1, 1], [2, 1, 1]], dtype=torch.int32)))
 
 
 def test_kernel_map_pairs_and_transpose():

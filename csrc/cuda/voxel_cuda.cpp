@@ -93,17 +93,22 @@ at::Tensor kernel_map_cuda(const at::Tensor& grid_in, const c10::optional<at::Te
   check_kernel_map_args(grid_in, batch_in, kernel_size, dilation, bits);
   check_cuda_tensor(grid_in, "grid_coord", "kernel_map");
   const c10::cuda::CUDAGuard guard(grid_in.device());
-  auto grid = grid_in.to(at::kInt).contiguous();
+  // Pack (and range-check) in the input dtype before narrowing to int32 (no silent wrap).
+  auto grid_orig = grid_in.contiguous();
   auto batch = batch_as_int64(batch_in);
-  const int64_t n = grid.size(0), kv = kernel_size * kernel_size * kernel_size;
+  const int64_t n = grid_orig.size(0), kv = kernel_size * kernel_size * kernel_size;
   const int64_t* b = batch.defined() ? batch.data_ptr<int64_t>() : nullptr;
-  auto keys = at::empty({n}, grid.options().dtype(at::kLong));
-  auto flags = new_flags(grid);
-  check_launch(pointins_pack_keys_i32(grid.data_ptr<int32_t>(), b, n, (int)bits, keys.data_ptr<int64_t>(),
-                                      flags.data_ptr<int32_t>(), current_stream()),
-               "kernel_map");
+  auto keys = at::empty({n}, grid_orig.options().dtype(at::kLong));
+  auto flags = new_flags(grid_orig);
+  const int err = grid_orig.scalar_type() == at::kInt
+                      ? pointins_pack_keys_i32(grid_orig.data_ptr<int32_t>(), b, n, (int)bits,
+                                               keys.data_ptr<int64_t>(), flags.data_ptr<int32_t>(), current_stream())
+                      : pointins_pack_keys_i64(grid_orig.data_ptr<int64_t>(), b, n, (int)bits,
+                                               keys.data_ptr<int64_t>(), flags.data_ptr<int32_t>(), current_stream());
+  check_launch(err, "kernel_map");
   const int f = read_flags(flags);
-  if (f) raise_pack_error(f, grid, batch_in, bits);
+  if (f) raise_pack_error(f, grid_orig, batch_in, bits);
+  auto grid = grid_orig.to(at::kInt);
   auto [tk, tv] = new_table(keys, hash_capacity_for(n));
   insert(keys, tk, tv, nullptr, "kernel_map");
   auto out = at::empty({n, kv}, keys.options());
