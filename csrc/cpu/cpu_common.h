@@ -43,4 +43,8 @@ std::tuple<at::Tensor, at::Tensor, int> decode_points(const at::Tensor& codes, i
   return {grid, batch, flags};
 }
 
+// Packed keys of (N, 3) int32/int64 grid coordinates (csrc/cpu/keys_cpu.cpp): validated, raising
+// the pack_keys error on bad input. Shared by pack_keys and kernel_map.
+at::Tensor pack_keys_checked(const at::Tensor& grid, const c10::optional<at::Tensor>& batch, int64_t bits);
+
 }  // namespace pointins

@@ -97,6 +97,24 @@ at::Tensor pack_keys_cpu(const at::Tensor& grid_in, const c10::optional<at::Tens
                          int64_t bits) {
   check_pack_args(grid_in, batch_in, bits);
   check_cpu(grid_in, "grid_coord", "pack_keys");
+  return pack_keys_checked(grid_in, batch_in, bits);
+}
+
+std::tuple<at::Tensor, at::Tensor> unpack_keys_cpu(const at::Tensor& keys_in, int64_t bits) {
+  check_unpack_args(keys_in, bits);
+  check_cpu(keys_in, "keys", "unpack_keys");
+  auto keys = keys_in.contiguous();
+  auto [grid, batch, flags] =
+      decode_points(keys, kGrain, [bits](int64_t key, int32_t* x, int32_t* y, int32_t* z, int64_t* bt) {
+        return unpack_key(key, (int)bits, x, y, z, bt);
+      });
+  if (flags) raise_unpack_error(flags, keys, bits);
+  return {grid, batch};
+}
+
+}  // namespace
+
+at::Tensor pack_keys_checked(const at::Tensor& grid_in, const c10::optional<at::Tensor>& batch_in, int64_t bits) {
   auto grid = grid_in.contiguous();
   auto batch = batch_as_int64(batch_in);
   const int64_t n = grid.size(0);
@@ -114,19 +132,6 @@ at::Tensor pack_keys_cpu(const at::Tensor& grid_in, const c10::optional<at::Tens
   return keys;
 }
 
-std::tuple<at::Tensor, at::Tensor> unpack_keys_cpu(const at::Tensor& keys_in, int64_t bits) {
-  check_unpack_args(keys_in, bits);
-  check_cpu(keys_in, "keys", "unpack_keys");
-  auto keys = keys_in.contiguous();
-  auto [grid, batch, flags] =
-      decode_points(keys, kGrain, [bits](int64_t key, int32_t* x, int32_t* y, int32_t* z, int64_t* bt) {
-        return unpack_key(key, (int)bits, x, y, z, bt);
-      });
-  if (flags) raise_unpack_error(flags, keys, bits);
-  return {grid, batch};
-}
-
-}  // namespace
 }  // namespace pointins
 
 TORCH_LIBRARY_IMPL(pointins, CPU, m) {

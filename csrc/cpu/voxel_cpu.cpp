@@ -274,22 +274,9 @@ at::Tensor kernel_map_cpu(const at::Tensor& grid_in, const c10::optional<at::Ten
                           int64_t dilation, int64_t bits) {
   check_kernel_map_args(grid_in, batch_in, kernel_size, dilation, bits);
   check_cpu(grid_in, "grid_coord", "kernel_map");
-  // Keys are packed (and range-checked) in the input dtype first, so an int64 coordinate can never
-  // wrap in a narrowing cast; after the check every coordinate fits int32.
-  auto grid_orig = grid_in.contiguous();
-  auto batch = batch_as_int64(batch_in);
-  const int64_t n = grid_orig.size(0), kv = kernel_size * kernel_size * kernel_size;
-  const int64_t* b = batch.defined() ? batch.data_ptr<int64_t>() : nullptr;
-  auto keys = at::empty({n}, grid_orig.options().dtype(at::kLong));
-  int64_t* k = keys.data_ptr<int64_t>();
-  int flags = 0;
-  AT_DISPATCH_INDEX_TYPES(grid_orig.scalar_type(), "pointins_kernel_map_cpu", [&] {
-    const index_t* g = grid_orig.data_ptr<index_t>();
-    flags = parallel_flags(n, kGrain, [&](int64_t i) {
-      return pack_key<index_t>(g[3 * i], g[3 * i + 1], g[3 * i + 2], b ? b[i] : 0, (int)bits, &k[i]);
-    });
-  });
-  if (flags) raise_pack_error(flags, grid_orig, batch_in, bits);
+  // Keys are packed (and range-checked) in the input dtype, so an int64 coordinate never wraps.
+  const int64_t n = grid_in.size(0), kv = kernel_size * kernel_size * kernel_size;
+  auto keys = pack_keys_checked(grid_in, batch_in, bits);
   // Sort-merge instead of hashing: with the keys sorted once, the neighbour keys key + delta_q of
   // offset q are sorted too (delta_q is a constant), so every lookup is a forward step of one of
   // kv merge cursors over the sorted keys: sequential memory access instead of kv random probes.
