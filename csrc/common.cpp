@@ -272,3 +272,65 @@ std::vector<int64_t> padded_offsets(const std::vector<int64_t>& off, int64_t pat
 }
 
 }  // namespace pointins
+
+#include "pointins/segment.h"
+
+namespace pointins {
+
+void check_segment_index_args(const at::Tensor& index, int64_t num_segments) {
+  TORCH_CHECK_TYPE(index.scalar_type() == at::kLong, "pointins.segment_reduce: index must be int64 segment ids, got ",
+                   index.scalar_type(), " (index.long() converts).");
+  TORCH_CHECK_VALUE(index.dim() == 1, "pointins.segment_reduce: index must be 1-D (one segment id per row of src), "
+                    "got shape ", index.sizes(), ".");
+  TORCH_CHECK_VALUE(num_segments >= 0, "pointins.segment_reduce: num_segments must be >= 0, got ", num_segments, ".");
+}
+
+void raise_segment_index_range(const at::Tensor& index, int64_t num_segments) {
+  const auto bad = index.ge(num_segments);
+  TORCH_CHECK_VALUE(false, "pointins.segment_reduce: index has ", bad.sum().item<int64_t>(),
+                    " ids >= num_segments = ", num_segments, " (largest ", index.max().item<int64_t>(),
+                    ", first bad at row ", bad.to(at::kByte).argmax().item<int64_t>(),
+                    "). Pass num_segments=index.max() + 1 (or None to infer it); negative ids are ignored.");
+}
+
+int check_segment_csr_args(const at::Tensor& src, const at::Tensor& offsets, const c10::optional<at::Tensor>& perm,
+                           c10::string_view reduce, int64_t correction) {
+  int code = -1;
+  if (reduce == "sum") code = POINTINS_REDUCE_SUM;
+  if (reduce == "mean") code = POINTINS_REDUCE_MEAN;
+  if (reduce == "max") code = POINTINS_REDUCE_MAX;
+  if (reduce == "min") code = POINTINS_REDUCE_MIN;
+  if (reduce == "var") code = POINTINS_REDUCE_VAR;
+  TORCH_CHECK_VALUE(code >= 0, "pointins.segment_reduce: reduce must be one of 'sum', 'mean', 'max', 'min', 'var', got '",
+                    std::string(reduce), "'.");
+  TORCH_CHECK_VALUE(correction >= 0, "pointins.segment_reduce: correction must be >= 0, got ", correction, ".");
+  const auto t = src.scalar_type();
+  TORCH_CHECK_TYPE(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16,
+                   "pointins.segment_reduce: src must be float16, bfloat16, float32 or float64, got ", t,
+                   " (src.float() converts).");
+  TORCH_CHECK_VALUE(src.dim() == 2, "pointins.segment_reduce: src must be 2-D (N, C) here, got shape ", src.sizes(), ".");
+  TORCH_CHECK_TYPE(offsets.scalar_type() == at::kLong, "pointins.segment_reduce: offsets must be int64, got ",
+                   offsets.scalar_type(), ".");
+  TORCH_CHECK_VALUE(offsets.dim() == 1 && offsets.numel() >= 1,
+                    "pointins.segment_reduce: offsets must be 1-D CSR offsets of length S+1, got shape ",
+                    offsets.sizes(), ".");
+  check_same_device(src, "src", offsets, "offsets", "segment_reduce");
+  if (perm.has_value()) {
+    TORCH_CHECK_VALUE(perm->scalar_type() == at::kLong && perm->dim() == 1 && perm->size(0) == src.size(0),
+                      "pointins.segment_reduce: perm must be int64 of shape (N,) = (", src.size(0), ",), got ",
+                      perm->scalar_type(), " ", perm->sizes(), ".");
+    check_same_device(src, "src", *perm, "perm", "segment_reduce");
+  }
+  return code;
+}
+
+void raise_segment_offsets_error(const at::Tensor& offsets, int64_t n, bool with_perm) {
+  auto o = offsets.to(at::kCPU);
+  TORCH_CHECK_VALUE(false, "pointins.segment_reduce: offsets are not valid CSR offsets for N = ", n,
+                    " rows: they must start at 0, never decrease and end at ", with_perm ? "most N" : "N", "; got ",
+                    o.numel(), " entries starting ", fmt_vec(o.slice(0, 0, std::min<int64_t>(8, o.numel()))),
+                    " and ending at ", o[-1].item<int64_t>(),
+                    ". Build them as torch.cat([zeros(1), counts.cumsum(0)]) or pass per-row segment ids as index=.");
+}
+
+}  // namespace pointins

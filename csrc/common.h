@@ -56,3 +56,15 @@ std::vector<int64_t> host_offsets(const at::Tensor& offsets, int64_t n_expected,
 std::vector<int64_t> padded_offsets(const std::vector<int64_t>& off, int64_t patch_size);
 
 }  // namespace pointins
+
+namespace pointins {
+
+// Segment reductions.
+void check_segment_index_args(const at::Tensor& index, int64_t num_segments);
+[[noreturn]] void raise_segment_index_range(const at::Tensor& index, int64_t num_segments);
+// Returns the POINTINS_REDUCE_* code of reduce.
+int check_segment_csr_args(const at::Tensor& src, const at::Tensor& offsets, const c10::optional<at::Tensor>& perm,
+                           c10::string_view reduce, int64_t correction);
+[[noreturn]] void raise_segment_offsets_error(const at::Tensor& offsets, int64_t n, bool with_perm);
+
+}  // namespace pointins

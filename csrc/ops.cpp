@@ -39,6 +39,12 @@ TORCH_LIBRARY(pointins, m) {
   m.def("kernel_map(Tensor grid_coord, Tensor? batch, int kernel_size, int dilation, int bits=16) -> Tensor");
   // PTv3 patch padding: (pad, unpad, cu_seqlens).
   m.def("patch_partition(Tensor offsets, int patch_size) -> (Tensor, Tensor, Tensor)");
+
+  // Segment ids (N,) -> stable CSR: (perm (N,), offsets (S+1,)); negative ids are ignored (last in perm).
+  m.def("segment_index_csr(Tensor index, int num_segments) -> (Tensor, Tensor)");
+  // Reduction of src (N, C) rows offsets[s]..offsets[s+1] (through perm) -> (out (S, C), aux):
+  // aux = int64 arg rows (max/min), the mean (var), or an empty tensor (sum/mean).
+  m.def("segment_csr(Tensor src, Tensor offsets, Tensor? perm, str reduce, int correction=0) -> (Tensor, Tensor)");
 }
 
 extern "C" {

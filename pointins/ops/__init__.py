@@ -12,6 +12,7 @@ import torch
 from pointins import _ext
 from pointins.ops import _dispatch, reference
 from pointins.ops.keys import DEFAULT_BITS, grid_coord, max_batch, pack_keys, unpack_keys
+from pointins.ops.segment import REDUCTIONS, segment_reduce
 from pointins.ops.serialize import ORDERS, Serialization, auto_depth, decode, encode, patch_partition, serialize
 from pointins.ops.voxel import (
     Downsample,
@@ -27,6 +28,7 @@ from pointins.ops.voxel import (
 __all__ = [
     "DEFAULT_BITS",
     "ORDERS",
+    "REDUCTIONS",
     "Downsample",
     "HashTable",
     "Serialization",
@@ -44,6 +46,7 @@ __all__ = [
     "pack_keys",
     "patch_partition",
     "reference",
+    "segment_reduce",
     "serialize",
     "transpose_kernel_map",
     "unpack_keys",

@@ -278,3 +278,57 @@ def patch_partition(offsets: torch.Tensor, patch_size: int) -> tuple[torch.Tenso
     cat = lambda xs, dt: torch.cat(xs).to(dt) if xs else torch.zeros(0, dtype=dt, device=offsets.device)
     cu_seqlens = torch.cat([cat(cu, torch.int32), torch.tensor([start_pad], dtype=torch.int32, device=offsets.device)])
     return cat(pads, torch.long), cat(unpads, torch.long), cu_seqlens
+
+
+# ---------------------------------------------------------------------------------------------
+# Segment reductions
+# ---------------------------------------------------------------------------------------------
+
+SEGMENT_REDUCTIONS = ("sum", "mean", "max", "min", "var")
+
+
+def segment_reduce(
+    src: torch.Tensor, index: torch.Tensor, num_segments: int, reduce: str = "sum", correction: int = 0
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Reduce rows of ``src`` (N, C) by segment id (negative ids ignored) -> ``(out (S, C), arg)``.
+
+    Empty segments give 0 (arg -1); a variance over ``n <= correction`` rows is 0; the
+    extremum's row is the lowest index among ties; NaN propagates through max/min.
+    ``arg`` is None except for max/min. Accumulates in float64.
+    """
+    if reduce not in SEGMENT_REDUCTIONS:
+        raise ValueError(f"pointins.segment_reduce: reduce must be one of {SEGMENT_REDUCTIONS}, got {reduce!r}")
+    if bool((index >= num_segments).any()):
+        raise ValueError("pointins.segment_reduce: index has ids >= num_segments")
+    n, c = src.shape
+    keep = index >= 0
+    x, idx = src[keep].double(), index[keep]
+    rows = torch.arange(n, device=src.device)[keep]
+    counts = torch.bincount(idx, minlength=num_segments).double()[:, None]
+    seg = idx[:, None].expand(-1, c)
+    total = torch.zeros(num_segments, c, dtype=torch.float64, device=src.device).index_add_(0, idx, x)
+    mean = total / counts.clamp(min=1)
+    arg = None
+    if reduce == "sum":
+        out = total
+    elif reduce == "mean":
+        out = mean
+    elif reduce == "var":
+        dev = torch.zeros_like(total).index_add_(0, idx, (x - mean[idx]) ** 2)
+        out = torch.where(counts > correction, dev / (counts - correction).clamp(min=1), 0.0)
+    else:
+        fill = float("-inf") if reduce == "max" else float("inf")
+        best = torch.full((num_segments, c), fill, dtype=torch.float64, device=src.device)
+        best = best.scatter_reduce(0, seg, x, reduce="amax" if reduce == "max" else "amin")
+        nan = torch.zeros(num_segments, c, dtype=torch.bool, device=src.device).index_put_(
+            (idx,), torch.isnan(x), accumulate=True
+        )
+        # The winner: the lowest row equal to the extremum (or the first NaN, which propagates).
+        hit = torch.where(nan[idx], torch.isnan(x), x == best[idx])
+        cand = torch.where(hit, rows[:, None], n)
+        arg = torch.full((num_segments, c), n, dtype=torch.long, device=src.device)
+        arg = arg.scatter_reduce(0, seg, cand, reduce="amin")
+        empty = counts.expand(-1, c) == 0
+        arg = torch.where(empty, -1, arg)
+        out = torch.where(nan, float("nan"), torch.where(empty, 0.0, best))
+    return out.to(src.dtype), arg

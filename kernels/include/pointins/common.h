@@ -22,8 +22,12 @@ enum pointins_flag {
   POINTINS_FLAG_NEGATIVE = 4,     /* a negative grid coordinate where only >= 0 is encodable */
   POINTINS_FLAG_BATCH_RANGE = 8,  /* batch index negative or too large for the key layout   */
   POINTINS_FLAG_BAD_OFFSETS = 16, /* CSR offsets not starting at 0 / decreasing / wrong end */
-  POINTINS_FLAG_BAD_KEY = 32      /* a key that no pack_keys call can produce (negative)    */
+  POINTINS_FLAG_BAD_KEY = 32,     /* a key that no pack_keys call can produce (negative)    */
+  POINTINS_FLAG_INDEX_RANGE = 64  /* an index >= its bound (segment id >= num_segments ...)  */
 };
+
+/* Element types of the dtype-generic launchers (segment reductions, K-means). */
+enum pointins_dtype { POINTINS_F32 = 0, POINTINS_F64 = 1, POINTINS_F16 = 2, POINTINS_BF16 = 3 };
 
 /* Largest |floor(coord / grid_size)| accepted by grid_coord: differences stay in int32. */
 #define POINTINS_GRID_LIMIT (1 << 30)

@@ -19,6 +19,7 @@
 #include <cuda_runtime_api.h>
 
 #include "pointins/common.h"
+#include "pointins/segment.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -107,6 +108,30 @@ int pointins_voxel_select(const int64_t* inverse, int64_t n, int64_t num_voxels,
 int pointins_kernel_map(const int32_t* grid_coord, const int64_t* batch, int64_t n, int bits, int kernel_size,
                         int dilation, const int64_t* table_keys, const int64_t* table_vals, int64_t capacity,
                         int64_t* out, cudaStream_t stream);
+
+/* ---- segment reductions (pointins/segment.h) ---------------------------------------------- */
+
+/*
+ * out[s, c] = reduce over rows j in [offsets[s], offsets[s+1]) of src[perm ? perm[j] : j, c]
+ * (src (n, channels) of `dtype`, a POINTINS_F* value; out (num_segments, channels) the same dtype).
+ * reduce: POINTINS_REDUCE_*. arg (int64, max/min, may be NULL) = row of the extremum, lowest on
+ * ties, -1 for an empty segment; mean (var, may be NULL) = the segment mean. correction: the
+ * variance divides by n - correction. Deterministic (no atomics). offsets are validated
+ * (POINTINS_FLAG_BAD_OFFSETS): start 0, non-decreasing, end == n without perm, <= n with it.
+ * `workspace`: pointins_segment_csr_workspace_size(n, channels, num_segments) bytes (0: NULL ok).
+ */
+int64_t pointins_segment_csr_workspace_size(int64_t n, int64_t channels, int64_t num_segments);
+int pointins_segment_csr(int dtype, const void* src, int64_t n, int64_t channels, const int64_t* offsets,
+                         int64_t num_segments, const int64_t* perm, int reduce, int correction, void* out,
+                         int64_t* arg, void* mean, void* workspace, int32_t* flags, cudaStream_t stream);
+/* Segment ids -> CSR: keys[i] = index[i] if 0 <= index[i] < num_segments, else num_segments
+ * (negative ids are ignored; ids >= num_segments set POINTINS_FLAG_INDEX_RANGE). Sort the keys
+ * stably (e.g. cub::DeviceRadixSort::SortPairs with the iota as values) to get perm, then
+ * pointins_segment_offsets_from_sorted writes offsets (num_segments + 1). */
+int pointins_segment_keys(const int64_t* index, int64_t n, int64_t num_segments, int64_t* keys, int32_t* flags,
+                          cudaStream_t stream);
+int pointins_segment_offsets_from_sorted(const int64_t* sorted_keys, int64_t n, int64_t num_segments,
+                                         int64_t* offsets, cudaStream_t stream);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -1,0 +1,193 @@
+// CPU segment reductions over CSR offsets (and segment ids, through a stable counting sort).
+// Each (segment, channel block) is reduced by one thread in row order: results are bitwise
+// identical for any number of threads, and the first extremum found (lowest index) wins ties.
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../common.h"
+#include "cpu_common.h"
+#include "pointins/segment.h"
+
+namespace pointins {
+namespace {
+
+// Stable counting sort of segment ids: perm lists the points of segment 0, then 1, ... in
+// ascending index order; ignored points (negative ids) come last. offsets[S] = valid points.
+std::tuple<at::Tensor, at::Tensor> segment_index_csr_cpu(const at::Tensor& index_in, int64_t num_segments) {
+  check_segment_index_args(index_in, num_segments);
+  check_cpu(index_in, "index", "segment_reduce");
+  auto index = index_in.contiguous();
+  const int64_t n = index.numel();
+  const int64_t* idx = index.data_ptr<int64_t>();
+  const int64_t S = num_segments;
+  auto offsets = at::zeros({S + 1}, index.options());
+  auto perm = at::empty({n}, index.options());
+  int64_t* off = offsets.data_ptr<int64_t>();
+  int64_t* pm = perm.data_ptr<int64_t>();
+  // Chunks of the input, each counted and placed by one thread (chunks in order => stable).
+  const int64_t chunk = std::max<int64_t>(1 << 16, (n + at::get_num_threads() - 1) / std::max(1, at::get_num_threads()));
+  const int64_t num_chunks = std::max<int64_t>(1, (n + chunk - 1) / chunk);
+  std::vector<int64_t> hist((size_t)num_chunks * (S + 1), 0);  // bucket S = ignored points
+  std::atomic<bool> out_of_range{false};
+  at::parallel_for(0, num_chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      int64_t* h = hist.data() + c * (S + 1);
+      bool bad = false;
+      for (int64_t i = c * chunk, e = std::min(n, (c + 1) * chunk); i < e; ++i) {
+        const int64_t s = idx[i];
+        bad |= s >= S;
+        ++h[s < 0 || s >= S ? S : s];
+      }
+      if (bad) out_of_range.store(true, std::memory_order_relaxed);
+    }
+  });
+  if (out_of_range.load()) raise_segment_index_range(index, num_segments);
+  // Exclusive starts per (bucket, chunk), buckets outer: stable placement.
+  int64_t run = 0;
+  for (int64_t s = 0; s <= S; ++s) {
+    off[s] = run;
+    for (int64_t c = 0; c < num_chunks; ++c) {
+      int64_t& h = hist[(size_t)c * (S + 1) + s];
+      const int64_t cnt = h;
+      h = run;
+      run += cnt;
+    }
+  }
+  at::parallel_for(0, num_chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      int64_t* h = hist.data() + c * (S + 1);
+      for (int64_t i = c * chunk, e = std::min(n, (c + 1) * chunk); i < e; ++i) {
+        const int64_t s = idx[i];
+        pm[h[s < 0 || s >= S ? S : s]++] = i;
+      }
+    }
+  });
+  return {perm, offsets};
+}
+
+template <typename T, typename A>
+inline bool better(int reduce, A v, A best) {
+  if (std::isnan(best)) return false;  // the first NaN wins (NaN propagates)
+  if (std::isnan(v)) return true;
+  return reduce == POINTINS_REDUCE_MAX ? v > best : v < best;
+}
+
+template <typename T>
+void segment_csr_kernel(const T* src, int64_t C, const int64_t* off, int64_t S, const int64_t* perm, int reduce,
+                        int64_t correction, T* out, int64_t* arg, T* mean) {
+  using A = at::opmath_type<T>;
+  // Work units: (segment, channel block). Few segments => split the channels too.
+  const int64_t threads = std::max(1, at::get_num_threads());
+  const int64_t nb = S >= 8 * threads ? 1 : std::min<int64_t>(C, (8 * threads + S - 1) / std::max<int64_t>(S, 1));
+  const int64_t cb = (C + nb - 1) / nb;
+  const int64_t rows = off[S] - off[0];
+  const int64_t grain = std::max<int64_t>(1, (int64_t)32768 / std::max<int64_t>(1, rows / std::max<int64_t>(S, 1) * cb));
+  at::parallel_for(0, S * nb, grain, [&](int64_t u0, int64_t u1) {
+    std::vector<A> acc((size_t)cb), acc2((size_t)cb);
+    std::vector<int64_t> best((size_t)cb);
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t s = u / nb, c0 = (u % nb) * cb, c1 = std::min(C, c0 + cb), w = c1 - c0;
+      if (w <= 0) continue;
+      const int64_t lo = off[s], hi = off[s + 1], cnt = hi - lo;
+      T* o = out + s * C + c0;
+      auto row_ptr = [&](int64_t j) { return src + (perm ? perm[j] : j) * C + c0; };
+      if (reduce == POINTINS_REDUCE_MAX || reduce == POINTINS_REDUCE_MIN) {
+        int64_t* a = arg + s * C + c0;
+        if (cnt == 0) {
+          for (int64_t c = 0; c < w; ++c) o[c] = T(0), a[c] = -1;
+          continue;
+        }
+        const T* p = row_ptr(lo);
+        const int64_t r0 = perm ? perm[lo] : lo;
+        for (int64_t c = 0; c < w; ++c) acc[c] = A(p[c]), best[c] = r0;
+        for (int64_t j = lo + 1; j < hi; ++j) {
+          const T* q = row_ptr(j);
+          const int64_t r = perm ? perm[j] : j;
+          for (int64_t c = 0; c < w; ++c) {
+            const A v = A(q[c]);
+            if (better<T, A>(reduce, v, acc[c])) acc[c] = v, best[c] = r;
+          }
+        }
+        for (int64_t c = 0; c < w; ++c) o[c] = T(acc[c]), a[c] = best[c];
+        continue;
+      }
+      std::fill(acc.begin(), acc.begin() + w, A(0));
+      for (int64_t j = lo; j < hi; ++j) {
+        const T* q = row_ptr(j);
+        for (int64_t c = 0; c < w; ++c) acc[c] += A(q[c]);
+      }
+      if (reduce == POINTINS_REDUCE_SUM) {
+        for (int64_t c = 0; c < w; ++c) o[c] = T(acc[c]);
+        continue;
+      }
+      const A inv = cnt > 0 ? A(1) / A(cnt) : A(0);
+      for (int64_t c = 0; c < w; ++c) acc[c] *= inv;  // the mean
+      if (reduce == POINTINS_REDUCE_MEAN) {
+        for (int64_t c = 0; c < w; ++c) o[c] = T(acc[c]);
+        continue;
+      }
+      // Variance: second pass over the (cached) rows, sum of squared deviations.
+      std::fill(acc2.begin(), acc2.begin() + w, A(0));
+      for (int64_t j = lo; j < hi; ++j) {
+        const T* q = row_ptr(j);
+        for (int64_t c = 0; c < w; ++c) {
+          const A d = A(q[c]) - acc[c];
+          acc2[c] += d * d;
+        }
+      }
+      const A div = cnt > correction ? A(1) / A(cnt - correction) : A(0);
+      T* m = mean + s * C + c0;
+      for (int64_t c = 0; c < w; ++c) o[c] = T(acc2[c] * div), m[c] = T(acc[c]);
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& src_in, const at::Tensor& offsets_in,
+                                                   const c10::optional<at::Tensor>& perm_in, c10::string_view reduce_name,
+                                                   int64_t correction) {
+  const int reduce = check_segment_csr_args(src_in, offsets_in, perm_in, reduce_name, correction);
+  check_cpu(src_in, "src", "segment_reduce");
+  auto src = src_in.contiguous();
+  auto offsets = offsets_in.contiguous();
+  at::Tensor perm = perm_in.has_value() ? perm_in->contiguous() : at::Tensor();
+  const int64_t n = src.size(0), C = src.size(1), S = offsets.numel() - 1;
+  const int64_t* off = offsets.data_ptr<int64_t>();
+  bool ok = off[0] == 0 && off[S] <= n && (perm.defined() || off[S] == n);
+  for (int64_t s = 0; ok && s < S; ++s) ok = off[s + 1] >= off[s];
+  if (!ok) raise_segment_offsets_error(offsets, n, perm.defined());
+  if (perm.defined() && off[S] > 0) {
+    auto used = perm.slice(0, 0, off[S]);
+    TORCH_CHECK_VALUE(used.min().item<int64_t>() >= 0 && used.max().item<int64_t>() < n,
+                      "pointins.segment_reduce: perm has entries outside [0, ", n, ").");
+  }
+  auto out = at::empty({S, C}, src.options());
+  at::Tensor aux;
+  if (reduce == POINTINS_REDUCE_MAX || reduce == POINTINS_REDUCE_MIN)
+    aux = at::empty({S, C}, offsets.options());
+  else if (reduce == POINTINS_REDUCE_VAR)
+    aux = at::empty({S, C}, src.options());
+  else
+    aux = at::empty({0}, src.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "segment_csr_cpu", [&] {
+    segment_csr_kernel<scalar_t>(src.data_ptr<scalar_t>(), C, off, S, perm.defined() ? perm.data_ptr<int64_t>() : nullptr,
+                                 reduce, correction, out.data_ptr<scalar_t>(),
+                                 aux.scalar_type() == at::kLong ? aux.data_ptr<int64_t>() : nullptr,
+                                 reduce == POINTINS_REDUCE_VAR ? aux.data_ptr<scalar_t>() : nullptr);
+  });
+  return {out, aux};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pointins, CPU, m) {
+  m.impl("segment_index_csr", &segment_index_csr_cpu);
+  m.impl("segment_csr", &segment_csr_cpu);
+}
+
+}  // namespace pointins

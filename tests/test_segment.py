@@ -1,0 +1,227 @@
+"""Segment reductions: values, args, gradients and errors against the plain-PyTorch reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import pointins.ops as ops
+from pointins.ops import reference as ref
+
+HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+BASIC = ("sum", "mean", "max", "min", "var")
+
+
+def _offsets(counts, device="cpu"):
+    return torch.tensor([0, *np.cumsum(counts).tolist()], dtype=torch.long, device=device)
+
+
+def _check(x, idx, s, reduce, device, correction=0, atol=1e-5):
+    out, arg = ref.segment_reduce(x, idx, s, reduce, correction)
+    if reduce in ("max", "min"):
+        got, garg = ops.segment_reduce(
+            x.to(device), index=idx.to(device), num_segments=s, reduce=reduce, return_arg=True
+        )
+        assert torch.equal(garg.cpu(), arg), reduce
+    else:
+        got = ops.segment_reduce(
+            x.to(device), index=idx.to(device), num_segments=s, reduce=reduce, correction=correction
+        )
+    assert got.dtype == x.dtype and got.shape == (s, x.shape[1])
+    torch.testing.assert_close(got.cpu(), out, atol=atol, rtol=1e-5, equal_nan=True)
+
+
+@HYP
+@given(
+    n=st.integers(0, 300),
+    c=st.integers(1, 9),
+    s=st.integers(0, 40),
+    reduce=st.sampled_from(BASIC),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    ties=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_index_path_matches_reference(n, c, s, reduce, dtype, ties, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, generator=g, dtype=dtype)
+    if ties:  # few distinct values: many equal extrema, the lowest row must win
+        x = torch.randint(0, 3, (n, c), generator=g).to(dtype)
+    idx = torch.randint(-1, max(s, 1), (n,), generator=g) if s else torch.full((n,), -1)
+    _check(x, idx, s, reduce, "cpu", correction=int(seed % 2))
+
+
+@pytest.mark.parametrize("reduce", BASIC)
+def test_csr_equals_index_path_and_reference(reduce, device):
+    counts = [0, 5, 1, 0, 300, 2, 700, 0]  # empty, single, long (GPU two-level path) segments
+    off = _offsets(counts, device)
+    x = torch.randn(int(sum(counts)), 6, device=device, dtype=torch.float64)
+    idx = ref.offsets_to_batch(off)
+    a = ops.segment_reduce(x, offsets=off, reduce=reduce)
+    b = ops.segment_reduce(x, index=idx, num_segments=len(counts), reduce=reduce)
+    r, _ = ref.segment_reduce(x.cpu(), idx.cpu(), len(counts), reduce)
+    torch.testing.assert_close(a.cpu(), r)
+    torch.testing.assert_close(b.cpu(), r)
+
+
+@pytest.mark.parametrize("reduce", BASIC)
+def test_few_huge_segments(reduce, device):
+    # Average segment length far above the GPU chunk size (two-level path), few segments (CPU
+    # splits the channels across threads), unsorted ids.
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(20_000, 5, generator=g, dtype=torch.float64)
+    idx = torch.randint(0, 3, (20_000,), generator=g)
+    _check(x, idx, 3, reduce, device, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("reduce", BASIC)
+def test_half_precision_accumulates_in_float32(dtype, reduce, device):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(4000, 3, generator=g).to(dtype)
+    idx = torch.randint(0, 4, (4000,), generator=g)
+    got = ops.segment_reduce(x.to(device), index=idx.to(device), reduce=reduce).cpu()
+    out, _ = ref.segment_reduce(x.double(), idx, 4, reduce)
+    assert got.dtype == dtype
+    tol = 2e-2 if dtype == torch.float16 else 1e-1
+    torch.testing.assert_close(got.double(), out, atol=tol * (100 if reduce == "sum" else 1), rtol=tol)
+
+
+def test_empty_segments_and_inputs(device):
+    x = torch.randn(3, 2, device=device)
+    out, arg = ops.segment_reduce(
+        x, index=torch.tensor([2, 2, -1], device=device), num_segments=4, reduce="max", return_arg=True
+    )
+    assert out[[0, 1, 3]].abs().sum() == 0 and (arg[[0, 1, 3]] == -1).all()
+    assert torch.equal(arg[2], x[:2].argmax(0)) and torch.equal(out[2], x[:2].amax(0))
+    for r in BASIC:
+        e = ops.segment_reduce(
+            torch.zeros(0, 4, device=device),
+            index=torch.zeros(0, dtype=torch.long, device=device),
+            num_segments=3,
+            reduce=r,
+        )
+        assert e.shape == (3, 4) and not e.any()
+        z = ops.segment_reduce(x, offsets=torch.tensor([0, 3], device=device), reduce=r)
+        assert z.shape == (1, 2)
+        none = ops.segment_reduce(x, index=torch.full((3,), -1, device=device), num_segments=0, reduce=r)
+        assert none.shape == (0, 2)
+    # variance of a single row is 0 for either correction
+    v = ops.segment_reduce(x[:1], offsets=torch.tensor([0, 1], device=device), reduce="var", correction=1)
+    assert v.abs().sum() == 0
+
+
+def test_ties_nan_and_trailing_dims(device):
+    x = torch.tensor([[1.0, 2.0], [3.0, 2.0], [3.0, float("nan")], [0.0, 7.0]], device=device)
+    vals, arg = ops.segment_reduce(
+        x, index=torch.zeros(4, dtype=torch.long, device=device), reduce="max", return_arg=True
+    )
+    assert arg.tolist() == [[1, 2]] and vals[0, 0] == 3 and torch.isnan(vals[0, 1])
+    assert ops.segment_reduce(x, index=torch.zeros(4, dtype=torch.long, device=device), reduce="argmin").tolist() == [
+        [3, 2]
+    ]
+    y = torch.randn(10, 2, 3, device=device)
+    idx = torch.tensor([0, 1] * 5, device=device)
+    got = ops.segment_reduce(y, index=idx, reduce="sum")
+    assert got.shape == (2, 2, 3)
+    torch.testing.assert_close(got, torch.stack([y[0::2].sum(0), y[1::2].sum(0)]))
+
+
+@pytest.mark.parametrize("reduce", BASIC)
+@pytest.mark.parametrize("path", ["index", "csr"])
+def test_gradcheck(reduce, path, device):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 3, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    if path == "index":
+        idx = torch.randint(-1, 6, (40,), generator=g).to(device)
+        f = lambda t: ops.segment_reduce(t, index=idx, num_segments=7, reduce=reduce, correction=1)
+    else:
+        off = _offsets([0, 10, 1, 2, 27], device)
+        f = lambda t: ops.segment_reduce(t, offsets=off, reduce=reduce, correction=1)
+    assert torch.autograd.gradcheck(f, (x,))
+
+
+def test_gradient_of_ignored_rows_is_zero():
+    x = torch.randn(5, 2, requires_grad=True)
+    ops.segment_reduce(x, index=torch.tensor([0, -1, 1, -1, 0]), reduce="mean").sum().backward()
+    assert x.grad[[1, 3]].abs().sum() == 0 and x.grad[[0, 2, 4]].abs().sum() > 0
+
+
+def test_deterministic_across_thread_counts():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(200_000, 8, generator=g)
+    idx = torch.randint(0, 500, (200_000,), generator=g)
+    prev = torch.get_num_threads()
+    try:
+        outs = []
+        for t in (1, max(2, prev)):
+            torch.set_num_threads(t)
+            outs.append([ops.segment_reduce(x, index=idx, reduce=r) for r in BASIC])
+    finally:
+        torch.set_num_threads(prev)
+    for a, b in zip(*outs, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_errors():
+    x = torch.randn(4, 2)
+    with pytest.raises(ValueError, match=r"ids >= num_segments = 2.*largest 5"):
+        ops.segment_reduce(x, index=torch.tensor([0, 1, 5, 0]), num_segments=2)
+    with pytest.raises(ValueError, match="not valid CSR offsets"):
+        ops.segment_reduce(x, offsets=torch.tensor([0, 3, 2, 4]))
+    with pytest.raises(ValueError, match="not valid CSR offsets"):
+        ops.segment_reduce(x, offsets=torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="exactly one of index"):
+        ops.segment_reduce(x)
+    with pytest.raises(TypeError, match="floating point"):
+        ops.segment_reduce(x.long(), index=torch.zeros(4, dtype=torch.long))
+    with pytest.raises(TypeError, match="must be integer"):
+        ops.segment_reduce(x, index=torch.zeros(4))
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        ops.segment_reduce(x, index=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        ops.segment_reduce(x, index=torch.zeros(4, dtype=torch.long), reduce="prod")
+    with pytest.raises(ValueError, match="return_arg=True needs"):
+        ops.segment_reduce(x, index=torch.zeros(4, dtype=torch.long), return_arg=True)
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        torch.ops.pointins.segment_csr(x, torch.tensor([0, 4]), None, "median", 0)
+
+
+def test_opcheck_and_compile():
+    x = torch.randn(30, 4, dtype=torch.float64, requires_grad=True)
+    idx = torch.randint(-1, 5, (30,))
+    perm, off = torch.ops.pointins.segment_index_csr(idx, 5)
+    torch.library.opcheck(torch.ops.pointins.segment_index_csr, (idx, 5))
+    for r in BASIC:
+        torch.library.opcheck(torch.ops.pointins.segment_csr, (x, off, perm, r, 1))
+        torch.library.opcheck(torch.ops.pointins.segment_csr, (x, _offsets([10, 0, 20]), None, r, 0))
+
+    def f(t, offsets):
+        return ops.segment_reduce(t, offsets=offsets, reduce="var") + ops.segment_reduce(t, offsets=offsets)
+
+    off2 = _offsets([10, 0, 20])
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x, off2), f(x, off2))
+
+
+def test_numpy_roundtrip():
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    out = ops.segment_reduce(x, index=np.array([1, 0, 1]), reduce="sum")
+    assert isinstance(out, np.ndarray) and out.tolist() == [[2, 3], [4, 6]]
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_more_than_2_31_elements_cuda():
+    n = 2**31 + 1000  # rows*channels beyond int32: 64-bit index math in every kernel
+    x = torch.ones(n // 2, 2, device="cuda", dtype=torch.float16)
+    idx = torch.zeros(n // 2, dtype=torch.long, device="cuda")
+    idx[-1] = 1
+    out = ops.segment_reduce(x, index=idx, reduce="sum")
+    assert out.float().tolist()[1] == [1.0, 1.0]
+    _big, arg = ops.segment_reduce(
+        x, offsets=torch.tensor([0, n // 2 - 1, n // 2], device="cuda"), reduce="max", return_arg=True
+    )
+    assert arg.tolist() == [[0, 0], [n // 2 - 1, n // 2 - 1]]
