@@ -334,3 +334,47 @@ void raise_segment_offsets_error(const at::Tensor& offsets, int64_t n, bool with
 }
 
 }  // namespace pointins
+
+namespace pointins {
+
+void check_kmeans_args(const at::Tensor& x, const at::Tensor& offsets, const at::Tensor& coff, const char* op) {
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "pointins.", op,
+                   ": x must be float32 or float64, got ", x.scalar_type(), " (x.float() converts).");
+  TORCH_CHECK_VALUE(x.dim() == 2, "pointins.", op, ": x must have shape (N, D), got ", x.sizes(), ".");
+  for (const auto* t : {&offsets, &coff}) {
+    TORCH_CHECK_TYPE(t->scalar_type() == at::kLong && t->dim() == 1 && t->numel() >= 1, "pointins.", op,
+                     ": offsets and centroid offsets must be 1-D int64 CSR offsets, got ", t->scalar_type(), " ",
+                     t->sizes(), ".");
+    check_same_device(x, "x", *t, "offsets", op);
+  }
+  TORCH_CHECK_VALUE(offsets.numel() == coff.numel(), "pointins.", op, ": offsets (", offsets.numel(),
+                    " entries) and centroid offsets (", coff.numel(), ") must describe the same number of sets.");
+}
+
+void check_kmeans_centroids(const at::Tensor& x, const at::Tensor& centroids, const at::Tensor& coff,
+                            const c10::optional<at::Tensor>& converged, const char* op) {
+  TORCH_CHECK_TYPE(centroids.scalar_type() == x.scalar_type(), "pointins.", op, ": centroids must have x's dtype (",
+                   x.scalar_type(), "), got ", centroids.scalar_type(), ".");
+  TORCH_CHECK_VALUE(centroids.dim() == 2 && centroids.size(1) == x.size(1), "pointins.", op,
+                    ": centroids must have shape (K, ", x.size(1), "), got ", centroids.sizes(), ".");
+  check_same_device(x, "x", centroids, "centroids", op);
+  if (converged.has_value()) {
+    TORCH_CHECK_VALUE(converged->dim() == 1 && converged->numel() == coff.numel() - 1, "pointins.", op,
+                      ": converged must have one entry per set.");
+    check_same_device(x, "x", *converged, "converged", op);
+  }
+}
+
+void check_kmeans_sets(const int64_t* off, const int64_t* coff, int64_t num_sets, int64_t n, const char* op) {
+  TORCH_CHECK_VALUE(off[0] == 0 && off[num_sets] == n, "pointins.", op,
+                    ": offsets must start at 0 and end at N = ", n, "; got ", off[0], " ... ", off[num_sets], ".");
+  TORCH_CHECK_VALUE(coff[0] == 0, "pointins.", op, ": centroid offsets must start at 0.");
+  for (int64_t b = 0; b < num_sets; ++b) {
+    TORCH_CHECK_VALUE(off[b + 1] >= off[b], "pointins.", op, ": offsets decrease at set ", b, ".");
+    const int64_t k = coff[b + 1] - coff[b];
+    TORCH_CHECK_VALUE(k >= 0 && k <= off[b + 1] - off[b], "pointins.", op, ": set ", b, " has ", off[b + 1] - off[b],
+                      " points but ", k, " clusters; k must be in [0, set size].");
+  }
+}
+
+}  // namespace pointins

@@ -68,3 +68,14 @@ int check_segment_csr_args(const at::Tensor& src, const at::Tensor& offsets, con
 [[noreturn]] void raise_segment_offsets_error(const at::Tensor& offsets, int64_t n, bool with_perm);
 
 }  // namespace pointins
+
+namespace pointins {
+
+// K-means steps.
+void check_kmeans_args(const at::Tensor& x, const at::Tensor& offsets, const at::Tensor& coff, const char* op);
+void check_kmeans_centroids(const at::Tensor& x, const at::Tensor& centroids, const at::Tensor& coff,
+                            const c10::optional<at::Tensor>& converged, const char* op);
+// Host arrays: offsets valid CSR over n points, coff valid CSR with k_b <= n_b.
+void check_kmeans_sets(const int64_t* off, const int64_t* coff, int64_t num_sets, int64_t n, const char* op);
+
+}  // namespace pointins

@@ -44,6 +44,16 @@ TORCH_LIBRARY(pointins, m) {
   m.def("segment_index_csr(Tensor index, int num_segments) -> (Tensor, Tensor)");
   // Reduction of src (N, C) rows offsets[s]..offsets[s+1] (through perm) -> (out (S, C), aux):
   // aux = int64 arg rows (max/min), the mean (var), or an empty tensor (sum/mean).
+  // Ragged batched K-means steps (the Lloyd loop is pointins/ops/cluster.py). Sets: CSR offsets
+  // of the points; coff: CSR offsets of the centroids (k_b = coff[b+1] - coff[b]).
+  m.def("kmeans_init(Tensor x, Tensor offsets, Tensor coff, int method, int seed) -> Tensor");
+  // -> (labels (N,) local cluster ids or -1, dist (N,) squared distance to it, sums (K, D), counts (K,))
+  m.def("kmeans_assign(Tensor x, Tensor offsets, Tensor coff, Tensor centroids, Tensor? converged, "
+        "bool accumulate) -> (Tensor, Tensor, Tensor, Tensor)");
+  // -> (centroids, converged, n_iter): new centres, empty clusters relocated, convergence test.
+  m.def("kmeans_update(Tensor x, Tensor offsets, Tensor coff, Tensor labels, Tensor dist, Tensor sums, "
+        "Tensor counts, Tensor centroids, Tensor? tol, Tensor converged, Tensor n_iter, bool spherical) "
+        "-> (Tensor, Tensor, Tensor)");
   m.def("segment_csr(Tensor src, Tensor offsets, Tensor? perm, str reduce, int correction=0) -> (Tensor, Tensor)");
 }
 

@@ -11,6 +11,7 @@ import torch
 
 from pointins import _ext
 from pointins.ops import _dispatch, reference
+from pointins.ops.cluster import KMeans, kmeans
 from pointins.ops.keys import DEFAULT_BITS, grid_coord, max_batch, pack_keys, unpack_keys
 from pointins.ops.segment import REDUCTIONS, segment_reduce
 from pointins.ops.serialize import ORDERS, Serialization, auto_depth, decode, encode, patch_partition, serialize
@@ -31,6 +32,7 @@ __all__ = [
     "REDUCTIONS",
     "Downsample",
     "HashTable",
+    "KMeans",
     "Serialization",
     "Voxelization",
     "auto_depth",
@@ -42,6 +44,7 @@ __all__ = [
     "grid_coord",
     "kernel_map",
     "kernel_map_pairs",
+    "kmeans",
     "max_batch",
     "pack_keys",
     "patch_partition",

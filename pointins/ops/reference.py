@@ -332,3 +332,123 @@ def segment_reduce(
         arg = torch.where(empty, -1, arg)
         out = torch.where(nan, float("nan"), torch.where(empty, 0.0, best))
     return out.to(src.dtype), arg
+
+
+# ---------------------------------------------------------------------------------------------
+# K-means steps (kernels/include/pointins/kmeans.h, csrc/cpu/kmeans_cpu.cpp)
+# ---------------------------------------------------------------------------------------------
+
+_M64 = (1 << 64) - 1
+
+
+def _mix_int(k: int) -> int:
+    k &= _M64
+    k ^= k >> 30
+    k = (k * 0xBF58476D1CE4E5B9) & _M64
+    k ^= k >> 27
+    k = (k * 0x94D049BB133111EB) & _M64
+    return k ^ (k >> 31)
+
+
+def kmeans_uniform(seed: int, set_index: int, draw: int) -> float:
+    """The seeded uniform draw of the K-means initialisation (same on every backend)."""
+    inner = _mix_int((set_index * 0x9E3779B97F4A7C15 + draw) & _M64)
+    h = _mix_int(_mix_int((seed ^ 0x6A09E667F3BCC909) & _M64) ^ inner)
+    return (h >> 11) * (1.0 / 9007199254740992.0)
+
+
+def kmeans_init(x: torch.Tensor, offsets: torch.Tensor, coff: torch.Tensor, method: str, seed: int) -> torch.Tensor:
+    """k-means++ (first centre uniform, then D^2 sampling) or k distinct random points (Floyd)."""
+    d = x.shape[1]
+    out = x.new_empty(int(coff[-1]), d)
+    for b in range(offsets.numel() - 1):
+        xs = x[int(offsets[b]) : int(offsets[b + 1])]
+        n, k, c0 = xs.shape[0], int(coff[b + 1] - coff[b]), int(coff[b])
+        if k == 0:
+            continue
+        if method == "random":
+            chosen: list[int] = []
+            for draw, j in enumerate(range(n - k, n)):
+                t = min(int(kmeans_uniform(seed, b, draw) * (j + 1)), j)
+                chosen.append(j if t in chosen else t)
+            out[c0 : c0 + k] = xs[chosen]
+            continue
+        first = min(n - 1, int(kmeans_uniform(seed, b, 0) * n))
+        out[c0] = xs[first]
+        d2 = ((xs.double() - xs[first].double()) ** 2).sum(1)
+        for r in range(1, k):
+            u = kmeans_uniform(seed, b, r)
+            total = float(d2.sum())
+            if total > 0:
+                cum = torch.cumsum(d2, 0)
+                hit = ((cum > u * total) & (d2 > 0)).nonzero()
+                pick = int(hit[0]) if hit.numel() else int((d2 > 0).nonzero()[-1])
+            else:
+                pick = min(n - 1, int(u * n))
+            out[c0 + r] = xs[pick]
+            d2 = torch.minimum(d2, ((xs.double() - xs[pick].double()) ** 2).sum(1))
+    return out
+
+
+def kmeans_assign(
+    x: torch.Tensor, offsets: torch.Tensor, coff: torch.Tensor, centroids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Nearest centroid of each point within its set (first on ties), its squared distance, and
+    the per-cluster sums and counts."""
+    n = x.shape[0]
+    labels = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    dist = x.new_zeros(n)
+    sums = torch.zeros_like(centroids, dtype=torch.float64)
+    counts = torch.zeros(centroids.shape[0], dtype=torch.long, device=x.device)
+    for b in range(offsets.numel() - 1):
+        lo, hi, c0, c1 = int(offsets[b]), int(offsets[b + 1]), int(coff[b]), int(coff[b + 1])
+        if c1 == c0 or hi == lo:
+            continue
+        d2 = ((x[lo:hi, None, :].double() - centroids[None, c0:c1, :].double()) ** 2).sum(-1)
+        best, arg = d2.min(1)
+        labels[lo:hi], dist[lo:hi] = arg, best.to(x.dtype)
+        sums.index_add_(0, arg + c0, x[lo:hi].double())
+        counts += torch.bincount(arg + c0, minlength=centroids.shape[0])
+    return labels, dist, sums.to(x.dtype), counts
+
+
+def kmeans_update(
+    x, offsets, coff, labels, dist, sums, counts, centroids, tol, converged, n_iter, spherical
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """New centres = cluster means; empty clusters take the farthest points (descending distance,
+    lowest index first), which leave their old clusters; a set converges when the squared centre
+    shift is <= its tol."""
+    cen, converged, n_iter = centroids.clone(), converged.clone(), n_iter.clone()
+    sums, counts = sums.double().clone(), counts.clone()
+    for b in range(offsets.numel() - 1):
+        lo, hi, c0, c1 = int(offsets[b]), int(offsets[b + 1]), int(coff[b]), int(coff[b + 1])
+        if c1 == c0 or bool(converged[b]):
+            continue
+        empty = (counts[c0:c1] == 0).nonzero().flatten().tolist()
+        if empty:
+            idx = torch.arange(lo, hi, device=x.device)
+            key = sorted(range(hi - lo), key=lambda i: (-float(dist[lo + i]), i))
+            for r, j in enumerate(empty[: hi - lo]):
+                i = int(idx[key[r]])
+                old = c0 + int(labels[i])
+                sums[old] -= x[i].double()
+                counts[old] -= 1
+                sums[c0 + j] = x[i].double()
+                counts[c0 + j] = 1
+        shift = 0.0
+        for j in range(c0, c1):
+            if counts[j] <= 0:
+                continue
+            c = sums[j] / counts[j]
+            if spherical:
+                norm = float(c.norm())
+                if norm == 0:
+                    continue
+                c = c / norm
+            new = c.to(x.dtype)
+            shift += float(((new.double() - cen[j].double()) ** 2).sum())
+            cen[j] = new
+        n_iter[b] += 1
+        if tol is not None and shift <= float(tol[b]):
+            converged[b] = True
+    return cen, converged, n_iter

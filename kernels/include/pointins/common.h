@@ -45,4 +45,8 @@ enum pointins_dtype { POINTINS_F32 = 0, POINTINS_F64 = 1, POINTINS_F16 = 2, POIN
 #define POINTINS_MAX_ORDERS 8
 #define POINTINS_MAX_DEPTH 21
 
+/* K-means initialisation methods (pointins/kmeans.h). */
+#define POINTINS_KMEANS_PLUSPLUS 0
+#define POINTINS_KMEANS_RANDOM 1
+
 #endif /* POINTINS_COMMON_H_ */

@@ -1,0 +1,384 @@
+// CPU ragged batched K-means steps: initialisation (k-means++ / random), assignment (+ optional
+// per-cluster accumulation) and the centroid update with empty-cluster relocation and the
+// convergence test. The Lloyd loop itself is in pointins/ops/cluster.py. Every step is
+// deterministic for any thread count (sets or fixed point chunks are the units of work, and
+// sums run in point order).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "../common.h"
+#include "cpu_common.h"
+#include "pointins/kmeans.h"
+
+namespace pointins {
+namespace {
+
+constexpr int64_t kChunk = 1024;  // points per assignment work unit
+constexpr int64_t kDirectDims = 8;  // up to this D, distances are summed directly (no dot-product form)
+
+struct Sets {
+  const int64_t* off;
+  const int64_t* coff;
+  int64_t B;
+  int64_t n(int64_t b) const { return off[b + 1] - off[b]; }
+  int64_t k(int64_t b) const { return coff[b + 1] - coff[b]; }
+};
+
+template <typename T>
+inline double sqdist(const T* a, const T* b, int64_t D) {
+  double s = 0;
+  for (int64_t d = 0; d < D; ++d) {
+    const double t = (double)a[d] - (double)b[d];
+    s += t * t;
+  }
+  return s;
+}
+
+// ---- initialisation ----------------------------------------------------------------------------
+
+template <typename T>
+void init_set(const T* x, int64_t n, int64_t D, int64_t kb, int64_t set, uint64_t seed, int method, T* cen) {
+  if (kb == 0) return;
+  auto take = [&](int64_t j, int64_t i) { std::copy(x + i * D, x + (i + 1) * D, cen + j * D); };
+  if (method == POINTINS_KMEANS_RANDOM) {  // Floyd's sampling of kb distinct points
+    std::vector<int64_t> chosen;
+    chosen.reserve(kb);
+    int64_t draw = 0;
+    for (int64_t j = n - kb; j < n; ++j) {
+      int64_t t = (int64_t)(kmeans_uniform(seed, set, draw++) * (double)(j + 1));
+      t = std::min(t, j);
+      chosen.push_back(std::find(chosen.begin(), chosen.end(), t) == chosen.end() ? t : j);
+    }
+    for (int64_t j = 0; j < kb; ++j) take(j, chosen[j]);
+    return;
+  }
+  // k-means++: first centre uniform, then each next point with probability D(x)^2 / sum D^2.
+  int64_t first = std::min<int64_t>(n - 1, (int64_t)(kmeans_uniform(seed, set, 0) * (double)n));
+  take(0, first);
+  std::vector<double> d2(n);
+  at::parallel_for(0, n, 4096, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) d2[i] = sqdist(x + i * D, cen, D);
+  });
+  for (int64_t r = 1; r < kb; ++r) {
+    double total = 0;
+    for (int64_t i = 0; i < n; ++i) total += d2[i];
+    const double u = kmeans_uniform(seed, set, r);
+    int64_t pick = -1;
+    if (total > 0) {
+      const double target = u * total;
+      double acc = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        acc += d2[i];
+        if (d2[i] > 0) pick = i;  // last positive so far: guards the rounding at the end
+        if (acc > target && d2[i] > 0) break;
+      }
+    } else {
+      pick = std::min<int64_t>(n - 1, (int64_t)(u * (double)n));  // all points coincide with centres
+    }
+    take(r, pick);
+    const T* c = cen + r * D;
+    at::parallel_for(0, n, 4096, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) d2[i] = std::min(d2[i], sqdist(x + i * D, c, D));
+    });
+  }
+}
+
+at::Tensor kmeans_init_cpu(const at::Tensor& x_in, const at::Tensor& offsets, const at::Tensor& coff, int64_t method,
+                           int64_t seed) {
+  check_kmeans_args(x_in, offsets, coff, "kmeans");
+  check_cpu(x_in, "x", "kmeans");
+  TORCH_CHECK_VALUE(method == POINTINS_KMEANS_PLUSPLUS || method == POINTINS_KMEANS_RANDOM,
+                    "pointins.kmeans: unknown init method ", method, ".");
+  auto x = x_in.contiguous();
+  auto off = offsets.contiguous(), co = coff.contiguous();
+  const Sets sets{off.data_ptr<int64_t>(), co.data_ptr<int64_t>(), off.numel() - 1};
+  check_kmeans_sets(sets.off, sets.coff, sets.B, x.size(0), "kmeans");
+  const int64_t D = x.size(1);
+  auto cen = at::empty({sets.coff[sets.B], D}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "kmeans_init_cpu", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* cp = cen.data_ptr<scalar_t>();
+    at::parallel_for(0, sets.B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b)
+        init_set<scalar_t>(xp + sets.off[b] * D, sets.n(b), D, sets.k(b), b, (uint64_t)seed, (int)method,
+                           cp + sets.coff[b] * D);
+    });
+  });
+  return cen;
+}
+
+// ---- assignment --------------------------------------------------------------------------------
+
+// dots[p * kb + j] = x_p . c_j for m points; ct is the (D, kb) transposed centroid block. Compiled
+// for AVX-512, AVX2 and baseline x86-64 (chosen at load time), since the extension is built
+// without -march flags.
+template <typename T>
+inline __attribute__((always_inline)) void dots_impl(const T* x, int64_t m, int64_t D, const T* ct, int64_t kb,
+                                                      T* dots) {
+  std::fill(dots, dots + m * kb, T(0));
+  int64_t p = 0;
+  for (; p + 4 <= m; p += 4) {
+    T* o0 = dots + p * kb;
+    T* o1 = o0 + kb;
+    T* o2 = o1 + kb;
+    T* o3 = o2 + kb;
+    const T* x0 = x + p * D;
+    for (int64_t d = 0; d < D; ++d) {
+      const T a0 = x0[d], a1 = x0[D + d], a2 = x0[2 * D + d], a3 = x0[3 * D + d];
+      const T* c = ct + d * kb;
+      for (int64_t j = 0; j < kb; ++j) {
+        const T cj = c[j];
+        o0[j] += a0 * cj;
+        o1[j] += a1 * cj;
+        o2[j] += a2 * cj;
+        o3[j] += a3 * cj;
+      }
+    }
+  }
+  for (; p < m; ++p) {
+    T* o = dots + p * kb;
+    for (int64_t d = 0; d < D; ++d) {
+      const T a = x[p * D + d];
+      const T* c = ct + d * kb;
+      for (int64_t j = 0; j < kb; ++j) o[j] += a * c[j];
+    }
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define POINTINS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define POINTINS_CLONES
+#endif
+
+POINTINS_CLONES void dots_f32(const float* x, int64_t m, int64_t D, const float* ct, int64_t kb, float* dots) {
+  dots_impl<float>(x, m, D, ct, kb, dots);
+}
+POINTINS_CLONES void dots_f64(const double* x, int64_t m, int64_t D, const double* ct, int64_t kb, double* dots) {
+  dots_impl<double>(x, m, D, ct, kb, dots);
+}
+inline void dots(const float* x, int64_t m, int64_t D, const float* ct, int64_t kb, float* o) {
+  dots_f32(x, m, D, ct, kb, o);
+}
+inline void dots(const double* x, int64_t m, int64_t D, const double* ct, int64_t kb, double* o) {
+  dots_f64(x, m, D, ct, kb, o);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_assign_cpu(
+    const at::Tensor& x_in, const at::Tensor& offsets, const at::Tensor& coff, const at::Tensor& cen_in,
+    const c10::optional<at::Tensor>& converged_in, bool accumulate) {
+  check_kmeans_args(x_in, offsets, coff, "kmeans");
+  check_kmeans_centroids(x_in, cen_in, coff, converged_in, "kmeans");
+  check_cpu(x_in, "x", "kmeans");
+  auto x = x_in.contiguous(), cen = cen_in.contiguous();
+  auto off = offsets.contiguous(), co = coff.contiguous();
+  const Sets sets{off.data_ptr<int64_t>(), co.data_ptr<int64_t>(), off.numel() - 1};
+  check_kmeans_sets(sets.off, sets.coff, sets.B, x.size(0), "kmeans");
+  const int64_t n = x.size(0), D = x.size(1), K = cen.size(0);
+  const uint8_t* conv = nullptr;
+  at::Tensor conv_t;
+  if (converged_in.has_value()) {
+    conv_t = converged_in->to(at::kByte).contiguous();
+    conv = conv_t.data_ptr<uint8_t>();
+  }
+  auto labels = at::full({n}, -1, off.options());
+  auto dist = at::zeros({n}, x.options());
+  auto sums = at::zeros({accumulate ? K : 0, D}, x.options());
+  auto counts = at::zeros({accumulate ? K : 0}, off.options());
+  // Work units: chunks of kChunk points of one active set with k_b > 0.
+  std::vector<std::array<int64_t, 3>> units;
+  for (int64_t b = 0; b < sets.B; ++b) {
+    if (sets.k(b) == 0 || (conv && conv[b])) continue;
+    for (int64_t s = sets.off[b]; s < sets.off[b + 1]; s += kChunk)
+      units.push_back({b, s, std::min(sets.off[b + 1], s + kChunk)});
+  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "kmeans_assign_cpu", [&] {
+    using T = scalar_t;
+    const T* xp = x.data_ptr<T>();
+    const T* cp = cen.data_ptr<T>();
+    int64_t* lp = labels.data_ptr<int64_t>();
+    T* dp = dist.data_ptr<T>();
+    // Transposed centroids and squared norms per set (dot-product form for D > kDirectDims).
+    std::vector<T> ct, cn;
+    if (D > kDirectDims) {
+      ct.resize(K * D);
+      cn.resize(K);
+      for (int64_t b = 0; b < sets.B; ++b) {
+        const int64_t c0 = sets.coff[b], kb = sets.k(b);
+        for (int64_t j = 0; j < kb; ++j) {
+          T s = 0;
+          for (int64_t d = 0; d < D; ++d) {
+            const T v = cp[(c0 + j) * D + d];
+            ct[c0 * D + d * kb + j] = v;
+            s += v * v;
+          }
+          cn[c0 + j] = s;
+        }
+      }
+    }
+    at::parallel_for(0, (int64_t)units.size(), 1, [&](int64_t u0, int64_t u1) {
+      std::vector<T> dots_buf;
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t b = units[u][0], lo = units[u][1], hi = units[u][2];
+        const int64_t c0 = sets.coff[b], kb = sets.k(b);
+        const T* cb = cp + c0 * D;
+        if (D <= kDirectDims) {
+          for (int64_t i = lo; i < hi; ++i) {
+            const T* xi = xp + i * D;
+            T best = 0;
+            int64_t arg = 0;
+            for (int64_t j = 0; j < kb; ++j) {
+              T s = 0;
+              for (int64_t d = 0; d < D; ++d) {
+                const T t = xi[d] - cb[j * D + d];
+                s += t * t;
+              }
+              if (j == 0 || s < best) best = s, arg = j;
+            }
+            lp[i] = arg;
+            dp[i] = best;
+          }
+          continue;
+        }
+        const int64_t m = hi - lo;
+        dots_buf.resize(m * kb);
+        dots(xp + lo * D, m, D, ct.data() + c0 * D, kb, dots_buf.data());
+        for (int64_t p = 0; p < m; ++p) {
+          const T* dp_row = dots_buf.data() + p * kb;
+          T best = 0;
+          int64_t arg = 0;
+          for (int64_t j = 0; j < kb; ++j) {
+            const T s = cn[c0 + j] - 2 * dp_row[j];
+            if (j == 0 || s < best) best = s, arg = j;
+          }
+          const T* xi = xp + (lo + p) * D;
+          T xn = 0;
+          for (int64_t d = 0; d < D; ++d) xn += xi[d] * xi[d];
+          lp[lo + p] = arg;
+          dp[lo + p] = std::max(T(0), xn + best);
+        }
+      }
+    });
+    if (accumulate) {  // per set, in point order (deterministic)
+      T* sp = sums.data_ptr<T>();
+      int64_t* np_ = counts.data_ptr<int64_t>();
+      at::parallel_for(0, sets.B, 1, [&](int64_t b0, int64_t b1) {
+        std::vector<double> acc;
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t c0 = sets.coff[b], kb = sets.k(b);
+          if (kb == 0 || (conv && conv[b])) continue;
+          acc.assign(kb * D, 0.0);
+          for (int64_t i = sets.off[b]; i < sets.off[b + 1]; ++i) {
+            const int64_t j = lp[i];
+            for (int64_t d = 0; d < D; ++d) acc[j * D + d] += (double)xp[i * D + d];
+            ++np_[c0 + j];
+          }
+          for (int64_t t = 0; t < kb * D; ++t) sp[c0 * D + t] = (T)acc[t];
+        }
+      });
+    }
+  });
+  return {labels, dist, sums, counts};
+}
+
+// ---- update ------------------------------------------------------------------------------------
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> kmeans_update_cpu(
+    const at::Tensor& x_in, const at::Tensor& offsets, const at::Tensor& coff, const at::Tensor& labels_in,
+    const at::Tensor& dist_in, const at::Tensor& sums_in, const at::Tensor& counts_in, const at::Tensor& cen_in,
+    const c10::optional<at::Tensor>& tol_in, const at::Tensor& converged_in, const at::Tensor& n_iter_in,
+    bool spherical) {
+  check_kmeans_args(x_in, offsets, coff, "kmeans");
+  check_kmeans_centroids(x_in, cen_in, coff, converged_in, "kmeans");
+  check_cpu(x_in, "x", "kmeans");
+  auto x = x_in.contiguous(), cen_old = cen_in.contiguous(), labels = labels_in.contiguous(),
+       dist = dist_in.contiguous();
+  auto sums = sums_in.to(at::kDouble).contiguous();
+  auto counts = counts_in.contiguous().clone();
+  auto off = offsets.contiguous(), co = coff.contiguous();
+  const Sets sets{off.data_ptr<int64_t>(), co.data_ptr<int64_t>(), off.numel() - 1};
+  const int64_t D = x.size(1);
+  TORCH_CHECK_VALUE(sums.sizes() == cen_old.sizes() && counts.numel() == cen_old.size(0),
+                    "pointins.kmeans: sums/counts must come from kmeans_assign(..., accumulate=True).");
+  auto cen = cen_old.clone();
+  auto converged = converged_in.to(at::kBool).clone();
+  auto n_iter = n_iter_in.clone();
+  at::Tensor tol;
+  if (tol_in.has_value()) tol = tol_in->to(at::kDouble).contiguous();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "kmeans_update_cpu", [&] {
+    using T = scalar_t;
+    const T* xp = x.data_ptr<T>();
+    const T* dp = dist.data_ptr<T>();
+    const int64_t* lp = labels.data_ptr<int64_t>();
+    double* sp = sums.data_ptr<double>();
+    int64_t* np_ = counts.data_ptr<int64_t>();
+    T* cp = cen.data_ptr<T>();
+    bool* cv = converged.data_ptr<bool>();
+    int64_t* it = n_iter.data_ptr<int64_t>();
+    at::parallel_for(0, sets.B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t c0 = sets.coff[b], kb = sets.k(b), lo = sets.off[b], nb = sets.n(b);
+        if (kb == 0 || cv[b]) continue;
+        // Empty clusters take the points farthest from their centres (descending distance,
+        // lowest index on ties); each moved point leaves its old cluster's sum.
+        std::vector<int64_t> empty;
+        for (int64_t j = 0; j < kb; ++j)
+          if (np_[c0 + j] == 0) empty.push_back(j);
+        if (!empty.empty()) {
+          const int64_t e = std::min<int64_t>((int64_t)empty.size(), nb);
+          std::vector<int64_t> order(nb);
+          std::iota(order.begin(), order.end(), lo);
+          std::partial_sort(order.begin(), order.begin() + e, order.end(), [&](int64_t a, int64_t c) {
+            return dp[a] > dp[c] || (dp[a] == dp[c] && a < c);
+          });
+          for (int64_t r = 0; r < e; ++r) {
+            const int64_t i = order[r], nj = c0 + empty[r], oj = c0 + lp[i];
+            for (int64_t d = 0; d < D; ++d) {
+              sp[oj * D + d] -= (double)xp[i * D + d];
+              sp[nj * D + d] = (double)xp[i * D + d];
+            }
+            --np_[oj];
+            np_[nj] = 1;
+          }
+        }
+        double shift = 0;
+        for (int64_t j = c0; j < c0 + kb; ++j) {
+          if (np_[j] <= 0) continue;  // keeps its old centre
+          double norm = 0;
+          std::vector<double> c(D);
+          for (int64_t d = 0; d < D; ++d) {
+            c[d] = sp[j * D + d] / (double)np_[j];
+            norm += c[d] * c[d];
+          }
+          const double scale = spherical ? (norm > 0 ? 1.0 / std::sqrt(norm) : 0.0) : 1.0;
+          if (spherical && norm == 0) continue;
+          for (int64_t d = 0; d < D; ++d) {
+            const T v = (T)(c[d] * scale);
+            const double t = (double)v - (double)cp[j * D + d];
+            shift += t * t;
+            cp[j * D + d] = v;
+          }
+        }
+        ++it[b];
+        if (tol.defined() && shift <= tol.data_ptr<double>()[b]) cv[b] = true;
+      }
+    });
+  });
+  return {cen, converged, n_iter};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pointins, CPU, m) {
+  m.impl("kmeans_init", &kmeans_init_cpu);
+  m.impl("kmeans_assign", &kmeans_assign_cpu);
+  m.impl("kmeans_update", &kmeans_update_cpu);
+}
+
+}  // namespace pointins

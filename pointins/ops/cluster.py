@@ -1,0 +1,237 @@
+"""Clustering: ragged batched K-means and radius-graph connected components.
+
+:func:`kmeans` clusters many point sets of different sizes in one call (the SCR step of PointINS
+runs it per scene on teacher features); :func:`connected_components` links points closer than a
+radius within groups (instance clustering at evaluation, pseudo-instances in SCR).
+
+Example::
+
+    >>> import torch, pointins.ops as ops
+    >>> x = torch.cat([torch.randn(500, 8), torch.randn(300, 8) + 10])
+    >>> km = ops.kmeans(x, offsets=torch.tensor([0, 500, 800]), k=4, iters=20, seed=0)
+    >>> km.labels.shape, km.centroids.shape, km.centroid_offsets.tolist()
+    (torch.Size([800]), torch.Size([8, 8]), [0, 4, 8])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pointins import _ext
+from pointins.ops import _dispatch, reference
+from pointins.ops._interop import to_tensor
+from pointins.ops.keys import _offsets_and_perm
+from pointins.ops.segment import segment_reduce
+
+__all__ = ["KMeans", "kmeans"]
+
+METRICS = ("l2", "cosine")
+INITS = ("k-means++", "random")
+TRITON_MIN_DIM = 32  # on CUDA, feature dims >= this use the Triton tensor-core assignment
+
+
+@dataclass
+class KMeans:
+    """Result of :func:`kmeans`. Set b's centroids are rows
+    ``centroid_offsets[b]:centroid_offsets[b+1]`` of ``centroids``."""
+
+    labels: torch.Tensor  # (N,) int64 cluster of each point within its set (0 .. k_b - 1)
+    centroids: torch.Tensor  # (sum k_b, D) in x's dtype (unit vectors for metric="cosine")
+    centroid_offsets: torch.Tensor  # (B+1,) int64
+    inertia: torch.Tensor  # (B,) float64: sum of squared distances (cosine: of 1 - cos)
+    n_iter: torch.Tensor  # (B,) int64 Lloyd iterations run per set
+    batch: torch.Tensor  # (N,) int64 set of each point
+
+    @property
+    def global_labels(self) -> torch.Tensor:
+        """Cluster ids unique across sets: ``labels + centroid_offsets[batch]``."""
+        return self.labels + self.centroid_offsets[self.batch]
+
+
+def _per_set_k(k: Any, counts: list[int]) -> list[int]:
+    b = len(counts)
+    if isinstance(k, int) and not isinstance(k, bool):
+        ks = [k] * b
+    elif isinstance(k, torch.Tensor | Sequence):
+        ks = [int(v) for v in (k.tolist() if isinstance(k, torch.Tensor) else k)]
+        if len(ks) != b:
+            raise ValueError(f"pointins.kmeans: k has {len(ks)} entries but there are {b} sets; pass one k per set.")
+    else:
+        raise TypeError(f"pointins.kmeans: k must be an int or one int per set, got {type(k).__name__}.")
+    if any(v < 1 for v in ks):
+        raise ValueError(f"pointins.kmeans: k must be >= 1 for every set, got {ks}.")
+    return [min(v, n) for v, n in zip(ks, counts, strict=True)]  # at most one cluster per point
+
+
+def kmeans(
+    x: Any,
+    offsets: Any = None,
+    k: int | Sequence[int] | torch.Tensor = 20,
+    *,
+    batch: Any = None,
+    iters: int = 10,
+    metric: str = "l2",
+    init: str | Any = "k-means++",
+    seed: int = 0,
+    tol: float | None = None,
+    backend: str | None = None,
+) -> KMeans:
+    """Lloyd's K-means on every set of a batch at once.
+
+    Args:
+        x: (N, D) float32/float64 features (float16/bfloat16 are computed in float32).
+        offsets: (B+1,) CSR offsets of the sets (or ``batch=`` per-point set ids; None: one set).
+        k: clusters per set, one int or one per set. A set with fewer points than k gets one
+            cluster per point (k_b = min(k, n_b)); an empty set gets none.
+        iters: maximum Lloyd iterations.
+        metric: ``"l2"``, or ``"cosine"`` (spherical K-means: features and centroids are
+            L2-normalised; zero-norm features are an error).
+        init: ``"k-means++"`` (D^2 sampling), ``"random"`` (k distinct points), or a
+            (sum k_b, D) tensor of initial centroids. Seeded by ``seed``: identical on every
+            backend and independent of the thread count.
+        tol: stop a set once its squared centre shift is <= ``tol * mean per-feature variance``
+            of the set (scikit-learn's rule). Checked on the device: no host sync per
+            iteration; finished sets skip their work. None: run ``iters`` iterations.
+
+    Empty clusters are re-seeded with the points farthest from their centres (scikit-learn's
+    rule). Labels and inertia come from a final assignment to the returned centroids.
+    """
+    op = "kmeans"
+    xt, _ = to_tensor(x, "x", op)
+    if metric not in METRICS:
+        raise ValueError(f"pointins.{op}: metric must be one of {METRICS}, got {metric!r}.")
+    if xt.dim() != 2:
+        raise ValueError(f"pointins.{op}: x must have shape (N, D), got {tuple(xt.shape)}.")
+    if not xt.is_floating_point():
+        raise TypeError(f"pointins.{op}: x must be floating point, got {xt.dtype}.")
+    if xt.dtype in (torch.float16, torch.bfloat16):
+        xt = xt.float()
+    if iters < 0:
+        raise ValueError(f"pointins.{op}: iters must be >= 0, got {iters}.")
+    n, d = xt.shape
+    off, perm = _offsets_and_perm(offsets, batch, n, xt.device, op)
+    if off[0] != 0 or off[-1] != n or bool((off.diff() < 0).any()):
+        reference.check_offsets(off, n, op)
+    if perm is not None:
+        xt = xt[perm]
+    finite = torch.isfinite(xt).all(1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten()
+        raise ValueError(
+            f"pointins.{op}: x contains NaN or Inf in {bad.numel()} of {n} rows (first at row {int(bad[0])}); "
+            "drop them first, e.g. keep = torch.isfinite(x).all(1)."
+        )
+    if metric == "cosine":
+        norms = xt.norm(dim=1)
+        zero = norms == 0
+        if bool(zero.any()):
+            raise ValueError(
+                f"pointins.{op}: metric='cosine' needs non-zero features, but {int(zero.sum())} rows have norm 0 "
+                f"(first at row {int(zero.nonzero()[0])}). Drop them or use metric='l2'."
+            )
+        xt = xt / norms[:, None]
+    counts = off.diff().tolist()
+    ks = _per_set_k(k, counts)
+    coff = torch.tensor([0, *torch.tensor(ks).cumsum(0).tolist()], dtype=torch.long, device=xt.device)
+    be = _dispatch.select(backend, xt.device, op, ("cpu", "cuda", "triton", "reference"))
+    compiled = be in ("cpu", "cuda") or (be == "triton" and _compiled_available(xt.device))
+
+    if isinstance(init, str):
+        if init not in INITS:
+            raise ValueError(f"pointins.{op}: init must be one of {INITS} or a tensor of centroids, got {init!r}.")
+        if compiled:
+            cen = torch.ops.pointins.kmeans_init(xt, off, coff, INITS.index(init), int(seed) & (2**63 - 1))
+        else:
+            cen = reference.kmeans_init(xt, off, coff, "random" if init == "random" else "k-means++", int(seed))
+    else:
+        cen, _ = to_tensor(init, "init", op)
+        if cen.shape != (int(coff[-1]), d):
+            raise ValueError(
+                f"pointins.{op}: init centroids must have shape (sum k_b, D) = ({int(coff[-1])}, {d}), got "
+                f"{tuple(cen.shape)} (k per set after clamping to the set sizes: {ks})."
+            )
+        cen = cen.to(device=xt.device, dtype=xt.dtype).contiguous()
+        if metric == "cosine":
+            cen = torch.nn.functional.normalize(cen, dim=1)
+
+    tol_t = None
+    if tol is not None:
+        if tol < 0:
+            raise ValueError(f"pointins.{op}: tol must be >= 0, got {tol}.")
+        var = segment_reduce(xt.double(), offsets=off, reduce="var", backend="reference" if not compiled else None)
+        tol_t = tol * var.mean(1)
+    num_sets = off.numel() - 1
+    converged = torch.zeros(num_sets, dtype=torch.bool, device=xt.device)
+    n_iter = torch.zeros(num_sets, dtype=torch.long, device=xt.device)
+    use_triton = be == "triton" or (be == "cuda" and d >= TRITON_MIN_DIM and _dispatch.triton_status(xt.device) is None)
+    spherical = metric == "cosine"
+    for _ in range(iters):
+        labels, dist, sums, cnt = _assign(xt, off, coff, cen, converged, True, be, use_triton)
+        if compiled:
+            cen, converged, n_iter = torch.ops.pointins.kmeans_update(
+                xt, off, coff, labels, dist, sums, cnt, cen, tol_t, converged, n_iter, spherical
+            )
+        else:
+            cen, converged, n_iter = reference.kmeans_update(
+                xt, off, coff, labels, dist, sums, cnt, cen, tol_t, converged, n_iter, spherical
+            )
+        if xt.device.type == "cpu" and bool(converged.all()):
+            break  # free on the CPU; on the GPU finished sets just skip their work
+    labels, dist, _, _ = _assign(xt, off, coff, cen, None, False, be, use_triton)
+    inertia = segment_reduce(dist.double()[:, None], offsets=off, backend=None if compiled else "reference")[:, 0]
+    if spherical:
+        inertia = inertia / 2  # |x - c|^2 = 2 (1 - cos) for unit vectors
+    set_of_point = reference.offsets_to_batch(off)
+    if perm is not None:
+        labels = torch.empty_like(labels).index_copy_(0, perm, labels)
+        set_of_point = torch.empty_like(set_of_point).index_copy_(0, perm, set_of_point)
+    return KMeans(labels, cen, coff, inertia, n_iter, set_of_point)
+
+
+def _compiled_available(device: torch.device) -> bool:
+    if _ext.try_load() is None:
+        return False
+    return device.type == "cpu" or _ext.has_cuda()
+
+
+def _assign(x, off, coff, cen, converged, accumulate, be, use_triton):
+    if use_triton:
+        from pointins.triton import load
+
+        return load("kmeans").assign(x, off, coff, cen, converged, accumulate)
+    if be == "reference":
+        labels, dist, sums, counts = reference.kmeans_assign(x, off, coff, cen)
+        if converged is not None:  # finished sets keep their work undone, as the kernels do
+            done = converged[reference.offsets_to_batch(off)]
+            labels, dist = torch.where(done, -1, labels), torch.where(done, 0, dist)
+        return labels, dist, sums, counts
+    return torch.ops.pointins.kmeans_assign(x, off, coff, cen, converged, accumulate)
+
+
+def _register() -> None:
+    @torch.library.register_fake("pointins::kmeans_init")
+    def _(x, offsets, coff, method, seed):
+        k = torch.library.get_ctx().new_dynamic_size()
+        return x.new_empty((k, x.shape[1]))
+
+    @torch.library.register_fake("pointins::kmeans_assign")
+    def _(x, offsets, coff, centroids, converged, accumulate):
+        n, k = x.shape[0], centroids.shape[0] if accumulate else 0
+        return (
+            x.new_empty((n,), dtype=torch.int64),
+            x.new_empty((n,)),
+            x.new_empty((k, x.shape[1])),
+            x.new_empty((k,), dtype=torch.int64),
+        )
+
+    @torch.library.register_fake("pointins::kmeans_update")
+    def _(x, offsets, coff, labels, dist, sums, counts, centroids, tol, converged, n_iter, spherical):
+        return torch.empty_like(centroids), torch.empty_like(converged), torch.empty_like(n_iter)
+
+
+if _ext.try_load() is not None:
+    _register()
