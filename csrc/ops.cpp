@@ -49,7 +49,7 @@ TORCH_LIBRARY(pointins, m) {
   m.def("kmeans_init(Tensor x, Tensor offsets, Tensor coff, int method, int seed) -> Tensor");
   // -> (labels (N,) local cluster ids or -1, dist (N,) squared distance to it, sums (K, D), counts (K,))
   m.def("kmeans_assign(Tensor x, Tensor offsets, Tensor coff, Tensor centroids, Tensor? converged, "
-        "bool accumulate) -> (Tensor, Tensor, Tensor, Tensor)");
+        "bool accumulate, int? max_k=None) -> (Tensor, Tensor, Tensor, Tensor)");
   // -> (centroids, converged, n_iter): new centres, empty clusters relocated, convergence test.
   m.def("kmeans_update(Tensor x, Tensor offsets, Tensor coff, Tensor labels, Tensor dist, Tensor sums, "
         "Tensor counts, Tensor centroids, Tensor? tol, Tensor converged, Tensor n_iter, bool spherical) "

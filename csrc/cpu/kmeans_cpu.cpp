@@ -172,7 +172,7 @@ inline void dots(const double* x, int64_t m, int64_t D, const double* ct, int64_
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_assign_cpu(
     const at::Tensor& x_in, const at::Tensor& offsets, const at::Tensor& coff, const at::Tensor& cen_in,
-    const c10::optional<at::Tensor>& converged_in, bool accumulate) {
+    const c10::optional<at::Tensor>& converged_in, bool accumulate, c10::optional<int64_t> /*max_k: CUDA only*/) {
   check_kmeans_args(x_in, offsets, coff, "kmeans");
   check_kmeans_centroids(x_in, cen_in, coff, converged_in, "kmeans");
   check_cpu(x_in, "x", "kmeans");

@@ -169,8 +169,9 @@ def kmeans(
     n_iter = torch.zeros(num_sets, dtype=torch.long, device=xt.device)
     use_triton = be == "triton" or (be == "cuda" and d >= TRITON_MIN_DIM and _dispatch.triton_status(xt.device) is None)
     spherical = metric == "cosine"
+    max_k = max(ks, default=0)
     for _ in range(iters):
-        labels, dist, sums, cnt = _assign(xt, off, coff, cen, converged, True, be, use_triton)
+        labels, dist, sums, cnt = _assign(xt, off, coff, cen, converged, True, be, use_triton, max_k)
         if compiled:
             cen, converged, n_iter = torch.ops.pointins.kmeans_update(
                 xt, off, coff, labels, dist, sums, cnt, cen, tol_t, converged, n_iter, spherical
@@ -181,7 +182,7 @@ def kmeans(
             )
         if xt.device.type == "cpu" and bool(converged.all()):
             break  # free on the CPU; on the GPU finished sets just skip their work
-    labels, dist, _, _ = _assign(xt, off, coff, cen, None, False, be, use_triton)
+    labels, dist, _, _ = _assign(xt, off, coff, cen, None, False, be, use_triton, max_k)
     inertia = segment_reduce(dist.double()[:, None], offsets=off, backend=None if compiled else "reference")[:, 0]
     if spherical:
         inertia = inertia / 2  # |x - c|^2 = 2 (1 - cos) for unit vectors
@@ -198,7 +199,7 @@ def _compiled_available(device: torch.device) -> bool:
     return device.type == "cpu" or _ext.has_cuda()
 
 
-def _assign(x, off, coff, cen, converged, accumulate, be, use_triton):
+def _assign(x, off, coff, cen, converged, accumulate, be, use_triton, max_k):
     if use_triton:
         from pointins.triton import load
 
@@ -209,7 +210,7 @@ def _assign(x, off, coff, cen, converged, accumulate, be, use_triton):
             done = converged[reference.offsets_to_batch(off)]
             labels, dist = torch.where(done, -1, labels), torch.where(done, 0, dist)
         return labels, dist, sums, counts
-    return torch.ops.pointins.kmeans_assign(x, off, coff, cen, converged, accumulate)
+    return torch.ops.pointins.kmeans_assign(x, off, coff, cen, converged, accumulate, max_k)
 
 
 def _register() -> None:
@@ -219,7 +220,7 @@ def _register() -> None:
         return x.new_empty((k, x.shape[1]))
 
     @torch.library.register_fake("pointins::kmeans_assign")
-    def _(x, offsets, coff, centroids, converged, accumulate):
+    def _(x, offsets, coff, centroids, converged, accumulate, max_k=None):
         n, k = x.shape[0], centroids.shape[0] if accumulate else 0
         return (
             x.new_empty((n,), dtype=torch.int64),

@@ -133,6 +133,32 @@ int pointins_segment_keys(const int64_t* index, int64_t n, int64_t num_segments,
 int pointins_segment_offsets_from_sorted(const int64_t* sorted_keys, int64_t n, int64_t num_segments,
                                          int64_t* offsets, cudaStream_t stream);
 
+/* ---- ragged batched K-means steps (pointins/kmeans.h) ------------------------------------- */
+/* Sets: CSR `offsets` over the n points of x (n, D); set b has k_b = coff[b+1] - coff[b] <= n_b
+ * centroids at rows coff[b].. of `centroids` (K, D). dtype: POINTINS_F32 or POINTINS_F64.
+ * The caller validates offsets/coff (host side, once per K-means call). */
+
+/* Initial centroids: method POINTINS_KMEANS_PLUSPLUS or POINTINS_KMEANS_RANDOM, seeded;
+ * workspace: n doubles. One block per set. */
+int pointins_kmeans_init(int dtype, const void* x, int64_t n, int64_t D, const int64_t* offsets, const int64_t* coff,
+                         int64_t num_sets, uint64_t seed, int method, double* workspace, void* centroids,
+                         cudaStream_t stream);
+/* labels[i] = nearest centroid of i's set (local id, lowest on ties), dist[i] = its squared
+ * distance; points of sets with converged[b] != 0 (converged may be NULL) get -1 / 0. With
+ * `accumulate`, sums (K, D) and counts (K) (zeroed by the caller) receive the cluster sums
+ * (float atomics). max_k: the largest k_b (sizes the shared-memory staging). */
+int pointins_kmeans_assign(int dtype, const void* x, int64_t n, int64_t D, const int64_t* offsets, const int64_t* coff,
+                           int64_t num_sets, int64_t max_k, const void* centroids, const uint8_t* converged,
+                           int accumulate, int64_t* labels, void* dist, void* sums, int64_t* counts,
+                           cudaStream_t stream);
+/* In place: empty clusters take the farthest points (dist is overwritten), centroids become the
+ * cluster means (unit-normalised when spherical), n_iter[b] += 1 and converged[b] = 1 when the
+ * squared centre shift <= tol[b] (tol may be NULL). Sets already converged are left alone. */
+int pointins_kmeans_update(int dtype, const void* x, int64_t D, const int64_t* offsets, const int64_t* coff,
+                           int64_t num_sets, const int64_t* labels, void* dist, void* sums, int64_t* counts,
+                           void* centroids, const double* tol, uint8_t* converged, int64_t* n_iter, int spherical,
+                           cudaStream_t stream);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -1,0 +1,101 @@
+// CUDA dispatch glue for the K-means steps (kernels/kmeans.cu). No host synchronisation: the
+// Lloyd loop in pointins/ops/cluster.py keeps every step on the device.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "../common.h"
+#include "cuda_common.h"
+#include "pointins/pointins_kernels.h"
+
+namespace pointins {
+namespace {
+
+int km_dtype(const at::Tensor& x) { return x.scalar_type() == at::kDouble ? POINTINS_F64 : POINTINS_F32; }
+
+const uint8_t* bool_ptr(const at::Tensor& t) { return reinterpret_cast<const uint8_t*>(t.data_ptr<bool>()); }
+
+at::Tensor kmeans_init_cuda(const at::Tensor& x_in, const at::Tensor& offsets, const at::Tensor& coff, int64_t method,
+                            int64_t seed) {
+  check_kmeans_args(x_in, offsets, coff, "kmeans");
+  check_cuda_tensor(x_in, "x", "kmeans");
+  TORCH_CHECK_VALUE(method == POINTINS_KMEANS_PLUSPLUS || method == POINTINS_KMEANS_RANDOM,
+                    "pointins.kmeans: unknown init method ", method, ".");
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  auto x = x_in.contiguous();
+  auto off = offsets.contiguous(), co = coff.contiguous();
+  const int64_t K = co[-1].item<int64_t>();  // the output size (one sync, before the loop)
+  auto cen = at::empty({K, x.size(1)}, x.options());
+  auto ws = at::empty({std::max<int64_t>(x.size(0), 1)}, x.options().dtype(at::kDouble));
+  check_launch(pointins_kmeans_init(km_dtype(x), x.data_ptr(), x.size(0), x.size(1), off.data_ptr<int64_t>(),
+                                    co.data_ptr<int64_t>(), off.numel() - 1, (uint64_t)seed, (int)method,
+                                    ws.data_ptr<double>(), cen.data_ptr(), current_stream()),
+               "kmeans");
+  return cen;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_assign_cuda(
+    const at::Tensor& x_in, const at::Tensor& offsets, const at::Tensor& coff, const at::Tensor& cen_in,
+    const c10::optional<at::Tensor>& converged, bool accumulate, c10::optional<int64_t> max_k) {
+  check_kmeans_args(x_in, offsets, coff, "kmeans");
+  check_kmeans_centroids(x_in, cen_in, coff, converged, "kmeans");
+  check_cuda_tensor(x_in, "x", "kmeans");
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  auto x = x_in.contiguous(), cen = cen_in.contiguous();
+  auto off = offsets.contiguous(), co = coff.contiguous();
+  const int64_t n = x.size(0), D = x.size(1), K = cen.size(0);
+  at::Tensor conv;
+  if (converged.has_value()) conv = converged->to(at::kBool).contiguous();
+  const int64_t mk = max_k.has_value() ? *max_k : (co.numel() > 1 ? co.diff().max().item<int64_t>() : 0);
+  auto labels = at::empty({n}, off.options());
+  auto dist = at::empty({n}, x.options());
+  auto sums = at::zeros({accumulate ? K : 0, D}, x.options());
+  auto counts = at::zeros({accumulate ? K : 0}, off.options());
+  check_launch(pointins_kmeans_assign(km_dtype(x), x.data_ptr(), n, D, off.data_ptr<int64_t>(), co.data_ptr<int64_t>(),
+                                      off.numel() - 1, mk, cen.data_ptr(), conv.defined() ? bool_ptr(conv) : nullptr,
+                                      accumulate ? 1 : 0, labels.data_ptr<int64_t>(), dist.data_ptr(),
+                                      accumulate ? sums.data_ptr() : nullptr,
+                                      accumulate ? counts.data_ptr<int64_t>() : nullptr, current_stream()),
+               "kmeans");
+  return {labels, dist, sums, counts};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> kmeans_update_cuda(
+    const at::Tensor& x_in, const at::Tensor& offsets, const at::Tensor& coff, const at::Tensor& labels_in,
+    const at::Tensor& dist_in, const at::Tensor& sums_in, const at::Tensor& counts_in, const at::Tensor& cen_in,
+    const c10::optional<at::Tensor>& tol_in, const at::Tensor& converged_in, const at::Tensor& n_iter_in,
+    bool spherical) {
+  check_kmeans_args(x_in, offsets, coff, "kmeans");
+  check_kmeans_centroids(x_in, cen_in, coff, converged_in, "kmeans");
+  check_cuda_tensor(x_in, "x", "kmeans");
+  TORCH_CHECK_VALUE(sums_in.sizes() == cen_in.sizes() && counts_in.numel() == cen_in.size(0),
+                    "pointins.kmeans: sums/counts must come from kmeans_assign(..., accumulate=True).");
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  auto x = x_in.contiguous(), labels = labels_in.contiguous();
+  auto off = offsets.contiguous(), co = coff.contiguous();
+  auto dist = dist_in.clone(at::MemoryFormat::Contiguous);
+  auto sums = sums_in.to(x.scalar_type()).clone(at::MemoryFormat::Contiguous);
+  auto counts = counts_in.clone(at::MemoryFormat::Contiguous);
+  auto cen = cen_in.clone(at::MemoryFormat::Contiguous);
+  auto conv = converged_in.to(at::kBool).clone(at::MemoryFormat::Contiguous);
+  auto n_iter = n_iter_in.clone(at::MemoryFormat::Contiguous);
+  at::Tensor tol;
+  if (tol_in.has_value()) tol = tol_in->to(at::kDouble).contiguous();
+  check_launch(pointins_kmeans_update(km_dtype(x), x.data_ptr(), x.size(1), off.data_ptr<int64_t>(),
+                                      co.data_ptr<int64_t>(), off.numel() - 1, labels.data_ptr<int64_t>(),
+                                      dist.data_ptr(), sums.data_ptr(), counts.data_ptr<int64_t>(), cen.data_ptr(),
+                                      tol.defined() ? tol.data_ptr<double>() : nullptr,
+                                      reinterpret_cast<uint8_t*>(conv.data_ptr<bool>()), n_iter.data_ptr<int64_t>(),
+                                      spherical ? 1 : 0, current_stream()),
+               "kmeans");
+  return {cen, conv, n_iter};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pointins, CUDA, m) {
+  m.impl("kmeans_init", &kmeans_init_cuda);
+  m.impl("kmeans_assign", &kmeans_assign_cuda);
+  m.impl("kmeans_update", &kmeans_update_cuda);
+}
+
+}  // namespace pointins
