@@ -378,3 +378,41 @@ void check_kmeans_sets(const int64_t* off, const int64_t* coff, int64_t num_sets
 }
 
 }  // namespace pointins
+
+namespace pointins {
+
+void check_components_args(const at::Tensor& coord, const at::Tensor& group, double radius) {
+  const char* op = "connected_components";
+  TORCH_CHECK_TYPE(coord.scalar_type() == at::kFloat || coord.scalar_type() == at::kDouble, "pointins.", op,
+                   ": coord must be float32 or float64, got ", coord.scalar_type(), ".");
+  TORCH_CHECK_VALUE(coord.dim() == 2 && coord.size(1) == 3, "pointins.", op, ": coord must have shape (N, 3), got ",
+                    coord.sizes(), ".");
+  TORCH_CHECK_TYPE(group.scalar_type() == at::kLong, "pointins.", op, ": group must be int64, got ",
+                   group.scalar_type(), ".");
+  TORCH_CHECK_VALUE(group.dim() == 1 && group.size(0) == coord.size(0), "pointins.", op,
+                    ": group must have shape (N,) = (", coord.size(0), ",), got ", group.sizes(), ".");
+  check_same_device(coord, "coord", group, "group", op);
+  TORCH_CHECK_VALUE(std::isfinite(radius) && radius > 0, "pointins.", op, ": radius must be finite and > 0, got ",
+                    radius, ".");
+}
+
+void raise_components_error(int flags, const at::Tensor& coord, const at::Tensor& group, double radius, int bits) {
+  const char* op = "connected_components";
+  const auto valid = group.ge(0);
+  if (flags & POINTINS_FLAG_NONFINITE) {
+    const auto bad = (~at::isfinite(coord).all(1)) & valid;
+    TORCH_CHECK_VALUE(false, "pointins.", op, ": coord contains NaN or Inf in ", bad.sum().item<int64_t>(),
+                      " points (first at index ", bad.to(at::kByte).argmax().item<int64_t>(),
+                      "). Drop them, or give them group -1 to leave them out.");
+  }
+  auto c = coord.index({valid});
+  TORCH_CHECK_VALUE(false, "pointins.", op, ": the cloud is too large for radius ", radius,
+                    ": cells of side radius/sqrt(3) need ", bits ? std::to_string(bits) : std::string("> 21"),
+                    " bits per axis (at most ", POINTINS_MAX_KEY_BITS, ") together with ",
+                    group.max().item<int64_t>() + 1, " groups in a 63-bit key. Extent: min ",
+                    c.numel() ? fmt_vec(std::get<0>(c.min(0))) : std::string("-"), ", max ",
+                    c.numel() ? fmt_vec(std::get<0>(c.max(0))) : std::string("-"),
+                    ". Split the work (fewer groups or samples per call) or check the units of coord.");
+}
+
+}  // namespace pointins

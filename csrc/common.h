@@ -79,3 +79,13 @@ void check_kmeans_centroids(const at::Tensor& x, const at::Tensor& centroids, co
 void check_kmeans_sets(const int64_t* off, const int64_t* coff, int64_t num_sets, int64_t n, const char* op);
 
 }  // namespace pointins
+
+namespace pointins {
+
+// Connected components.
+void check_components_args(const at::Tensor& coord, const at::Tensor& group, double radius);
+// flags: POINTINS_FLAG_NONFINITE or POINTINS_FLAG_OVERFLOW (bits: the key bits per axis needed, 0 if unknown).
+[[noreturn]] void raise_components_error(int flags, const at::Tensor& coord, const at::Tensor& group, double radius,
+                                         int bits);
+
+}  // namespace pointins

@@ -54,6 +54,9 @@ TORCH_LIBRARY(pointins, m) {
   m.def("kmeans_update(Tensor x, Tensor offsets, Tensor coff, Tensor labels, Tensor dist, Tensor sums, "
         "Tensor counts, Tensor centroids, Tensor? tol, Tensor converged, Tensor n_iter, bool spherical) "
         "-> (Tensor, Tensor, Tensor)");
+  // Connected components of the radius graph (|p_i - p_j| < radius, same group >= 0): the root
+  // (smallest index) of each point's component, -1 where group < 0.
+  m.def("radius_components(Tensor coord, Tensor group, float radius) -> Tensor");
   m.def("segment_csr(Tensor src, Tensor offsets, Tensor? perm, str reduce, int correction=0) -> (Tensor, Tensor)");
 }
 

@@ -17,7 +17,12 @@ int main(void) {
                        (void*)&pointins_voxel_mark, (void*)&pointins_voxel_assign, (void*)&pointins_voxel_select,
                        (void*)&pointins_kernel_map,
                        (void*)&pointins_unpack_keys, (void*)&pointins_grid_coord_f32,
-                       (void*)&pointins_grid_coord_f64};
+                       (void*)&pointins_grid_coord_f64, (void*)&pointins_segment_csr_workspace_size,
+                       (void*)&pointins_segment_csr, (void*)&pointins_segment_keys,
+                       (void*)&pointins_segment_offsets_from_sorted, (void*)&pointins_kmeans_init,
+                       (void*)&pointins_kmeans_assign, (void*)&pointins_kmeans_update, (void*)&pointins_cc_cells,
+                       (void*)&pointins_cc_keys, (void*)&pointins_cc_init_parent, (void*)&pointins_cc_link,
+                       (void*)&pointins_cc_finalize};
   (void)launchers;
   if (cudaMalloc((void**)&grid, sizeof host_grid) != cudaSuccess ||
       cudaMalloc((void**)&keys, sizeof host_keys) != cudaSuccess ||
@@ -81,6 +86,32 @@ int main(void) {
     cudaFree(tv);
     cudaFree(q);
     cudaFree(out);
+  }
+  /* Segment max over CSR offsets {0, 3, 3, 5}: values, args (lowest index on ties), empty -> 0/-1. */
+  {
+    const float host_src[5] = {1.f, 4.f, 4.f, -2.f, -1.f};
+    const int64_t host_off[4] = {0, 3, 3, 5};
+    float host_out[3] = {0}, *src = NULL, *out = NULL;
+    int64_t host_arg[3] = {0}, *off = NULL, *arg = NULL;
+    cudaMalloc((void**)&src, sizeof host_src);
+    cudaMalloc((void**)&off, sizeof host_off);
+    cudaMalloc((void**)&out, sizeof host_out);
+    cudaMalloc((void**)&arg, sizeof host_arg);
+    cudaMemcpy(src, host_src, sizeof host_src, cudaMemcpyHostToDevice);
+    cudaMemcpy(off, host_off, sizeof host_off, cudaMemcpyHostToDevice);
+    cudaMemset(flags, 0, sizeof(int32_t));
+    rc = pointins_segment_csr(POINTINS_F32, src, 5, 1, off, 3, NULL, POINTINS_REDUCE_MAX, 0, out, arg, NULL, NULL,
+                              flags, 0);
+    cudaMemcpy(host_out, out, sizeof host_out, cudaMemcpyDeviceToHost);
+    cudaMemcpy(host_arg, arg, sizeof host_arg, cudaMemcpyDeviceToHost);
+    printf("segment max rc=%d out=%g %g %g arg=%lld %lld %lld\n", rc, host_out[0], host_out[1], host_out[2],
+           (long long)host_arg[0], (long long)host_arg[1], (long long)host_arg[2]);
+    ok = ok && rc == 0 && host_out[0] == 4.f && host_out[1] == 0.f && host_out[2] == -1.f && host_arg[0] == 1 &&
+         host_arg[1] == -1 && host_arg[2] == 4;
+    cudaFree(src);
+    cudaFree(off);
+    cudaFree(out);
+    cudaFree(arg);
   }
   cudaFree(grid);
   cudaFree(keys);

@@ -11,7 +11,7 @@ import torch
 
 from pointins import _ext
 from pointins.ops import _dispatch, reference
-from pointins.ops.cluster import KMeans, kmeans
+from pointins.ops.cluster import Components, KMeans, connected_components, kmeans
 from pointins.ops.keys import DEFAULT_BITS, grid_coord, max_batch, pack_keys, unpack_keys
 from pointins.ops.segment import REDUCTIONS, segment_reduce
 from pointins.ops.serialize import ORDERS, Serialization, auto_depth, decode, encode, patch_partition, serialize
@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_BITS",
     "ORDERS",
     "REDUCTIONS",
+    "Components",
     "Downsample",
     "HashTable",
     "KMeans",
@@ -38,6 +39,7 @@ __all__ = [
     "auto_depth",
     "backends",
     "build_info",
+    "connected_components",
     "decode",
     "downsample",
     "encode",

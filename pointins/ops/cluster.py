@@ -27,7 +27,7 @@ from pointins.ops._interop import to_tensor
 from pointins.ops.keys import _offsets_and_perm
 from pointins.ops.segment import segment_reduce
 
-__all__ = ["KMeans", "kmeans"]
+__all__ = ["Components", "KMeans", "connected_components", "kmeans"]
 
 METRICS = ("l2", "cosine")
 INITS = ("k-means++", "random")
@@ -193,6 +193,99 @@ def kmeans(
     return KMeans(labels, cen, coff, inertia, n_iter, set_of_point)
 
 
+@dataclass
+class Components:
+    """Result of :func:`connected_components`. Components are numbered by their first point, so
+    those of each sample are contiguous (``offsets`` is their CSR split)."""
+
+    labels: torch.Tensor  # (N,) int64 component of each point; -1: negative group or too small
+    sizes: torch.Tensor  # (C,) int64 points per component
+    batch: torch.Tensor  # (C,) int64 sample of each component
+    offsets: torch.Tensor  # (B+1,) int64 CSR offsets of the components per sample
+    first: torch.Tensor  # (C,) int64 smallest point index of each component
+
+    @property
+    def num_components(self) -> int:
+        return int(self.sizes.shape[0])
+
+
+def connected_components(
+    coord: Any,
+    offsets: Any = None,
+    radius: float | None = None,
+    *,
+    batch: Any = None,
+    group: Any = None,
+    min_size: int = 1,
+    backend: str | None = None,
+) -> Components:
+    """Connected components of the radius graph: points i, j are linked when
+    ``|coord_i - coord_j| < radius`` (strictly), they are in the same sample and, when ``group``
+    is given, ``group_i == group_j``.
+
+    Args:
+        coord: (N, 3) float32/float64 points (e.g. offset-shifted points, or predicted centres).
+        offsets / batch: samples (CSR offsets or per-point ids); components never cross samples.
+        radius: link distance (> 0).
+        group: optional (N,) int ids (a K-means segment, a predicted class); points with a
+            **negative group are left out** (label -1, they join nothing).
+        min_size: components with fewer points are dropped (their points get label -1).
+
+    Built on hashing of cells of side radius/sqrt(3) and lock-free union-find (CPU and CUDA);
+    labels are deterministic: each component is identified by its smallest point index.
+    """
+    op = "connected_components"
+    c, _ = to_tensor(coord, "coord", op)
+    if c.dim() != 2 or c.shape[-1] != 3:
+        raise ValueError(f"pointins.{op}: coord must have shape (N, 3), got {tuple(c.shape)}.")
+    if not c.is_floating_point():
+        raise TypeError(f"pointins.{op}: coord must be floating point, got {c.dtype}.")
+    if c.dtype in (torch.float16, torch.bfloat16):
+        c = c.float()
+    if radius is None or not float(radius) > 0 or not torch.isfinite(torch.tensor(float(radius))):
+        raise ValueError(f"pointins.{op}: radius must be finite and > 0, got {radius}.")
+    if min_size < 1:
+        raise ValueError(f"pointins.{op}: min_size must be >= 1, got {min_size}.")
+    n = c.shape[0]
+    off, perm = _offsets_and_perm(offsets, batch, n, c.device, op)
+    if off[0] != 0 or off[-1] != n or bool((off.diff() < 0).any()):
+        reference.check_offsets(off, n, op)
+    sample = reference.offsets_to_batch(off)
+    if perm is not None:  # per-point sample ids in the caller's order
+        sample = torch.empty_like(sample).index_copy_(0, perm, sample)
+    if group is None:
+        gid = sample
+    else:
+        g, _ = to_tensor(group, "group", op)
+        if g.is_floating_point() or g.dtype == torch.bool:
+            raise TypeError(f"pointins.{op}: group must be integer ids, got {g.dtype}.")
+        if g.shape != (n,):
+            raise ValueError(f"pointins.{op}: group must have shape ({n},), got {tuple(g.shape)}.")
+        g = g.to(device=c.device, dtype=torch.long)
+        valid = g >= 0
+        # dense ids of the (sample, group) pairs: components never cross either
+        pair = sample * (int(g.max()) + 1 if n else 1) + g
+        dense = torch.unique(pair[valid], return_inverse=True)[1]
+        gid = torch.full_like(g, -1)
+        gid[valid] = dense
+    be = _dispatch.select(backend, c.device, op, ("cpu", "cuda", "reference"))
+    if be == "reference":
+        root = reference.radius_components(c, gid, float(radius))
+    else:
+        root = torch.ops.pointins.radius_components(c, gid, float(radius))
+    inside = root >= 0
+    first, inverse, counts = torch.unique(root[inside], return_inverse=True, return_counts=True)
+    keep = counts >= min_size
+    new_id = torch.cumsum(keep, 0) - 1
+    labels = torch.full_like(root, -1)
+    labels[inside] = torch.where(keep[inverse], new_id[inverse], -1)
+    first = first[keep]
+    cbatch = sample[first]
+    num_samples = off.numel() - 1
+    coffsets = torch.cat([cbatch.new_zeros(1), torch.bincount(cbatch, minlength=num_samples).cumsum(0)])
+    return Components(labels, counts[keep], cbatch, coffsets, first)
+
+
 def _compiled_available(device: torch.device) -> bool:
     if _ext.try_load() is None:
         return False
@@ -214,6 +307,10 @@ def _assign(x, off, coff, cen, converged, accumulate, be, use_triton, max_k):
 
 
 def _register() -> None:
+    @torch.library.register_fake("pointins::radius_components")
+    def _(coord, group, radius):
+        return group.new_empty(group.shape)
+
     @torch.library.register_fake("pointins::kmeans_init")
     def _(x, offsets, coff, method, seed):
         k = torch.library.get_ctx().new_dynamic_size()

@@ -452,3 +452,28 @@ def kmeans_update(
         if tol is not None and shift <= float(tol[b]):
             converged[b] = True
     return cen, converged, n_iter
+
+
+# ---------------------------------------------------------------------------------------------
+# Connected components of a radius graph within groups
+# ---------------------------------------------------------------------------------------------
+
+
+def radius_components(coord: torch.Tensor, group: torch.Tensor, radius: float) -> torch.Tensor:
+    """Root (smallest index) of each point's component of the graph |p_i - p_j| < radius, same
+    group >= 0; -1 where group < 0. Dense O(N^2) label propagation: small inputs only."""
+    n = coord.shape[0]
+    valid = group >= 0
+    if bool((~torch.isfinite(coord[valid])).any()):
+        raise ValueError("pointins.connected_components: coord contains NaN or Inf")
+    c = coord.double()
+    d2 = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1) if n else torch.zeros(0, 0, dtype=torch.float64)
+    adj = (d2 < radius * radius) & (group[:, None] == group[None, :]) & valid[:, None] & valid[None, :]
+    label = torch.arange(n, device=coord.device)
+    big = torch.full_like(label, n)
+    while True:  # each point takes the smallest label among its neighbours until nothing changes
+        nxt = torch.minimum(label, torch.where(adj, label[None, :], big[None, :]).amin(1)) if n else label
+        if torch.equal(nxt, label):
+            break
+        label = nxt
+    return torch.where(valid, label, -1)

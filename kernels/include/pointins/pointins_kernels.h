@@ -159,6 +159,28 @@ int pointins_kmeans_update(int dtype, const void* x, int64_t D, const int64_t* o
                            void* centroids, const double* tol, uint8_t* converged, int64_t* n_iter, int spherical,
                            cudaStream_t stream);
 
+/* ---- connected components of a radius graph (pointins/components.h) ---------------------- */
+/* 1. pointins_cc_cells: cells (n, 3) = floor(coord / (radius * POINTINS_CC_CELL_FACTOR)) for points
+ *    with group >= 0 (NaN/Inf -> POINTINS_FLAG_NONFINITE, |cell| >= 4e15 -> POINTINS_FLAG_OVERFLOW).
+ * 2. lx, ly, lz = per-axis minimum cell of those points; bits = bits per axis holding
+ *    max - min + 2 * POINTINS_CC_REACH; pointins_cc_keys writes cell keys (INT64_MAX: group < 0).
+ * 3. Stable sort of the keys -> sorted_keys, order (points by cell, ascending index in a cell);
+ *    n_valid = keys < INT64_MAX; start[c] (num_cells + 1 entries) = first sorted position of cell c
+ *    (start[num_cells] = n_valid); cell_of_pos[j] = cell of sorted position j.
+ * 4. Hash table on the cell keys sorted_keys[start[c]] (pointins_hash_insert: value = c).
+ * 5. parent = -1 (n); pointins_cc_init_parent; pointins_cc_link; pointins_cc_finalize:
+ *    parent[i] = the smallest point index of i's component (-1 where group < 0). */
+int pointins_cc_cells(int dtype, const void* coord, const int64_t* group, int64_t n, double cell_size, int64_t* cells,
+                      int32_t* flags, cudaStream_t stream);
+int pointins_cc_keys(const int64_t* cells, const int64_t* group, int64_t n, int64_t lx, int64_t ly, int64_t lz,
+                     int bits, int64_t* keys, cudaStream_t stream);
+int pointins_cc_init_parent(const int64_t* order, const int64_t* cell_of_pos, const int64_t* start, int64_t n_valid,
+                            int64_t* parent, cudaStream_t stream);
+int pointins_cc_link(int dtype, const void* coord, const int64_t* order, const int64_t* sorted_keys,
+                     const int64_t* start, int64_t num_cells, int bits, double radius, const int64_t* table_keys,
+                     const int64_t* table_vals, int64_t capacity, int64_t* parent, cudaStream_t stream);
+int pointins_cc_finalize(const int64_t* group, int64_t n, int64_t* parent, cudaStream_t stream);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
