@@ -57,6 +57,8 @@ TORCH_LIBRARY(pointins, m) {
   // Connected components of the radius graph (|p_i - p_j| < radius, same group >= 0): the root
   // (smallest index) of each point's component, -1 where group < 0.
   m.def("radius_components(Tensor coord, Tensor group, float radius) -> Tensor");
+  // The same by segment ids (N,) (negative ids ignored), deterministic: rows in index order.
+  m.def("segment_coo(Tensor src, Tensor index, int num_segments, str reduce, int correction=0) -> (Tensor, Tensor)");
   m.def("segment_csr(Tensor src, Tensor offsets, Tensor? perm, str reduce, int correction=0) -> (Tensor, Tensor)");
 }
 

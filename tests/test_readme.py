@@ -16,7 +16,16 @@ def test_readme_python_blocks_run():
         exec(compile(block, str(README), "exec"), {})
 
 
-@pytest.mark.parametrize("module", ["pointins.ops.keys", "pointins.ops.serialize", "pointins.ops.voxel"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "pointins.ops.keys",
+        "pointins.ops.serialize",
+        "pointins.ops.voxel",
+        "pointins.ops.segment",
+        "pointins.ops.cluster",
+    ],
+)
 def test_docstring_examples(module):
     import doctest
     import importlib

@@ -225,3 +225,37 @@ def test_more_than_2_31_elements_cuda():
         x, offsets=torch.tensor([0, n // 2 - 1, n // 2], device="cuda"), reduce="max", return_arg=True
     )
     assert arg.tolist() == [[0, 0], [n // 2 - 1, n // 2 - 1]]
+
+
+@pytest.mark.parametrize("reduce", BASIC)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_ids_path_is_bitwise_equal_to_csr_path(reduce, dtype):
+    # The id path (segment_coo) must give exactly what the sorted (CSR) path gives, for any
+    # thread count (prefetching, channel splitting and chunking never change the row order).
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3000, 96, generator=g).to(dtype)
+    idx = torch.randint(-1, 40, (3000,), generator=g)
+    idx[idx == 7] = 3  # an empty segment
+    perm, off = torch.ops.pointins.segment_index_csr(idx, 41)
+    csr, csr_aux = torch.ops.pointins.segment_csr(x, off, perm, reduce, 1)
+    prev = torch.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            out, aux = torch.ops.pointins.segment_coo(x, idx, 41, reduce, 1)
+            assert torch.equal(out, csr), t
+            assert torch.equal(aux, csr_aux), t
+    finally:
+        torch.set_num_threads(prev)
+    ref_out, _ = ref.segment_reduce(x.double(), idx, 41, reduce, 1)
+    torch.testing.assert_close(out.double(), ref_out, atol=0.05, rtol=0.02)
+
+
+def test_ids_path_gradcheck_and_opcheck():
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(30, 32, generator=g, dtype=torch.float64, requires_grad=True)
+    idx = torch.randint(-1, 5, (30,), generator=g)
+    for r in BASIC:
+        assert torch.autograd.gradcheck(lambda t, r=r: ops.segment_reduce(t, index=idx, num_segments=6, reduce=r), (x,))
+        torch.library.opcheck(torch.ops.pointins.segment_coo, (x, idx, 6, r, 0))
+    torch.library.opcheck(torch.ops.pointins.segment_coo, (x[:, :3], idx, 6, "max", 0))

@@ -78,6 +78,15 @@ inline bool better(int reduce, A v, A best) {
   return reduce == POINTINS_REDUCE_MAX ? v > best : v < best;
 }
 
+// Gathered rows (segment ids path) are latency-bound random reads: prefetch a few rows ahead,
+// across segment boundaries.
+constexpr int64_t kPrefetch = 12;
+template <typename T>
+inline void prefetch_row(const T* p, int64_t w) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int64_t b = 0; b < w * (int64_t)sizeof(T); b += 64) __builtin_prefetch(c + b);
+}
+
 template <typename T>
 void segment_csr_kernel(const T* src, int64_t C, const int64_t* off, int64_t S, const int64_t* perm, int reduce,
                         int64_t correction, T* out, int64_t* arg, T* mean) {
@@ -86,7 +95,7 @@ void segment_csr_kernel(const T* src, int64_t C, const int64_t* off, int64_t S, 
   const int64_t threads = std::max(1, at::get_num_threads());
   const int64_t nb = S >= 8 * threads ? 1 : std::min<int64_t>(C, (8 * threads + S - 1) / std::max<int64_t>(S, 1));
   const int64_t cb = (C + nb - 1) / nb;
-  const int64_t rows = off[S] - off[0];
+  const int64_t rows = off[S] - off[0], end = off[S];
   const int64_t grain = std::max<int64_t>(1, (int64_t)32768 / std::max<int64_t>(1, rows / std::max<int64_t>(S, 1) * cb));
   at::parallel_for(0, S * nb, grain, [&](int64_t u0, int64_t u1) {
     std::vector<A> acc((size_t)cb), acc2((size_t)cb);
@@ -107,6 +116,7 @@ void segment_csr_kernel(const T* src, int64_t C, const int64_t* off, int64_t S, 
         const int64_t r0 = perm ? perm[lo] : lo;
         for (int64_t c = 0; c < w; ++c) acc[c] = A(p[c]), best[c] = r0;
         for (int64_t j = lo + 1; j < hi; ++j) {
+          if (perm && j + kPrefetch < end) prefetch_row(src + perm[j + kPrefetch] * C + c0, w);
           const T* q = row_ptr(j);
           const int64_t r = perm ? perm[j] : j;
           for (int64_t c = 0; c < w; ++c) {
@@ -119,6 +129,7 @@ void segment_csr_kernel(const T* src, int64_t C, const int64_t* off, int64_t S, 
       }
       std::fill(acc.begin(), acc.begin() + w, A(0));
       for (int64_t j = lo; j < hi; ++j) {
+        if (perm && j + kPrefetch < end) prefetch_row(src + perm[j + kPrefetch] * C + c0, w);
         const T* q = row_ptr(j);
         for (int64_t c = 0; c < w; ++c) acc[c] += A(q[c]);
       }
@@ -147,6 +158,8 @@ void segment_csr_kernel(const T* src, int64_t C, const int64_t* off, int64_t S, 
     }
   });
 }
+
+
 
 std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& src_in, const at::Tensor& offsets_in,
                                                    const c10::optional<at::Tensor>& perm_in, c10::string_view reduce_name,
@@ -183,11 +196,25 @@ std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& src_in, con
   return {out, aux};
 }
 
+
+// Reduction by segment ids: stable counting sort, then the CSR reduction through the
+// permutation (rows prefetched ahead), so every output sees its rows in index order.
+std::tuple<at::Tensor, at::Tensor> segment_coo_cpu(const at::Tensor& src, const at::Tensor& index,
+                                                   int64_t num_segments, c10::string_view reduce, int64_t correction) {
+  check_segment_index_args(index, num_segments);
+  TORCH_CHECK_VALUE(index.size(0) == src.size(0), "pointins.segment_reduce: index must have shape (", src.size(0),
+                    ",) (one id per row of src), got ", index.sizes(), ".");
+  check_same_device(src, "src", index, "index", "segment_reduce");
+  auto [perm, offsets] = segment_index_csr_cpu(index, num_segments);
+  return segment_csr_cpu(src, offsets, perm, reduce, correction);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pointins, CPU, m) {
   m.impl("segment_index_csr", &segment_index_csr_cpu);
   m.impl("segment_csr", &segment_csr_cpu);
+  m.impl("segment_coo", &segment_coo_cpu);
 }
 
 }  // namespace pointins

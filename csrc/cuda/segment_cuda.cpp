@@ -74,11 +74,21 @@ std::tuple<at::Tensor, at::Tensor> segment_csr_cuda(const at::Tensor& src_in, co
   return {out, aux};
 }
 
+std::tuple<at::Tensor, at::Tensor> segment_coo_cuda(const at::Tensor& src, const at::Tensor& index,
+                                                    int64_t num_segments, c10::string_view reduce, int64_t correction) {
+  TORCH_CHECK_VALUE(index.dim() != 1 || index.size(0) == src.size(0), "pointins.segment_reduce: index must have shape (",
+                    src.size(0), ",) (one id per row of src), got ", index.sizes(), ".");
+  check_same_device(src, "src", index, "index", "segment_reduce");
+  auto [perm, offsets] = segment_index_csr_cuda(index, num_segments);  // stable radix sort: deterministic
+  return segment_csr_cuda(src, offsets, perm, reduce, correction);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pointins, CUDA, m) {
   m.impl("segment_index_csr", &segment_index_csr_cuda);
   m.impl("segment_csr", &segment_csr_cuda);
+  m.impl("segment_coo", &segment_coo_cuda);
 }
 
 }  // namespace pointins

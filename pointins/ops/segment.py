@@ -100,7 +100,6 @@ def segment_reduce(
     n, trailing = x.shape[0], x.shape[1:]
     x2 = x.reshape(n, math.prod(trailing))
     be = _dispatch.select(backend, x.device, op, ("cpu", "cuda", "reference"))
-    perm = None
     if index is not None:
         idx = _index_arg(index, "index", op, x.device)
         if idx.dim() != 1 or idx.shape[0] != n:
@@ -113,7 +112,8 @@ def segment_reduce(
         if be == "reference":
             out, arg = reference.segment_reduce(x2, idx, int(num_segments), base, correction)
             return _finish(out, arg, reduce, return_arg, trailing, kind)
-        perm, off = torch.ops.pointins.segment_index_csr(idx, int(num_segments))
+        out, aux = torch.ops.pointins.segment_coo(x2, idx, int(num_segments), base, correction)
+        return _finish(out, aux if base in ("max", "min") else None, reduce, return_arg, trailing, kind)
     else:
         off = _index_arg(offsets, "offsets", op, x.device)
         if num_segments is not None and num_segments != off.numel() - 1:
@@ -123,7 +123,7 @@ def segment_reduce(
             idx = reference.offsets_to_batch(off)
             out, arg = reference.segment_reduce(x2, idx, off.numel() - 1, base, correction)
             return _finish(out, arg, reduce, return_arg, trailing, kind)
-    out, aux = torch.ops.pointins.segment_csr(x2, off, perm, base, correction)
+    out, aux = torch.ops.pointins.segment_csr(x2, off, None, base, correction)
     return _finish(out, aux if base in ("max", "min") else None, reduce, return_arg, trailing, kind)
 
 
@@ -162,28 +162,56 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, _grad_aux):
     src, offsets, perm, aux = ctx.saved_tensors
-    n, reduce = ctx.n, ctx.reduce
-    _s, c = grad_out.shape
-    if reduce in ("max", "min"):
-        grad = grad_out.new_zeros(n * c)
-        valid = aux >= 0
-        flat = (aux * c + torch.arange(c, device=aux.device))[valid]
-        grad.index_put_((flat,), grad_out[valid])  # unique positions: deterministic
-        return grad.view(n, c), None, None, None, None
-    counts = offsets.diff().to(grad_out.dtype)[:, None]
+    if ctx.reduce in ("max", "min"):
+        return _arg_grad(grad_out, aux, ctx.n), None, None, None, None
+    seg = _row_segments(offsets, perm, ctx.n)
+    return _spread(ctx, grad_out, offsets.diff(), seg, src, aux), None, None, None, None
+
+
+def _setup_context_coo(ctx, inputs, output):
+    src, index, num_segments, reduce, correction = inputs
+    _out, aux = output
+    ctx.reduce, ctx.correction, ctx.num_segments = reduce, correction, num_segments
+    ctx.mark_non_differentiable(aux)
+    ctx.save_for_backward(src if reduce == "var" else None, index, aux)
+    ctx.n = src.shape[0]
+
+
+def _backward_coo(ctx, grad_out, _grad_aux):
+    src, index, aux = ctx.saved_tensors
+    s = ctx.num_segments
+    if ctx.reduce in ("max", "min"):
+        return _arg_grad(grad_out, aux, ctx.n), None, None, None, None
+    seg = torch.where(index >= 0, index, s)  # row S: rows in no segment get zero gradient
+    counts = torch.bincount(seg, minlength=s + 1)[:s]
+    return _spread(ctx, grad_out, counts, seg, src, aux), None, None, None, None
+
+
+def _arg_grad(grad_out, aux, n):
+    c = grad_out.shape[1]
+    grad = grad_out.new_zeros(n * c)
+    valid = aux >= 0
+    flat = (aux * c + torch.arange(c, device=aux.device))[valid]
+    grad.index_put_((flat,), grad_out[valid])  # unique positions: deterministic
+    return grad.view(n, c)
+
+
+def _spread(ctx, grad_out, counts, seg, src, aux):
+    """Gradient of sum / mean / var to every row, given each row's segment (S = none)."""
+    c = grad_out.shape[1]
+    counts = counts.to(grad_out.dtype)[:, None]
     g = grad_out
-    if reduce == "mean":
+    if ctx.reduce == "mean":
         g = g / counts.clamp(min=1)
-    elif reduce == "var":
+    elif ctx.reduce == "var":
         denom = counts - ctx.correction
         g = torch.where(denom > 0, 2 * g / denom.clamp(min=1), torch.zeros_like(g))
-    seg = _row_segments(offsets, perm, n)
-    g = torch.cat([g, g.new_zeros(1, c)])  # row S: rows in no segment get zero gradient
+    g = torch.cat([g, g.new_zeros(1, c)])
     grad = g[seg]
-    if reduce == "var":
+    if ctx.reduce == "var":
         mean = torch.cat([aux, aux.new_zeros(1, c)])
         grad = grad * (src - mean[seg])
-    return grad, None, None, None, None
+    return grad
 
 
 def _register() -> None:
@@ -201,7 +229,18 @@ def _register() -> None:
             return out, src.new_empty((s, c))
         return out, src.new_empty((0,))
 
+    @torch.library.register_fake("pointins::segment_coo")
+    def _(src, index, num_segments, reduce, correction=0):
+        s, c = num_segments, src.shape[1]
+        out = src.new_empty((s, c))
+        if reduce in ("max", "min"):
+            return out, src.new_empty((s, c), dtype=torch.int64)
+        if reduce == "var":
+            return out, src.new_empty((s, c))
+        return out, src.new_empty((0,))
+
     torch.library.register_autograd("pointins::segment_csr", _backward, setup_context=_setup_context)
+    torch.library.register_autograd("pointins::segment_coo", _backward_coo, setup_context=_setup_context_coo)
 
 
 if _ext.try_load() is not None:
