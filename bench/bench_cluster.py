@@ -25,7 +25,7 @@ def _sets(num_sets: int, n: int, d: int, device: str):
 
 
 def torch_lloyd(x, offsets, init, k, iters):
-    """Plain PyTorch: per set, cdist + argmin + index_add_ for `iters` iterations."""
+    """Plain PyTorch: per set, cdist + argmin + index_add_, until the centres stop moving."""
     cents, labels = [], []
     for b in range(offsets.numel() - 1):
         xs = x[offsets[b] : offsets[b + 1]]
@@ -34,7 +34,10 @@ def torch_lloyd(x, offsets, init, k, iters):
             lab = torch.cdist(xs, c).argmin(1)
             sums = torch.zeros_like(c).index_add_(0, lab, xs)
             cnt = torch.bincount(lab, minlength=k).clamp(min=1)[:, None]
-            c = torch.where(cnt > 0, sums / cnt, c)
+            new = torch.where(cnt > 0, sums / cnt, c)
+            if torch.equal(new, c):
+                break
+            c = new
         cents.append(c)
         labels.append(lab)
     return torch.cat(cents), torch.cat(labels)
@@ -49,7 +52,8 @@ def bench_kmeans(bench, quick, device, d, k, impl):
     x, offsets = _sets(num_sets, n, d, device)
     init = ops.kmeans(x, offsets, k=k, iters=0, seed=0).centroids  # same k-means++ seeds for everyone
     if impl == "ours":
-        fn = lambda: ops.kmeans(x, offsets, k=k, init=init, iters=ITERS)
+        # tol=0: stop a set once its centres no longer move, as scikit-learn's tol=0 does
+        fn = lambda: ops.kmeans(x, offsets, k=k, init=init, iters=ITERS, tol=0.0)
     elif impl == "torch Lloyd loop":
         fn = lambda: torch_lloyd(x, offsets, init, k, ITERS)
     else:

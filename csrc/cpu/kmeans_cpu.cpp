@@ -19,7 +19,7 @@
 namespace pointins {
 namespace {
 
-constexpr int64_t kChunk = 1024;  // points per assignment work unit
+constexpr int64_t kChunk = 2048;  // points per assignment work unit
 constexpr int64_t kDirectDims = 8;  // up to this D, distances are summed directly (no dot-product form)
 
 struct Sets {
@@ -115,38 +115,22 @@ at::Tensor kmeans_init_cpu(const at::Tensor& x_in, const at::Tensor& offsets, co
 
 // ---- assignment --------------------------------------------------------------------------------
 
-// dots[p * kb + j] = x_p . c_j for m points; ct is the (D, kb) transposed centroid block. Compiled
-// for AVX-512, AVX2 and baseline x86-64 (chosen at load time), since the extension is built
-// without -march flags.
+// Squared distances of m points to kb centroids, dist[p * kb + j], with the centroids
+// transposed (ct: D x kb) so the inner loop runs over centroids and vectorises. Compiled for
+// AVX-512, AVX2 and baseline x86-64 (chosen at load time: the extension has no -march flags).
 template <typename T>
-inline __attribute__((always_inline)) void dots_impl(const T* x, int64_t m, int64_t D, const T* ct, int64_t kb,
-                                                      T* dots) {
-  std::fill(dots, dots + m * kb, T(0));
-  int64_t p = 0;
-  for (; p + 4 <= m; p += 4) {
-    T* o0 = dots + p * kb;
-    T* o1 = o0 + kb;
-    T* o2 = o1 + kb;
-    T* o3 = o2 + kb;
-    const T* x0 = x + p * D;
-    for (int64_t d = 0; d < D; ++d) {
-      const T a0 = x0[d], a1 = x0[D + d], a2 = x0[2 * D + d], a3 = x0[3 * D + d];
-      const T* c = ct + d * kb;
-      for (int64_t j = 0; j < kb; ++j) {
-        const T cj = c[j];
-        o0[j] += a0 * cj;
-        o1[j] += a1 * cj;
-        o2[j] += a2 * cj;
-        o3[j] += a3 * cj;
-      }
-    }
-  }
-  for (; p < m; ++p) {
-    T* o = dots + p * kb;
+inline __attribute__((always_inline)) void direct_impl(const T* x, int64_t m, int64_t D, const T* ct, int64_t kb,
+                                                        T* dist) {
+  for (int64_t p = 0; p < m; ++p) {
+    T* o = dist + p * kb;
+    for (int64_t j = 0; j < kb; ++j) o[j] = T(0);
     for (int64_t d = 0; d < D; ++d) {
       const T a = x[p * D + d];
       const T* c = ct + d * kb;
-      for (int64_t j = 0; j < kb; ++j) o[j] += a * c[j];
+      for (int64_t j = 0; j < kb; ++j) {
+        const T t = a - c[j];
+        o[j] += t * t;
+      }
     }
   }
 }
@@ -157,17 +141,17 @@ inline __attribute__((always_inline)) void dots_impl(const T* x, int64_t m, int6
 #define POINTINS_CLONES
 #endif
 
-POINTINS_CLONES void dots_f32(const float* x, int64_t m, int64_t D, const float* ct, int64_t kb, float* dots) {
-  dots_impl<float>(x, m, D, ct, kb, dots);
+POINTINS_CLONES void direct_f32(const float* x, int64_t m, int64_t D, const float* ct, int64_t kb, float* o) {
+  direct_impl<float>(x, m, D, ct, kb, o);
 }
-POINTINS_CLONES void dots_f64(const double* x, int64_t m, int64_t D, const double* ct, int64_t kb, double* dots) {
-  dots_impl<double>(x, m, D, ct, kb, dots);
+POINTINS_CLONES void direct_f64(const double* x, int64_t m, int64_t D, const double* ct, int64_t kb, double* o) {
+  direct_impl<double>(x, m, D, ct, kb, o);
 }
-inline void dots(const float* x, int64_t m, int64_t D, const float* ct, int64_t kb, float* o) {
-  dots_f32(x, m, D, ct, kb, o);
+inline void direct(const float* x, int64_t m, int64_t D, const float* ct, int64_t kb, float* o) {
+  direct_f32(x, m, D, ct, kb, o);
 }
-inline void dots(const double* x, int64_t m, int64_t D, const double* ct, int64_t kb, double* o) {
-  dots_f64(x, m, D, ct, kb, o);
+inline void direct(const double* x, int64_t m, int64_t D, const double* ct, int64_t kb, double* o) {
+  direct_f64(x, m, D, ct, kb, o);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_assign_cpu(
@@ -204,80 +188,100 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_assign_cpu(
     const T* cp = cen.data_ptr<T>();
     int64_t* lp = labels.data_ptr<int64_t>();
     T* dp = dist.data_ptr<T>();
-    // Transposed centroids and squared norms per set (dot-product form for D > kDirectDims).
-    std::vector<T> ct, cn;
-    if (D > kDirectDims) {
-      ct.resize(K * D);
-      cn.resize(K);
-      for (int64_t b = 0; b < sets.B; ++b) {
-        const int64_t c0 = sets.coff[b], kb = sets.k(b);
-        for (int64_t j = 0; j < kb; ++j) {
-          T s = 0;
-          for (int64_t d = 0; d < D; ++d) {
-            const T v = cp[(c0 + j) * D + d];
-            ct[c0 * D + d * kb + j] = v;
-            s += v * v;
-          }
-          cn[c0 + j] = s;
+    // Per set: transposed centroids (direct form, D <= kDirectDims) or squared norms (dot form:
+    // |c|^2 - 2 x.c through a single-threaded BLAS GEMM per chunk, as scikit-learn does).
+    std::vector<T> ct((size_t)K * D), cn((size_t)K);
+    for (int64_t b = 0; b < sets.B; ++b) {
+      const int64_t c0 = sets.coff[b], kb = sets.k(b);
+      for (int64_t j = 0; j < kb; ++j) {
+        T sq = 0;
+        for (int64_t d = 0; d < D; ++d) {
+          const T v = cp[(c0 + j) * D + d];
+          ct[c0 * D + d * kb + j] = v;
+          sq += v * v;
         }
+        cn[c0 + j] = sq;
       }
     }
+    // Fused accumulation: each unit sums its points per cluster (double, point order) into its own
+    // partial; the partials of a set are then added in unit order (deterministic).
+    std::vector<int64_t> part_off(units.size() + 1, 0);
+    for (size_t u = 0; u < units.size(); ++u) part_off[u + 1] = part_off[u] + (accumulate ? sets.k(units[u][0]) : 0);
+    std::vector<double> part_sum((size_t)part_off.back() * D);
+    std::vector<int64_t> part_cnt((size_t)part_off.back());
     at::parallel_for(0, (int64_t)units.size(), 1, [&](int64_t u0, int64_t u1) {
-      std::vector<T> dots_buf;
+      at::Tensor buf_t;
+      std::vector<T> buf;
       for (int64_t u = u0; u < u1; ++u) {
         const int64_t b = units[u][0], lo = units[u][1], hi = units[u][2];
-        const int64_t c0 = sets.coff[b], kb = sets.k(b);
-        const T* cb = cp + c0 * D;
+        const int64_t c0 = sets.coff[b], kb = sets.k(b), m = hi - lo;
+        const T* scores;
         if (D <= kDirectDims) {
-          for (int64_t i = lo; i < hi; ++i) {
-            const T* xi = xp + i * D;
-            T best = 0;
-            int64_t arg = 0;
-            for (int64_t j = 0; j < kb; ++j) {
-              T s = 0;
-              for (int64_t d = 0; d < D; ++d) {
-                const T t = xi[d] - cb[j * D + d];
-                s += t * t;
-              }
-              if (j == 0 || s < best) best = s, arg = j;
-            }
-            lp[i] = arg;
-            dp[i] = best;
-          }
-          continue;
+          buf.resize(m * kb);
+          direct(xp + lo * D, m, D, ct.data() + c0 * D, kb, buf.data());
+          scores = buf.data();
+        } else {
+          auto xs = at::from_blob(const_cast<T*>(xp + lo * D), {m, D}, x.options());
+          auto cs = cen.slice(0, c0, c0 + kb);
+          buf_t = at::mm(xs, cs.t());  // (m, kb) dots
+          scores = buf_t.template data_ptr<T>();
         }
-        const int64_t m = hi - lo;
-        dots_buf.resize(m * kb);
-        dots(xp + lo * D, m, D, ct.data() + c0 * D, kb, dots_buf.data());
         for (int64_t p = 0; p < m; ++p) {
-          const T* dp_row = dots_buf.data() + p * kb;
+          const T* row = scores + p * kb;
           T best = 0;
           int64_t arg = 0;
-          for (int64_t j = 0; j < kb; ++j) {
-            const T s = cn[c0 + j] - 2 * dp_row[j];
-            if (j == 0 || s < best) best = s, arg = j;
+          if (D <= kDirectDims) {
+            best = row[0];
+            for (int64_t j = 1; j < kb; ++j) {  // branchless: the minimum moves unpredictably
+              const bool lt = row[j] < best;
+              best = lt ? row[j] : best;
+              arg = lt ? j : arg;
+            }
+            lp[lo + p] = arg;
+            dp[lo + p] = best;
+          } else {
+            best = cn[c0] - 2 * row[0];
+            for (int64_t j = 1; j < kb; ++j) {
+              const T sc = cn[c0 + j] - 2 * row[j];
+              const bool lt = sc < best;
+              best = lt ? sc : best;
+              arg = lt ? j : arg;
+            }
+            const T* xi = xp + (lo + p) * D;
+            T xn = 0;
+            for (int64_t d = 0; d < D; ++d) xn += xi[d] * xi[d];
+            lp[lo + p] = arg;
+            dp[lo + p] = std::max(T(0), xn + best);
           }
-          const T* xi = xp + (lo + p) * D;
-          T xn = 0;
-          for (int64_t d = 0; d < D; ++d) xn += xi[d] * xi[d];
-          lp[lo + p] = arg;
-          dp[lo + p] = std::max(T(0), xn + best);
+        }
+        if (accumulate) {
+          double* ps = part_sum.data() + part_off[u] * D;
+          int64_t* pc = part_cnt.data() + part_off[u];
+          for (int64_t i = lo; i < hi; ++i) {
+            const int64_t j = lp[i];
+            const T* xi = xp + i * D;
+            double* o = ps + j * D;
+            for (int64_t d = 0; d < D; ++d) o[d] += (double)xi[d];
+            ++pc[j];
+          }
         }
       }
     });
-    if (accumulate) {  // per set, in point order (deterministic)
+    if (accumulate) {
       T* sp = sums.data_ptr<T>();
       int64_t* np_ = counts.data_ptr<int64_t>();
+      std::vector<int64_t> first_unit(sets.B + 1, (int64_t)units.size());
+      for (int64_t u = (int64_t)units.size() - 1; u >= 0; --u) first_unit[units[u][0]] = u;
       at::parallel_for(0, sets.B, 1, [&](int64_t b0, int64_t b1) {
         std::vector<double> acc;
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t c0 = sets.coff[b], kb = sets.k(b);
           if (kb == 0 || (conv && conv[b])) continue;
           acc.assign(kb * D, 0.0);
-          for (int64_t i = sets.off[b]; i < sets.off[b + 1]; ++i) {
-            const int64_t j = lp[i];
-            for (int64_t d = 0; d < D; ++d) acc[j * D + d] += (double)xp[i * D + d];
-            ++np_[c0 + j];
+          for (int64_t u = first_unit[b]; u < (int64_t)units.size() && units[u][0] == b; ++u) {
+            const double* ps = part_sum.data() + part_off[u] * D;
+            for (int64_t t = 0; t < kb * D; ++t) acc[t] += ps[t];
+            for (int64_t j = 0; j < kb; ++j) np_[c0 + j] += part_cnt[part_off[u] + j];
           }
           for (int64_t t = 0; t < kb * D; ++t) sp[c0 * D + t] = (T)acc[t];
         }

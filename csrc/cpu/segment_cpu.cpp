@@ -71,13 +71,6 @@ std::tuple<at::Tensor, at::Tensor> segment_index_csr_cpu(const at::Tensor& index
   return {perm, offsets};
 }
 
-template <typename T, typename A>
-inline bool better(int reduce, A v, A best) {
-  if (std::isnan(best)) return false;  // the first NaN wins (NaN propagates)
-  if (std::isnan(v)) return true;
-  return reduce == POINTINS_REDUCE_MAX ? v > best : v < best;
-}
-
 // Gathered rows (segment ids path) are latency-bound random reads: prefetch a few rows ahead,
 // across segment boundaries.
 constexpr int64_t kPrefetch = 12;
@@ -85,6 +78,35 @@ template <typename T>
 inline void prefetch_row(const T* p, int64_t w) {
   const char* c = reinterpret_cast<const char*>(p);
   for (int64_t b = 0; b < w * (int64_t)sizeof(T); b += 64) __builtin_prefetch(c + b);
+}
+
+// One row into the running extrema: branch-free selects (vectorisable). NaN propagates: the
+// first NaN wins and nothing replaces it; strict comparisons keep the earlier row on ties.
+// Positions are row offsets within the segment (I = int32 unless a segment is longer), so the
+// float compare and the position select share lane widths.
+template <bool kMax, typename T, typename A, typename I>
+inline void extremum_row(const T* q, int64_t w, I pos, A* acc, I* best) {
+  for (int64_t c = 0; c < w; ++c) {
+    const A v = A(q[c]), b = acc[c];
+    const bool take = (b == b) & ((v != v) | (kMax ? v > b : v < b));  // bitwise: vectorises
+    acc[c] = take ? v : b;
+    best[c] = take ? pos : best[c];
+  }
+}
+
+template <typename T, typename A, typename I>
+void extremum_segment(const T* src, int64_t C, int64_t c0, int64_t w, const int64_t* perm, int64_t lo, int64_t hi,
+                      int64_t end, bool is_max, A* acc, I* pos) {
+  const T* p = src + (perm ? perm[lo] : lo) * C + c0;
+  for (int64_t c = 0; c < w; ++c) acc[c] = A(p[c]), pos[c] = 0;
+  for (int64_t j = lo + 1; j < hi; ++j) {
+    if (perm && j + kPrefetch < end) prefetch_row(src + perm[j + kPrefetch] * C + c0, w);
+    const T* q = src + (perm ? perm[j] : j) * C + c0;
+    if (is_max)
+      extremum_row<true, T, A, I>(q, w, (I)(j - lo), acc, pos);
+    else
+      extremum_row<false, T, A, I>(q, w, (I)(j - lo), acc, pos);
+  }
 }
 
 template <typename T>
@@ -100,6 +122,7 @@ void segment_csr_kernel(const T* src, int64_t C, const int64_t* off, int64_t S, 
   at::parallel_for(0, S * nb, grain, [&](int64_t u0, int64_t u1) {
     std::vector<A> acc((size_t)cb), acc2((size_t)cb);
     std::vector<int64_t> best((size_t)cb);
+    std::vector<int32_t> pos32((size_t)cb);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t s = u / nb, c0 = (u % nb) * cb, c1 = std::min(C, c0 + cb), w = c1 - c0;
       if (w <= 0) continue;
@@ -112,19 +135,18 @@ void segment_csr_kernel(const T* src, int64_t C, const int64_t* off, int64_t S, 
           for (int64_t c = 0; c < w; ++c) o[c] = T(0), a[c] = -1;
           continue;
         }
-        const T* p = row_ptr(lo);
-        const int64_t r0 = perm ? perm[lo] : lo;
-        for (int64_t c = 0; c < w; ++c) acc[c] = A(p[c]), best[c] = r0;
-        for (int64_t j = lo + 1; j < hi; ++j) {
-          if (perm && j + kPrefetch < end) prefetch_row(src + perm[j + kPrefetch] * C + c0, w);
-          const T* q = row_ptr(j);
-          const int64_t r = perm ? perm[j] : j;
-          for (int64_t c = 0; c < w; ++c) {
-            const A v = A(q[c]);
-            if (better<T, A>(reduce, v, acc[c])) acc[c] = v, best[c] = r;
-          }
+        const bool is_max = reduce == POINTINS_REDUCE_MAX;
+        if (cnt <= INT32_MAX) {
+          extremum_segment<T, A, int32_t>(src, C, c0, w, perm, lo, hi, end, is_max, acc.data(), pos32.data());
+          for (int64_t c = 0; c < w; ++c) best[c] = pos32[c];
+        } else {
+          extremum_segment<T, A, int64_t>(src, C, c0, w, perm, lo, hi, end, is_max, acc.data(), best.data());
         }
-        for (int64_t c = 0; c < w; ++c) o[c] = T(acc[c]), a[c] = best[c];
+        for (int64_t c = 0; c < w; ++c) {
+          const int64_t j = lo + best[c];
+          o[c] = T(acc[c]);
+          a[c] = perm ? perm[j] : j;
+        }
         continue;
       }
       std::fill(acc.begin(), acc.begin() + w, A(0));

@@ -167,7 +167,12 @@ def kmeans(
     num_sets = off.numel() - 1
     converged = torch.zeros(num_sets, dtype=torch.bool, device=xt.device)
     n_iter = torch.zeros(num_sets, dtype=torch.long, device=xt.device)
-    use_triton = be == "triton" or (be == "cuda" and d >= TRITON_MIN_DIM and _dispatch.triton_status(xt.device) is None)
+    use_triton = be == "triton" or (
+        be == "cuda"
+        and d >= TRITON_MIN_DIM
+        and xt.dtype == torch.float32  # the tensor-core path; float64 stays on the CUDA kernel
+        and _dispatch.triton_status(xt.device) is None
+    )
     spherical = metric == "cosine"
     max_k = max(ks, default=0)
     for _ in range(iters):
