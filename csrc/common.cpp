@@ -324,6 +324,21 @@ int check_segment_csr_args(const at::Tensor& src, const at::Tensor& offsets, con
   return code;
 }
 
+void check_segment_coo_args(const at::Tensor& src, const at::Tensor& index, int64_t num_segments) {
+  check_segment_index_args(index, num_segments);
+  TORCH_CHECK_VALUE(src.dim() < 1 || index.size(0) == src.size(0), "pointins.segment_reduce: index must have shape (",
+                    src.size(0), ",) (one id per row of src), got ", index.sizes(), ".");
+  check_same_device(src, "src", index, "index", "segment_reduce");
+}
+
+at::Tensor segment_aux(int reduce, int64_t num_segments, const at::Tensor& src) {
+  const int64_t C = src.size(1);
+  if (reduce == POINTINS_REDUCE_MAX || reduce == POINTINS_REDUCE_MIN)
+    return at::empty({num_segments, C}, src.options().dtype(at::kLong));
+  if (reduce == POINTINS_REDUCE_VAR) return at::empty({num_segments, C}, src.options());
+  return at::empty({0}, src.options());
+}
+
 void raise_segment_offsets_error(const at::Tensor& offsets, int64_t n, bool with_perm) {
   auto o = offsets.to(at::kCPU);
   TORCH_CHECK_VALUE(false, "pointins.segment_reduce: offsets are not valid CSR offsets for N = ", n,
@@ -363,6 +378,15 @@ void check_kmeans_centroids(const at::Tensor& x, const at::Tensor& centroids, co
                       ": converged must have one entry per set.");
     check_same_device(x, "x", *converged, "converged", op);
   }
+}
+
+void check_kmeans_update_args(const at::Tensor& x, const at::Tensor& offsets, const at::Tensor& coff,
+                              const at::Tensor& centroids, const at::Tensor& sums, const at::Tensor& counts,
+                              const at::Tensor& converged) {
+  check_kmeans_args(x, offsets, coff, "kmeans");
+  check_kmeans_centroids(x, centroids, coff, converged, "kmeans");
+  TORCH_CHECK_VALUE(sums.sizes() == centroids.sizes() && counts.numel() == centroids.size(0),
+                    "pointins.kmeans: sums/counts must come from kmeans_assign(..., accumulate=True).");
 }
 
 void check_kmeans_sets(const int64_t* off, const int64_t* coff, int64_t num_sets, int64_t n, const char* op) {

@@ -66,6 +66,9 @@ void check_segment_index_args(const at::Tensor& index, int64_t num_segments);
 int check_segment_csr_args(const at::Tensor& src, const at::Tensor& offsets, const c10::optional<at::Tensor>& perm,
                            c10::string_view reduce, int64_t correction);
 [[noreturn]] void raise_segment_offsets_error(const at::Tensor& offsets, int64_t n, bool with_perm);
+void check_segment_coo_args(const at::Tensor& src, const at::Tensor& index, int64_t num_segments);
+// The second output of segment_csr/segment_coo: int64 args (max/min), the mean (var), or empty.
+at::Tensor segment_aux(int reduce, int64_t num_segments, const at::Tensor& src);
 
 }  // namespace pointins
 
@@ -76,6 +79,9 @@ void check_kmeans_args(const at::Tensor& x, const at::Tensor& offsets, const at:
 void check_kmeans_centroids(const at::Tensor& x, const at::Tensor& centroids, const at::Tensor& coff,
                             const c10::optional<at::Tensor>& converged, const char* op);
 // Host arrays: offsets valid CSR over n points, coff valid CSR with k_b <= n_b.
+void check_kmeans_update_args(const at::Tensor& x, const at::Tensor& offsets, const at::Tensor& coff,
+                              const at::Tensor& centroids, const at::Tensor& sums, const at::Tensor& counts,
+                              const at::Tensor& converged);
 void check_kmeans_sets(const int64_t* off, const int64_t* coff, int64_t num_sets, int64_t n, const char* op);
 
 }  // namespace pointins

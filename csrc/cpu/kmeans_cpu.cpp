@@ -203,11 +203,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_assign_cpu(
         cn[c0 + j] = sq;
       }
     }
-    // Fused accumulation: each unit sums its points per cluster (double, point order) into its own
-    // partial; the partials of a set are then added in unit order (deterministic).
+    // Fused accumulation: each unit sums its points per cluster (x's dtype, point order; at most
+    // kChunk points) into its own partial; the partials of a set are then added in double, in unit
+    // order (deterministic).
     std::vector<int64_t> part_off(units.size() + 1, 0);
     for (size_t u = 0; u < units.size(); ++u) part_off[u + 1] = part_off[u] + (accumulate ? sets.k(units[u][0]) : 0);
-    std::vector<double> part_sum((size_t)part_off.back() * D);
+    std::vector<T> part_sum((size_t)part_off.back() * D);
     std::vector<int64_t> part_cnt((size_t)part_off.back());
     at::parallel_for(0, (int64_t)units.size(), 1, [&](int64_t u0, int64_t u1) {
       at::Tensor buf_t;
@@ -255,13 +256,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_assign_cpu(
           }
         }
         if (accumulate) {
-          double* ps = part_sum.data() + part_off[u] * D;
+          T* ps = part_sum.data() + part_off[u] * D;
           int64_t* pc = part_cnt.data() + part_off[u];
           for (int64_t i = lo; i < hi; ++i) {
             const int64_t j = lp[i];
             const T* xi = xp + i * D;
-            double* o = ps + j * D;
-            for (int64_t d = 0; d < D; ++d) o[d] += (double)xi[d];
+            T* o = ps + j * D;
+            for (int64_t d = 0; d < D; ++d) o[d] += xi[d];
             ++pc[j];
           }
         }
@@ -279,8 +280,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_assign_cpu(
           if (kb == 0 || (conv && conv[b])) continue;
           acc.assign(kb * D, 0.0);
           for (int64_t u = first_unit[b]; u < (int64_t)units.size() && units[u][0] == b; ++u) {
-            const double* ps = part_sum.data() + part_off[u] * D;
-            for (int64_t t = 0; t < kb * D; ++t) acc[t] += ps[t];
+            const T* ps = part_sum.data() + part_off[u] * D;
+            for (int64_t t = 0; t < kb * D; ++t) acc[t] += (double)ps[t];
             for (int64_t j = 0; j < kb; ++j) np_[c0 + j] += part_cnt[part_off[u] + j];
           }
           for (int64_t t = 0; t < kb * D; ++t) sp[c0 * D + t] = (T)acc[t];
@@ -298,8 +299,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kmeans_update_cpu(
     const at::Tensor& dist_in, const at::Tensor& sums_in, const at::Tensor& counts_in, const at::Tensor& cen_in,
     const c10::optional<at::Tensor>& tol_in, const at::Tensor& converged_in, const at::Tensor& n_iter_in,
     bool spherical) {
-  check_kmeans_args(x_in, offsets, coff, "kmeans");
-  check_kmeans_centroids(x_in, cen_in, coff, converged_in, "kmeans");
+  check_kmeans_update_args(x_in, offsets, coff, cen_in, sums_in, counts_in, converged_in);
   check_cpu(x_in, "x", "kmeans");
   auto x = x_in.contiguous(), cen_old = cen_in.contiguous(), labels = labels_in.contiguous(),
        dist = dist_in.contiguous();
@@ -308,8 +308,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kmeans_update_cpu(
   auto off = offsets.contiguous(), co = coff.contiguous();
   const Sets sets{off.data_ptr<int64_t>(), co.data_ptr<int64_t>(), off.numel() - 1};
   const int64_t D = x.size(1);
-  TORCH_CHECK_VALUE(sums.sizes() == cen_old.sizes() && counts.numel() == cen_old.size(0),
-                    "pointins.kmeans: sums/counts must come from kmeans_assign(..., accumulate=True).");
   auto cen = cen_old.clone();
   auto converged = converged_in.to(at::kBool).clone();
   auto n_iter = n_iter_in.clone();

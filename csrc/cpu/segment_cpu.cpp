@@ -202,13 +202,7 @@ std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& src_in, con
                       "pointins.segment_reduce: perm has entries outside [0, ", n, ").");
   }
   auto out = at::empty({S, C}, src.options());
-  at::Tensor aux;
-  if (reduce == POINTINS_REDUCE_MAX || reduce == POINTINS_REDUCE_MIN)
-    aux = at::empty({S, C}, offsets.options());
-  else if (reduce == POINTINS_REDUCE_VAR)
-    aux = at::empty({S, C}, src.options());
-  else
-    aux = at::empty({0}, src.options());
+  at::Tensor aux = segment_aux(reduce, S, src);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "segment_csr_cpu", [&] {
     segment_csr_kernel<scalar_t>(src.data_ptr<scalar_t>(), C, off, S, perm.defined() ? perm.data_ptr<int64_t>() : nullptr,
                                  reduce, correction, out.data_ptr<scalar_t>(),
@@ -223,10 +217,7 @@ std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& src_in, con
 // permutation (rows prefetched ahead), so every output sees its rows in index order.
 std::tuple<at::Tensor, at::Tensor> segment_coo_cpu(const at::Tensor& src, const at::Tensor& index,
                                                    int64_t num_segments, c10::string_view reduce, int64_t correction) {
-  check_segment_index_args(index, num_segments);
-  TORCH_CHECK_VALUE(index.size(0) == src.size(0), "pointins.segment_reduce: index must have shape (", src.size(0),
-                    ",) (one id per row of src), got ", index.sizes(), ".");
-  check_same_device(src, "src", index, "index", "segment_reduce");
+  check_segment_coo_args(src, index, num_segments);
   auto [perm, offsets] = segment_index_csr_cpu(index, num_segments);
   return segment_csr_cpu(src, offsets, perm, reduce, correction);
 }

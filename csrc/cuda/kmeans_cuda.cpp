@@ -64,11 +64,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kmeans_update_cuda(
     const at::Tensor& dist_in, const at::Tensor& sums_in, const at::Tensor& counts_in, const at::Tensor& cen_in,
     const c10::optional<at::Tensor>& tol_in, const at::Tensor& converged_in, const at::Tensor& n_iter_in,
     bool spherical) {
-  check_kmeans_args(x_in, offsets, coff, "kmeans");
-  check_kmeans_centroids(x_in, cen_in, coff, converged_in, "kmeans");
+  check_kmeans_update_args(x_in, offsets, coff, cen_in, sums_in, counts_in, converged_in);
   check_cuda_tensor(x_in, "x", "kmeans");
-  TORCH_CHECK_VALUE(sums_in.sizes() == cen_in.sizes() && counts_in.numel() == cen_in.size(0),
-                    "pointins.kmeans: sums/counts must come from kmeans_assign(..., accumulate=True).");
   const c10::cuda::CUDAGuard guard(x_in.device());
   auto x = x_in.contiguous(), labels = labels_in.contiguous();
   auto off = offsets.contiguous(), co = coff.contiguous();

@@ -54,13 +54,7 @@ std::tuple<at::Tensor, at::Tensor> segment_csr_cuda(const at::Tensor& src_in, co
   at::Tensor perm = perm_in.has_value() ? perm_in->contiguous() : at::Tensor();
   const int64_t n = src.size(0), C = src.size(1), S = offsets.numel() - 1;
   auto out = at::empty({S, C}, src.options());
-  at::Tensor aux;
-  if (reduce == POINTINS_REDUCE_MAX || reduce == POINTINS_REDUCE_MIN)
-    aux = at::empty({S, C}, offsets.options());
-  else if (reduce == POINTINS_REDUCE_VAR)
-    aux = at::empty({S, C}, src.options());
-  else
-    aux = at::empty({0}, src.options());
+  at::Tensor aux = segment_aux(reduce, S, src);
   const int64_t ws_bytes = pointins_segment_csr_workspace_size(n, C, S);
   auto ws = at::empty({ws_bytes}, src.options().dtype(at::kByte));
   auto flags = new_flags(offsets);
@@ -76,9 +70,7 @@ std::tuple<at::Tensor, at::Tensor> segment_csr_cuda(const at::Tensor& src_in, co
 
 std::tuple<at::Tensor, at::Tensor> segment_coo_cuda(const at::Tensor& src, const at::Tensor& index,
                                                     int64_t num_segments, c10::string_view reduce, int64_t correction) {
-  TORCH_CHECK_VALUE(index.dim() != 1 || index.size(0) == src.size(0), "pointins.segment_reduce: index must have shape (",
-                    src.size(0), ",) (one id per row of src), got ", index.sizes(), ".");
-  check_same_device(src, "src", index, "index", "segment_reduce");
+  check_segment_coo_args(src, index, num_segments);
   auto [perm, offsets] = segment_index_csr_cuda(index, num_segments);  // stable radix sort: deterministic
   return segment_csr_cuda(src, offsets, perm, reduce, correction);
 }

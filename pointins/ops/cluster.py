@@ -118,8 +118,9 @@ def kmeans(
         reference.check_offsets(off, n, op)
     if perm is not None:
         xt = xt[perm]
-    finite = torch.isfinite(xt).all(1)
-    if not bool(finite.all()):
+    # One reduction instead of an (N, D) mask: a NaN/Inf anywhere makes the sum non-finite (a
+    # finite overflow only costs the exact check below).
+    if not bool(torch.isfinite(xt.sum())) and not bool((finite := torch.isfinite(xt).all(1)).all()):
         bad = (~finite).nonzero().flatten()
         raise ValueError(
             f"pointins.{op}: x contains NaN or Inf in {bad.numel()} of {n} rows (first at row {int(bad[0])}); "
@@ -162,8 +163,8 @@ def kmeans(
     if tol is not None:
         if tol < 0:
             raise ValueError(f"pointins.{op}: tol must be >= 0, got {tol}.")
-        var = segment_reduce(xt.double(), offsets=off, reduce="var", backend="reference" if not compiled else None)
-        tol_t = tol * var.mean(1)
+        var = segment_reduce(xt, offsets=off, reduce="var", backend="reference" if not compiled else None)
+        tol_t = tol * var.double().mean(1)
     num_sets = off.numel() - 1
     converged = torch.zeros(num_sets, dtype=torch.bool, device=xt.device)
     n_iter = torch.zeros(num_sets, dtype=torch.long, device=xt.device)

@@ -219,25 +219,19 @@ def _register() -> None:
     def _(index, num_segments):
         return index.new_empty(index.shape), index.new_empty((num_segments + 1,))
 
+    def outputs(src, s, reduce):
+        out = src.new_empty((s, src.shape[1]))
+        if reduce in ("max", "min"):
+            return out, src.new_empty(out.shape, dtype=torch.int64)
+        return out, src.new_empty(out.shape if reduce == "var" else (0,))
+
     @torch.library.register_fake("pointins::segment_csr")
     def _(src, offsets, perm, reduce, correction=0):
-        s, c = offsets.shape[0] - 1, src.shape[1]
-        out = src.new_empty((s, c))
-        if reduce in ("max", "min"):
-            return out, src.new_empty((s, c), dtype=torch.int64)
-        if reduce == "var":
-            return out, src.new_empty((s, c))
-        return out, src.new_empty((0,))
+        return outputs(src, offsets.shape[0] - 1, reduce)
 
     @torch.library.register_fake("pointins::segment_coo")
     def _(src, index, num_segments, reduce, correction=0):
-        s, c = num_segments, src.shape[1]
-        out = src.new_empty((s, c))
-        if reduce in ("max", "min"):
-            return out, src.new_empty((s, c), dtype=torch.int64)
-        if reduce == "var":
-            return out, src.new_empty((s, c))
-        return out, src.new_empty((0,))
+        return outputs(src, num_segments, reduce)
 
     torch.library.register_autograd("pointins::segment_csr", _backward, setup_context=_setup_context)
     torch.library.register_autograd("pointins::segment_coo", _backward_coo, setup_context=_setup_context_coo)
