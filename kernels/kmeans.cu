@@ -111,6 +111,7 @@ __global__ void init_kernel(const T* __restrict__ x, int64_t D, const int64_t* _
           __syncthreads();
         }
         if (pick_sh[0] != INT64_MAX) pick = pick_sh[0];
+        __syncthreads();  // everyone has read pick_sh[0] before it is reused
         // Last positive entry so far (guards the rounding at the very end).
         pick_sh[threadIdx.x] = (i < n && v > 0) ? i : -1;
         __syncthreads();
@@ -161,7 +162,7 @@ __global__ void assign_kernel(const T* __restrict__ x, int64_t D, const int64_t*
                               const uint8_t* __restrict__ conv, int accumulate, int use_shared,
                               int64_t* __restrict__ labels, T* __restrict__ dist, T* __restrict__ sums,
                               int64_t* __restrict__ counts) {
-  extern __shared__ unsigned char smem_raw[];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t q = blockIdx.x;
   const int64_t s = tile_set(off, num_sets, q);
   const int64_t start = off[s], end = off[s + 1];
@@ -173,9 +174,9 @@ __global__ void assign_kernel(const T* __restrict__ x, int64_t D, const int64_t*
   T* sh_sums = nullptr;
   int64_t* sh_counts = nullptr;
   if (use_shared) {
-    T* sh_cen = reinterpret_cast<T*>(smem_raw);
+    sh_counts = reinterpret_cast<int64_t*>(smem_raw);  // 8-byte aligned first, then the T arrays
+    T* sh_cen = reinterpret_cast<T*>(sh_counts + kb);
     sh_sums = sh_cen + kb * D;
-    sh_counts = reinterpret_cast<int64_t*>(sh_sums + kb * D);
     for (int64_t t = threadIdx.x; t < kb * D; t += blockDim.x) {
       sh_cen[t] = cb[t];
       sh_sums[t] = T(0);

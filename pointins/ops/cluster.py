@@ -163,8 +163,11 @@ def kmeans(
     if tol is not None:
         if tol < 0:
             raise ValueError(f"pointins.{op}: tol must be >= 0, got {tol}.")
-        var = segment_reduce(xt, offsets=off, reduce="var", backend="reference" if not compiled else None)
-        tol_t = tol * var.double().mean(1)
+        if tol == 0:  # stop when the centres no longer move: no variance needed
+            tol_t = torch.zeros(off.numel() - 1, dtype=torch.float64, device=xt.device)
+        else:
+            var = segment_reduce(xt, offsets=off, reduce="var", backend="reference" if not compiled else None)
+            tol_t = tol * var.double().mean(1)
     num_sets = off.numel() - 1
     converged = torch.zeros(num_sets, dtype=torch.bool, device=xt.device)
     n_iter = torch.zeros(num_sets, dtype=torch.long, device=xt.device)
