@@ -199,3 +199,27 @@ def test_opcheck():
     assert (labels[55 - 25 :] >= 0).all()
     args = (x, off, coff, labels, dist, sums, counts, cen, torch.ones(3), conv, torch.zeros(3, dtype=torch.long), False)
     torch.library.opcheck(torch.ops.pointins.kmeans_update, args)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("d", [3, 64])
+def test_cuda_lloyd_steps_never_synchronise(d):
+    # The tolerance is checked on the device: an iteration (assignment + update) must not sync.
+    x, off = blobs([3000, 2000], d, dtype=torch.float32)
+    x, off = x.cuda(), off.cuda()
+    coff = torch.tensor([0, 6, 10], device="cuda")
+    cen = torch.ops.pointins.kmeans_init(x, off, coff, 0, 0)
+    conv = torch.zeros(2, dtype=torch.bool, device="cuda")
+    n_iter = torch.zeros(2, dtype=torch.long, device="cuda")
+    tol = torch.full((2,), 1e-3, dtype=torch.float64, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            lab, dist, sums, cnt = torch.ops.pointins.kmeans_assign(x, off, coff, cen, conv, True, 6)
+            cen, conv, n_iter = torch.ops.pointins.kmeans_update(
+                x, off, coff, lab, dist, sums, cnt, cen, tol, conv, n_iter, False
+            )
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert (n_iter.cpu() >= 1).all()
