@@ -262,3 +262,12 @@ def test_ids_path_gradcheck_and_opcheck():
         assert torch.autograd.gradcheck(lambda t, r=r: ops.segment_reduce(t, index=idx, num_segments=6, reduce=r), (x,))
         torch.library.opcheck(torch.ops.pointins.segment_coo, (x, idx, 6, r, 0))
     torch.library.opcheck(torch.ops.pointins.segment_coo, (x[:, :3], idx, 6, "max", 0))
+
+
+@pytest.mark.slow
+def test_float32_long_segment_sum_stays_accurate():
+    # 2^25 ones: a plain sequential float32 sum stops at 2^24; the chunked sum is exact.
+    x = torch.ones(2**25, 1)
+    idx = torch.zeros(2**25, dtype=torch.long)
+    assert ops.segment_reduce(x, offsets=torch.tensor([0, 2**25]), reduce="sum").item() == 2**25
+    assert ops.segment_reduce(x, index=idx, reduce="mean").item() == 1.0

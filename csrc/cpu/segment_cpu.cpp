@@ -120,7 +120,7 @@ void segment_csr_kernel(const T* src, int64_t C, const int64_t* off, int64_t S, 
   const int64_t rows = off[S] - off[0], end = off[S];
   const int64_t grain = std::max<int64_t>(1, (int64_t)32768 / std::max<int64_t>(1, rows / std::max<int64_t>(S, 1) * cb));
   at::parallel_for(0, S * nb, grain, [&](int64_t u0, int64_t u1) {
-    std::vector<A> acc((size_t)cb), acc2((size_t)cb);
+    std::vector<A> acc((size_t)cb), acc2((size_t)cb), acc3((size_t)cb);
     std::vector<int64_t> best((size_t)cb);
     std::vector<int32_t> pos32((size_t)cb);
     for (int64_t u = u0; u < u1; ++u) {
@@ -149,11 +149,17 @@ void segment_csr_kernel(const T* src, int64_t C, const int64_t* off, int64_t S, 
         }
         continue;
       }
+      // Two-level sum: blocks of POINTINS_SEGMENT_CHUNK rows, folded into the total in order
+      // (float32 keeps its accuracy on long segments; the GPU merges the same chunks).
       std::fill(acc.begin(), acc.begin() + w, A(0));
-      for (int64_t j = lo; j < hi; ++j) {
-        if (perm && j + kPrefetch < end) prefetch_row(src + perm[j + kPrefetch] * C + c0, w);
-        const T* q = row_ptr(j);
-        for (int64_t c = 0; c < w; ++c) acc[c] += A(q[c]);
+      for (int64_t j0 = lo; j0 < hi; j0 += POINTINS_SEGMENT_CHUNK) {
+        std::fill(acc2.begin(), acc2.begin() + w, A(0));
+        for (int64_t j = j0, j1 = std::min(hi, j0 + POINTINS_SEGMENT_CHUNK); j < j1; ++j) {
+          if (perm && j + kPrefetch < end) prefetch_row(src + perm[j + kPrefetch] * C + c0, w);
+          const T* q = row_ptr(j);
+          for (int64_t c = 0; c < w; ++c) acc2[c] += A(q[c]);
+        }
+        for (int64_t c = 0; c < w; ++c) acc[c] += acc2[c];
       }
       if (reduce == POINTINS_REDUCE_SUM) {
         for (int64_t c = 0; c < w; ++c) o[c] = T(acc[c]);
@@ -165,14 +171,18 @@ void segment_csr_kernel(const T* src, int64_t C, const int64_t* off, int64_t S, 
         for (int64_t c = 0; c < w; ++c) o[c] = T(acc[c]);
         continue;
       }
-      // Variance: second pass over the (cached) rows, sum of squared deviations.
+      // Variance: second pass over the (cached) rows, sum of squared deviations (two-level too).
       std::fill(acc2.begin(), acc2.begin() + w, A(0));
-      for (int64_t j = lo; j < hi; ++j) {
-        const T* q = row_ptr(j);
-        for (int64_t c = 0; c < w; ++c) {
-          const A d = A(q[c]) - acc[c];
-          acc2[c] += d * d;
+      for (int64_t j0 = lo; j0 < hi; j0 += POINTINS_SEGMENT_CHUNK) {
+        std::fill(acc3.begin(), acc3.begin() + w, A(0));
+        for (int64_t j = j0, j1 = std::min(hi, j0 + POINTINS_SEGMENT_CHUNK); j < j1; ++j) {
+          const T* q = row_ptr(j);
+          for (int64_t c = 0; c < w; ++c) {
+            const A d = A(q[c]) - acc[c];
+            acc3[c] += d * d;
+          }
         }
+        for (int64_t c = 0; c < w; ++c) acc2[c] += acc3[c];
       }
       const A div = cnt > correction ? A(1) / A(cnt - correction) : A(0);
       T* m = mean + s * C + c0;
