@@ -1,7 +1,7 @@
 // PointINS CUDA kernels: segment reductions (sum, mean, max, min with arg, variance) over CSR
 // offsets, deterministic: no atomics, every output is reduced by one thread in row order. Long
-// segments go through a two-level path (chunks of POINTINS_SEGMENT_CHUNK rows reduced in
-// parallel, then merged in chunk order), so a few huge segments still fill the GPU.
+// segments (>= 2 POINTINS_SEGMENT_CHUNK rows) are cut into chunks reduced in parallel and merged
+// in chunk order, so a few huge segments (or one among many small ones) still fill the GPU.
 #include <stdint.h>
 
 #include <cuda_bf16.h>
@@ -151,19 +151,6 @@ __global__ void check_offsets_kernel(const int64_t* __restrict__ offsets, int64_
 }
 
 template <typename T>
-__global__ void segment_direct_kernel(const T* __restrict__ src, int64_t channels, const int64_t* __restrict__ offsets,
-                                      int64_t num_segments, const int64_t* __restrict__ perm, int reduce, int correction,
-                                      T* __restrict__ out, int64_t* __restrict__ arg, T* __restrict__ mean) {
-  using A = typename Acc<T>::type;
-  const int64_t total = num_segments * channels;
-  for (int64_t t = thread_index(); t < total; t += grid_stride()) {
-    const int64_t s = t / channels, c = t - s * channels;
-    const Partial<A> p = reduce_rows<T, A>(src, channels, c, perm, offsets[s], offsets[s + 1], reduce);
-    finalize<T, A>(p, reduce, correction, t, out, arg, mean);
-  }
-}
-
-template <typename T>
 __global__ void segment_chunk_kernel(const T* __restrict__ src, int64_t channels, const int64_t* __restrict__ offsets,
                                      int64_t num_segments, const int64_t* __restrict__ perm, int reduce, int64_t slots,
                                      Partial<typename Acc<T>::type>* __restrict__ partials) {
@@ -173,8 +160,9 @@ __global__ void segment_chunk_kernel(const T* __restrict__ src, int64_t channels
     const int64_t q = t / channels, c = t - q * channels;
     const int64_t s = pointins::chunk_segment(offsets, num_segments, q);
     const int64_t start = offsets[s], end = offsets[s + 1];
-    const int64_t j = q - pointins::chunk_base(start, s);
-    if (j >= pointins::chunk_count(end - start)) continue;  // unused slot
+    if (!pointins::chunk_long(end - start)) continue;  // reduced directly by the combine kernel
+    const int64_t j = q - pointins::chunk_base(start);
+    if (j < 0 || j >= pointins::chunk_count(end - start)) continue;  // unused slot
     const int64_t lo = start + j * POINTINS_SEGMENT_CHUNK;
     const int64_t hi = lo + POINTINS_SEGMENT_CHUNK < end ? lo + POINTINS_SEGMENT_CHUNK : end;
     partials[t] = reduce_rows<T, A>(src, channels, c, perm, lo, hi, reduce);
@@ -182,24 +170,26 @@ __global__ void segment_chunk_kernel(const T* __restrict__ src, int64_t channels
 }
 
 template <typename T>
-__global__ void segment_combine_kernel(int64_t channels, const int64_t* __restrict__ offsets, int64_t num_segments,
-                                       int reduce, int correction,
+__global__ void segment_combine_kernel(const T* __restrict__ src, int64_t channels,
+                                       const int64_t* __restrict__ offsets, int64_t num_segments,
+                                       const int64_t* __restrict__ perm, int reduce, int correction,
                                        const Partial<typename Acc<T>::type>* __restrict__ partials,
                                        T* __restrict__ out, int64_t* __restrict__ arg, T* __restrict__ mean) {
   using A = typename Acc<T>::type;
   const int64_t total = num_segments * channels;
   for (int64_t t = thread_index(); t < total; t += grid_stride()) {
     const int64_t s = t / channels, c = t - s * channels;
-    const int64_t start = offsets[s];
-    const int64_t base = pointins::chunk_base(start, s), count = pointins::chunk_count(offsets[s + 1] - start);
-    Partial<A> p = empty_partial<A>(reduce);
-    for (int64_t j = 0; j < count; ++j) merge(p, partials[(base + j) * channels + c], reduce);
+    const int64_t start = offsets[s], len = offsets[s + 1] - start;
+    Partial<A> p;
+    if (pointins::chunk_long(len)) {
+      p = empty_partial<A>(reduce);
+      const int64_t base = pointins::chunk_base(start), count = pointins::chunk_count(len);
+      for (int64_t j = 0; j < count; ++j) merge(p, partials[(base + j) * channels + c], reduce);
+    } else {
+      p = reduce_rows<T, A>(src, channels, c, perm, start, start + len, reduce);
+    }
     finalize<T, A>(p, reduce, correction, t, out, arg, mean);
   }
-}
-
-bool use_chunks(int64_t n, int64_t num_segments) {
-  return num_segments > 0 && n > 2 * POINTINS_SEGMENT_CHUNK * num_segments;
 }
 
 template <typename T>
@@ -214,17 +204,15 @@ int launch_csr(const void* src_v, int64_t n, int64_t channels, const int64_t* of
                                                                            perm == nullptr, flags);
   const int64_t total = num_segments * channels;
   if (total == 0) return (int)cudaGetLastError();
-  if (!use_chunks(n, num_segments)) {
-    segment_direct_kernel<T><<<grid_for(total), kThreads, 0, stream>>>(src, channels, offsets, num_segments, perm,
-                                                                      reduce, correction, out, arg, mean);
-    return (int)cudaGetLastError();
-  }
-  const int64_t slots = pointins::chunk_slots(n, num_segments);
   auto* partials = static_cast<Partial<A>*>(workspace);
-  segment_chunk_kernel<T><<<grid_for(slots * channels), kThreads, 0, stream>>>(src, channels, offsets, num_segments,
-                                                                              perm, reduce, slots, partials);
-  segment_combine_kernel<T><<<grid_for(total), kThreads, 0, stream>>>(channels, offsets, num_segments, reduce,
-                                                                      correction, partials, out, arg, mean);
+  if (n >= 2 * POINTINS_SEGMENT_CHUNK) {  // a long segment is possible
+    const int64_t slots = pointins::chunk_slots(n);
+    segment_chunk_kernel<T><<<grid_for(slots * channels), kThreads, 0, stream>>>(src, channels, offsets,
+                                                                                num_segments, perm, reduce, slots,
+                                                                                partials);
+  }
+  segment_combine_kernel<T><<<grid_for(total), kThreads, 0, stream>>>(src, channels, offsets, num_segments, perm,
+                                                                      reduce, correction, partials, out, arg, mean);
   return (int)cudaGetLastError();
 }
 
@@ -252,8 +240,8 @@ __global__ void offsets_from_sorted_kernel(const int64_t* __restrict__ sorted, i
 extern "C" {
 
 int64_t pointins_segment_csr_workspace_size(int64_t n, int64_t channels, int64_t num_segments) {
-  if (!use_chunks(n, num_segments)) return 0;
-  return pointins::chunk_slots(n, num_segments) * channels * (int64_t)sizeof(Partial<double>);
+  if (num_segments <= 0 || n < 2 * POINTINS_SEGMENT_CHUNK) return 0;
+  return pointins::chunk_slots(n) * channels * (int64_t)sizeof(Partial<double>);
 }
 
 int pointins_segment_csr(int dtype, const void* src, int64_t n, int64_t channels, const int64_t* offsets,

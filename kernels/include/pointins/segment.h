@@ -31,23 +31,24 @@ enum pointins_reduce {
 namespace pointins {
 
 /*
- * Chunk slots of the two-level path, without a prefix sum: segment s owns slots
- * [chunk_base(s), chunk_base(s) + chunk_count(s)), with chunk_base(s) = floor(offsets[s] / L) + s.
- * chunk_base is strictly increasing and the slot ranges are disjoint, because
- * ceil((b - a) / L) <= floor(b / L) - floor(a / L) + 1. Slots number < floor(n / L) + S + 1.
+ * Long segments (at least 2 L rows, L = POINTINS_SEGMENT_CHUNK) are cut into chunks of L rows that
+ * are reduced in parallel and merged in chunk order; shorter segments are reduced directly. Chunk
+ * slots need no prefix sum: a long segment [a, b) owns slots [2 floor(a/L), 2 floor(a/L) +
+ * ceil((b-a)/L)), inside [2 floor(a/L), 2 floor(b/L)) because ceil((b-a)/L) <= q + 1 <= 2q with
+ * q = floor(b/L) - floor(a/L) >= 1; so the ranges of long segments are disjoint, and a slot's
+ * segment is the last one whose range starts at or before it. Slots: < 2 floor(n/L) + 2.
  */
-PI_HD int64_t chunk_base(int64_t seg_start, int64_t s) { return seg_start / POINTINS_SEGMENT_CHUNK + s; }
+PI_HD bool chunk_long(int64_t seg_len) { return seg_len >= 2 * POINTINS_SEGMENT_CHUNK; }
+PI_HD int64_t chunk_base(int64_t seg_start) { return 2 * (seg_start / POINTINS_SEGMENT_CHUNK); }
 PI_HD int64_t chunk_count(int64_t seg_len) { return (seg_len + POINTINS_SEGMENT_CHUNK - 1) / POINTINS_SEGMENT_CHUNK; }
-PI_HD int64_t chunk_slots(int64_t n, int64_t num_segments) {
-  return n / POINTINS_SEGMENT_CHUNK + num_segments + 1;
-}
+PI_HD int64_t chunk_slots(int64_t n) { return 2 * (n / POINTINS_SEGMENT_CHUNK) + 2; }
 
-/* Largest s in [0, num_segments) with chunk_base(offsets[s], s) <= q (binary search). */
+/* Largest s in [0, num_segments) with chunk_base(offsets[s]) <= q (binary search). */
 PI_HD int64_t chunk_segment(const int64_t* offsets, int64_t num_segments, int64_t q) {
   int64_t lo = 0, hi = num_segments - 1;
   while (lo < hi) {
     const int64_t mid = lo + (hi - lo + 1) / 2;
-    if (chunk_base(offsets[mid], mid) <= q)
+    if (chunk_base(offsets[mid]) <= q)
       lo = mid;
     else
       hi = mid - 1;
