@@ -286,9 +286,9 @@ __global__ void update_kernel(const T* __restrict__ x, int64_t D, const int64_t*
       norm += v * v;
     }
     if (spherical && norm == 0) continue;
-    const double scale = spherical ? 1.0 / sqrt(norm) : 1.0;
+    const double len = spherical ? sqrt(norm) : 1.0;  // unit length: c / sqrt(sum c_d^2)
     for (int64_t d = 0; d < D; ++d) {
-      const T v = (T)((double)sums[j * D + d] / (double)cnt * scale);
+      const T v = (T)((double)sums[j * D + d] / (double)cnt / len);
       const double t = (double)v - (double)cen[j * D + d];
       shift += t * t;
       cen[j * D + d] = v;

@@ -358,10 +358,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kmeans_update_cpu(
             c[d] = sp[j * D + d] / (double)np_[j];
             norm += c[d] * c[d];
           }
-          const double scale = spherical ? (norm > 0 ? 1.0 / std::sqrt(norm) : 0.0) : 1.0;
+          const double len = spherical ? std::sqrt(norm) : 1.0;  // unit length: c / sqrt(sum c_d^2)
           if (spherical && norm == 0) continue;
           for (int64_t d = 0; d < D; ++d) {
-            const T v = (T)(c[d] * scale);
+            const T v = (T)(c[d] / len);
             const double t = (double)v - (double)cp[j * D + d];
             shift += t * t;
             cp[j * D + d] = v;

@@ -7,6 +7,7 @@ their inputs too, so the error behaviour is part of what the kernels are compare
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -441,7 +442,7 @@ def kmeans_update(
                 continue
             c = sums[j] / counts[j]
             if spherical:
-                norm = float(c.norm())
+                norm = math.sqrt(sum(v * v for v in c.tolist()))  # in d order, as the kernels
                 if norm == 0:
                     continue
                 c = c / norm
