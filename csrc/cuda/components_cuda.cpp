@@ -21,7 +21,7 @@ at::Tensor radius_components_cuda(const at::Tensor& coord_in, const at::Tensor& 
   auto coord = coord_in.contiguous();
   auto group = group_in.contiguous();
   const int64_t n = coord.size(0);
-  const int dtype = coord.scalar_type() == at::kDouble ? POINTINS_F64 : POINTINS_F32;
+  const int dtype = dtype_code(coord);
   auto root = at::full({n}, -1, group.options());
   auto valid = group.ge(0);
   const int64_t n_valid = valid.sum().item<int64_t>();

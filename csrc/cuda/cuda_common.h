@@ -6,6 +6,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
+#include "pointins/common.h"
+
 namespace pointins {
 
 inline void check_cuda_tensor(const at::Tensor& t, const char* name, const char* op) {
@@ -22,6 +24,20 @@ inline void check_launch(int err, const char* op) {
 inline int read_flags(const at::Tensor& flags) { return flags.item<int32_t>(); }
 
 inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+// POINTINS_F32/F64/F16/BF16 code of a floating tensor (the dtype-generic launchers' argument).
+inline int dtype_code(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kDouble:
+      return POINTINS_F64;
+    case at::kHalf:
+      return POINTINS_F16;
+    case at::kBFloat16:
+      return POINTINS_BF16;
+    default:
+      return POINTINS_F32;
+  }
+}
 
 inline at::Tensor new_flags(const at::Tensor& like) { return at::zeros({1}, like.options().dtype(at::kInt)); }
 

@@ -10,8 +10,6 @@
 namespace pointins {
 namespace {
 
-int km_dtype(const at::Tensor& x) { return x.scalar_type() == at::kDouble ? POINTINS_F64 : POINTINS_F32; }
-
 const uint8_t* bool_ptr(const at::Tensor& t) { return reinterpret_cast<const uint8_t*>(t.data_ptr<bool>()); }
 
 at::Tensor kmeans_init_cuda(const at::Tensor& x_in, const at::Tensor& offsets, const at::Tensor& coff, int64_t method,
@@ -26,7 +24,7 @@ at::Tensor kmeans_init_cuda(const at::Tensor& x_in, const at::Tensor& offsets, c
   const int64_t K = co[-1].item<int64_t>();  // the output size (one sync, before the loop)
   auto cen = at::empty({K, x.size(1)}, x.options());
   auto ws = at::empty({std::max<int64_t>(x.size(0), 1)}, x.options().dtype(at::kDouble));
-  check_launch(pointins_kmeans_init(km_dtype(x), x.data_ptr(), x.size(0), x.size(1), off.data_ptr<int64_t>(),
+  check_launch(pointins_kmeans_init(dtype_code(x), x.data_ptr(), x.size(0), x.size(1), off.data_ptr<int64_t>(),
                                     co.data_ptr<int64_t>(), off.numel() - 1, (uint64_t)seed, (int)method,
                                     ws.data_ptr<double>(), cen.data_ptr(), current_stream()),
                "kmeans");
@@ -50,7 +48,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_assign_cuda(
   auto dist = at::empty({n}, x.options());
   auto sums = at::zeros({accumulate ? K : 0, D}, x.options());
   auto counts = at::zeros({accumulate ? K : 0}, off.options());
-  check_launch(pointins_kmeans_assign(km_dtype(x), x.data_ptr(), n, D, off.data_ptr<int64_t>(), co.data_ptr<int64_t>(),
+  check_launch(pointins_kmeans_assign(dtype_code(x), x.data_ptr(), n, D, off.data_ptr<int64_t>(), co.data_ptr<int64_t>(),
                                       off.numel() - 1, mk, cen.data_ptr(), conv.defined() ? bool_ptr(conv) : nullptr,
                                       accumulate ? 1 : 0, labels.data_ptr<int64_t>(), dist.data_ptr(),
                                       accumulate ? sums.data_ptr() : nullptr,
@@ -77,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kmeans_update_cuda(
   auto n_iter = n_iter_in.clone(at::MemoryFormat::Contiguous);
   at::Tensor tol;
   if (tol_in.has_value()) tol = tol_in->to(at::kDouble).contiguous();
-  check_launch(pointins_kmeans_update(km_dtype(x), x.data_ptr(), x.size(1), off.data_ptr<int64_t>(),
+  check_launch(pointins_kmeans_update(dtype_code(x), x.data_ptr(), x.size(1), off.data_ptr<int64_t>(),
                                       co.data_ptr<int64_t>(), off.numel() - 1, labels.data_ptr<int64_t>(),
                                       dist.data_ptr(), sums.data_ptr(), counts.data_ptr<int64_t>(), cen.data_ptr(),
                                       tol.defined() ? tol.data_ptr<double>() : nullptr,

@@ -10,19 +10,6 @@
 namespace pointins {
 namespace {
 
-int dtype_code(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat:
-      return POINTINS_F32;
-    case at::kDouble:
-      return POINTINS_F64;
-    case at::kHalf:
-      return POINTINS_F16;
-    default:
-      return POINTINS_BF16;
-  }
-}
-
 std::tuple<at::Tensor, at::Tensor> segment_index_csr_cuda(const at::Tensor& index_in, int64_t num_segments) {
   check_segment_index_args(index_in, num_segments);
   check_cuda_tensor(index_in, "index", "segment_reduce");
@@ -58,7 +45,7 @@ std::tuple<at::Tensor, at::Tensor> segment_csr_cuda(const at::Tensor& src_in, co
   const int64_t ws_bytes = pointins_segment_csr_workspace_size(n, C, S);
   auto ws = at::empty({ws_bytes}, src.options().dtype(at::kByte));
   auto flags = new_flags(offsets);
-  check_launch(pointins_segment_csr(dtype_code(src.scalar_type()), src.data_ptr(), n, C, offsets.data_ptr<int64_t>(), S,
+  check_launch(pointins_segment_csr(dtype_code(src), src.data_ptr(), n, C, offsets.data_ptr<int64_t>(), S,
                                     perm.defined() ? perm.data_ptr<int64_t>() : nullptr, reduce, (int)correction,
                                     out.data_ptr(), aux.scalar_type() == at::kLong ? aux.data_ptr<int64_t>() : nullptr,
                                     reduce == POINTINS_REDUCE_VAR ? aux.data_ptr() : nullptr,

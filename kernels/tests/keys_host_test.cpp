@@ -3,16 +3,8 @@
 #include <cstdio>
 #include <random>
 
+#include "host_check.h"
 #include "pointins/keys.h"
-
-static int failures = 0;
-#define CHECK(cond)                                               \
-  do {                                                            \
-    if (!(cond)) {                                                \
-      std::printf("%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                 \
-    }                                                             \
-  } while (0)
 
 int main() {
   std::mt19937_64 rng(0);

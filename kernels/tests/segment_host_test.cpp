@@ -7,17 +7,10 @@
 #include <set>
 #include <vector>
 
+#include "host_check.h"
 #include "pointins/components.h"
 #include "pointins/segment.h"
 
-static int failures = 0;
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      std::printf("%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                          \
-    }                                                                      \
-  } while (0)
 
 int main() {
   std::mt19937_64 rng(1);
