@@ -25,6 +25,7 @@ from pointins import _ext
 from pointins.ops import _dispatch, reference
 from pointins.ops._interop import results, to_tensor
 from pointins.ops.keys import _grid_size, _offsets_and_perm, grid_coord, pack_keys
+from pointins.ops.segment import segment_reduce
 
 __all__ = [
     "Downsample",
@@ -215,11 +216,9 @@ def voxelize(
     elif mode == "test":
         fragments = torch.zeros((0, 0), dtype=torch.long, device=c.device)
     vfeats = None
-    if f is not None:
-        acc = torch.zeros((num_voxels, *f.shape[1:]), dtype=torch.float64, device=c.device)
-        acc.index_add_(0, inverse, f.double())
-        shape = (-1,) + (1,) * (f.dim() - 1)
-        vfeats = (acc / counts.view(shape)).to(f.dtype if f.is_floating_point() else torch.float32)
+    if f is not None:  # deterministic segment mean (no atomics, also on CUDA)
+        ff = f if f.is_floating_point() else f.float()
+        vfeats = segment_reduce(ff, index=inverse, num_segments=num_voxels, reduce="mean", backend=be)
     vbatch = torch.zeros_like(first) if single else pbatch[first]
     voffsets = torch.cat([vbatch.new_zeros(1), torch.bincount(vbatch, minlength=off.numel() - 1).cumsum(0)])
     if perm is not None:  # back to the caller's point order
