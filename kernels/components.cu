@@ -106,7 +106,9 @@ __global__ void link_kernel(const T* __restrict__ coord, const int64_t* __restri
       for (int64_t jb = start[c2]; jb < start[c2 + 1]; ++jb) {
         const T* pb = coord + 3 * order[jb];
         const double ex = ax - (double)pb[0], ey = ay - (double)pb[1], ez = az - (double)pb[2];
-        if (ex * ex + ey * ey + ez * ez < r2) {
+        // Rounded multiplies and adds, no FMA contraction: the same result as the CPU bit for bit.
+        const double d2 = __dadd_rn(__dadd_rn(__dmul_rn(ex, ex), __dmul_rn(ey, ey)), __dmul_rn(ez, ez));
+        if (d2 < r2) {
           linked = true;
           break;
         }
