@@ -11,6 +11,7 @@ import torch
 
 from pointins import _ext
 from pointins.ops import _dispatch, reference
+from pointins.ops.attention import PatchIndex, patch_attention, patch_index
 from pointins.ops.cluster import Components, KMeans, connected_components, kmeans
 from pointins.ops.keys import DEFAULT_BITS, grid_coord, max_batch, pack_keys, unpack_keys
 from pointins.ops.segment import REDUCTIONS, segment_reduce
@@ -34,6 +35,7 @@ __all__ = [
     "Downsample",
     "HashTable",
     "KMeans",
+    "PatchIndex",
     "Serialization",
     "Voxelization",
     "auto_depth",
@@ -49,6 +51,8 @@ __all__ = [
     "kmeans",
     "max_batch",
     "pack_keys",
+    "patch_attention",
+    "patch_index",
     "patch_partition",
     "reference",
     "segment_reduce",

@@ -282,6 +282,90 @@ def patch_partition(offsets: torch.Tensor, patch_size: int) -> tuple[torch.Tenso
 
 
 # ---------------------------------------------------------------------------------------------
+# Serialized patch attention (pointins/ops/attention.py, pointins/triton/attention.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def patch_attention(
+    qkv: torch.Tensor,
+    order: torch.Tensor,
+    pad: torch.Tensor,
+    unpad: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    num_heads: int,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention inside each patch, written out patch by patch (differentiable, any float dtype).
+
+    Slot j reads point ``order[pad[j]]``; a point's output and log-sum-exp come from its own slot
+    ``unpad[position]``, so duplicated padding slots act as keys/values only. Scores in float64
+    for float64 input, else float32. Returns ``out`` (N, C) in qkv's dtype, ``lse`` (N, H) float32
+    (float64 for float64 input).
+    """
+    n, c3 = qkv.shape
+    c = c3 // 3
+    d = c // num_heads
+    scale = d**-0.5 if scale is None else scale
+    work = torch.float64 if qkv.dtype == torch.float64 else torch.float32
+    x = qkv.to(work).view(n, 3, num_heads, d)
+    outs, lses = [], []
+    for p in range(cu_seqlens.numel() - 1):
+        slots = torch.arange(int(cu_seqlens[p]), int(cu_seqlens[p + 1]), device=qkv.device)
+        q, k, v = x[order[pad[slots]]].unbind(1)  # (L, H, d) each
+        s = torch.einsum("ihd,jhd->hij", q, k) * scale
+        lses.append(torch.logsumexp(s, -1).T)
+        outs.append(torch.einsum("hij,jhd->ihd", torch.softmax(s, -1), v).reshape(-1, c))
+    p_total = pad.numel()
+    slot_out = torch.cat(outs) if outs else x.new_zeros(0, c)
+    slot_lse = torch.cat(lses) if lses else x.new_zeros(0, num_heads)
+    own = unpad[pad] == torch.arange(p_total, device=qkv.device)
+    dst = order[pad][own]
+    out = x.new_zeros(n, c).index_copy(0, dst, slot_out[own])
+    lse = x.new_zeros(n, num_heads).index_copy(0, dst, slot_lse[own])
+    return out.to(qkv.dtype), lse
+
+
+def patch_buckets(cu_seqlens: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """Patches grouped by length: ``[(L, slots (n_L, L) int64), ...]`` (one sync)."""
+    starts, lengths = cu_seqlens[:-1].long(), cu_seqlens.diff().long()
+    out = []
+    for length in sorted(set(lengths.tolist())):
+        if length == 0:
+            continue
+        first = starts[lengths == length]
+        out.append((length, first[:, None] + torch.arange(length, device=cu_seqlens.device)))
+    return out
+
+
+def patch_attention_sdpa(
+    qkv: torch.Tensor,
+    order: torch.Tensor,
+    pad: torch.Tensor,
+    unpad: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    num_heads: int,
+    scale: float | None = None,
+    buckets: list[tuple[int, torch.Tensor]] | None = None,
+) -> torch.Tensor:
+    """The explicit-gather baseline: gather q/k/v into (patches, H, L, d) per patch length, run
+    ``F.scaled_dot_product_attention`` (any backend it picks), scatter the own slots back to point
+    order. Differentiable through PyTorch; the benchmark's SDPA baseline (pass ``buckets`` from
+    :func:`patch_buckets` to keep its one sync out of a timed loop)."""
+    n, c3 = qkv.shape
+    c = c3 // 3
+    d = c // num_heads
+    p_total = pad.numel()
+    rows = order[pad]
+    own = unpad[pad] == torch.arange(p_total, device=qkv.device)
+    slot_out = qkv.new_empty(p_total, c)
+    for length, slots in buckets if buckets is not None else patch_buckets(cu_seqlens):
+        x = qkv[rows[slots]].view(slots.shape[0], length, 3, num_heads, d).permute(2, 0, 3, 1, 4)
+        o = torch.nn.functional.scaled_dot_product_attention(x[0], x[1], x[2], scale=scale)
+        slot_out = slot_out.index_copy(0, slots.flatten(), o.transpose(1, 2).reshape(-1, c))
+    return qkv.new_zeros(n, c).index_copy(0, rows[own], slot_out[own])
+
+
+# ---------------------------------------------------------------------------------------------
 # Segment reductions
 # ---------------------------------------------------------------------------------------------
 

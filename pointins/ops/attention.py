@@ -1,0 +1,355 @@
+"""Serialized patch attention (Point Transformer V3): attention inside patches of K points taken
+along a serialization order, with PTv3's padding, without materialising a permuted copy of qkv.
+
+Inputs are what :func:`pointins.ops.serialize` and :func:`pointins.ops.patch_partition` give:
+
+- ``qkv`` (N, 3C) or (N, 3, H, d) in **point order** (the output of the block's qkv Linear);
+- ``order`` (N,): ``order[s]`` is the point at serialized position s;
+- ``pad`` (P,), ``unpad`` (N,), ``cu_seqlens`` (num_patches + 1,) from ``patch_partition``: padded
+  slot j reads serialized position ``pad[j]``; position s's own slot is ``unpad[s]``.
+
+Semantics (METHOD.md §2): a cloud with n > K points is padded to a multiple of K by repeating the
+points K slots earlier, a cloud with n <= K is one short patch, and attention runs inside each
+patch only. Duplicated slots act as **keys and values** of their patch (and their gradients add
+onto the original point); only a point's own slot produces its output. The output (N, C) is in
+point order, ready for the out projection.
+
+Backends: ``"triton"`` (CUDA default; CPU tensors under ``TRITON_INTERPRET=1``) gathers rows
+inside the kernels; ``"cpu"`` (CPU default) gathers each patch length's patches, runs PyTorch's
+fused CPU attention and scatters back; ``"reference"`` is the plain patch-by-patch oracle.
+On CUDA the backward's dQ uses float atomics unless ``torch.use_deterministic_algorithms(True)``
+is on, which switches to a bitwise-reproducible second kernel (twice the exponentials).
+
+Example::
+
+    >>> import torch, pointins.ops as ops
+    >>> n, heads, c = 3000, 2, 32
+    >>> ser = ops.serialize(torch.randint(0, 64, (n, 3)), offsets=torch.tensor([0, 1800, n]))
+    >>> pad, unpad, cu = ops.patch_partition(torch.tensor([0, 1800, n]), patch_size=1024)
+    >>> cu.tolist()  # cloud 0: 1800 -> 2 patches of 1024; cloud 1: 1200 -> 2 patches
+    [0, 1024, 2048, 3072, 4096]
+    >>> qkv = torch.randn(n, 3 * c, requires_grad=True)
+    >>> out = ops.patch_attention(qkv, ser.order[0], pad, unpad, cu, num_heads=heads)
+    >>> out.shape
+    torch.Size([3000, 32])
+    >>> out.sum().backward(); qkv.grad.shape
+    torch.Size([3000, 96])
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+from pointins.ops import _dispatch, reference
+from pointins.ops._interop import from_tensor, to_tensor
+
+__all__ = ["PatchIndex", "patch_attention", "patch_index"]
+
+OP = "patch_attention"
+_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_FLASH_CPU_BWD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+
+
+class PatchIndex(NamedTuple):
+    """Per-slot indices the kernels read through (see :func:`patch_index`)."""
+
+    rows: torch.Tensor  # (P,) int64: the qkv row slot j reads, order[pad[j]]
+    dst: torch.Tensor  # (P,) int64: the point whose output slot j is (< N), else N + r for the r-th duplicate
+    dup_src: torch.Tensor  # (P - N,) int64: the point duplicate r repeats
+
+
+def patch_index(order: torch.Tensor, pad: torch.Tensor, unpad: torch.Tensor) -> PatchIndex:
+    """Compose the serialization order with PTv3's padding into per-slot row indices (no sync).
+
+    Cache it when several blocks attend with the same order; pass it as ``index=``.
+    """
+    n, p = order.numel(), pad.numel()
+    rows = order[pad]
+    own = unpad[pad] == torch.arange(p, device=pad.device)
+    rank = torch.cumsum(~own, 0) - 1
+    dst = torch.where(own, rows, n + rank)
+    dup = torch.empty(p - n + 1, dtype=torch.long, device=pad.device)
+    dup.scatter_(0, torch.where(own, p - n, rank), rows)  # own slots all land on the dummy last entry
+    return PatchIndex(rows, dst, dup[: p - n])
+
+
+def _check_shapes(qkv, order, pad, unpad, cu, num_heads, backend) -> int:
+    if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1:
+        raise ValueError(f"pointins.{OP}: num_heads must be a positive int, got {num_heads!r}.")
+    if qkv.dim() != 2 or qkv.shape[1] % (3 * num_heads):
+        raise ValueError(
+            f"pointins.{OP}: qkv must be (N, 3*C) or (N, 3, H, d) with C divisible by num_heads={num_heads}, "
+            f"got {tuple(qkv.shape)}."
+        )
+    if not qkv.is_floating_point():
+        raise TypeError(f"pointins.{OP}: qkv must be floating point, got {qkv.dtype}.")
+    if backend == "triton" and qkv.dtype == torch.float64:
+        raise TypeError(f"pointins.{OP}: the Triton kernels take float16/bfloat16/float32, got float64; cast qkv.")
+    n = qkv.shape[0]
+    for name, t, size in (("order", order, n), ("unpad", unpad, n), ("pad", pad, None), ("cu_seqlens", cu, None)):
+        if t.dim() != 1 or (size is not None and t.numel() != size):
+            want = f"({size},)" if size is not None else "1-D"
+            raise ValueError(f"pointins.{OP}: {name} must be {want} to match qkv's {n} rows, got {tuple(t.shape)}.")
+        if t.is_floating_point() or t.dtype == torch.bool:
+            raise TypeError(f"pointins.{OP}: {name} must be an integer tensor, got {t.dtype}.")
+        if t.device != qkv.device:
+            raise ValueError(f"pointins.{OP}: {name} is on {t.device} but qkv on {qkv.device}; move it with .to().")
+    if cu.numel() < 1:
+        raise ValueError(f"pointins.{OP}: cu_seqlens needs at least one entry (0), got an empty tensor.")
+    if pad.numel() < n:
+        raise ValueError(f"pointins.{OP}: pad has {pad.numel()} slots for {n} points; every point needs a slot.")
+    return n
+
+
+def _check_values(qkv, order, pad, unpad, cu, max_seqlen) -> None:
+    """Content checks (one sync): what the kernels would otherwise turn into garbage."""
+    n, p = qkv.shape[0], pad.numel()
+    lengths = cu.long().diff()
+    problems = {
+        "cu_seqlens must start at 0, never decrease and end at the number of padded slots (pad.numel())": (
+            int(cu[0]) != 0 or int(cu[-1]) != p or bool((lengths < 0).any())
+        ),
+        f"a patch is longer than max_seqlen={max_seqlen}": bool((lengths > max_seqlen).any()),
+        "order must be a permutation of 0..N-1": bool(((order < 0) | (order >= n)).any())
+        or bool(torch.bincount(order.clamp(0, max(n - 1, 0)), minlength=n).ne(1).any()),
+        "pad entries must lie in 0..N-1": bool(((pad < 0) | (pad >= n)).any()),
+        "unpad must point into pad with pad[unpad[s]] == s (use patch_partition's pad/unpad as a pair)": bool(
+            ((unpad < 0) | (unpad >= p)).any()
+        )
+        or bool((pad[unpad.clamp(0, max(p - 1, 0))] != torch.arange(n, device=pad.device)).any()),
+    }
+    bad = [msg for msg, hit in problems.items() if hit]
+    if bad:
+        raise ValueError(f"pointins.{OP}: invalid patch indices: {'; '.join(bad)}.")
+    if not bool(torch.isfinite(qkv).all()):
+        row = int(torch.nonzero(~torch.isfinite(qkv).all(1))[0])
+        raise ValueError(f"pointins.{OP}: qkv has NaN/Inf (first at row {row}); check the features feeding the block.")
+
+
+def _select(backend: str | None, device: torch.device) -> str:
+    if backend in (None, "auto"):
+        backend = "triton" if device.type == "cuda" else "cpu"
+    if backend == "cuda":
+        backend = "triton"  # the CUDA implementation of this op is the Triton kernel pair
+    if backend not in ("cpu", "triton", "reference"):
+        raise ValueError(f"pointins.{OP}: unknown backend {backend!r}; choose 'cpu', 'triton' or 'reference'.")
+    if backend == "cpu" and device.type != "cpu":
+        raise ValueError(f"pointins.{OP}: backend='cpu' but qkv is on {device}; use backend='triton' or .cpu().")
+    if backend == "triton":
+        why = _dispatch.triton_status(device)
+        if why:
+            raise RuntimeError(f"pointins.{OP}: backend='triton' unavailable: {why}. backend='reference' always runs.")
+    return backend
+
+
+def patch_attention(
+    qkv: Any,
+    order: Any,
+    pad: Any,
+    unpad: Any,
+    cu_seqlens: Any,
+    num_heads: int,
+    scale: float | None = None,
+    *,
+    max_seqlen: int | None = None,
+    index: PatchIndex | None = None,
+    return_lse: bool = False,
+    backend: str | None = None,
+    validate: bool = True,
+) -> Any:
+    """Attention inside serialized patches; output (N, C) in point order (see the module doc).
+
+    Args:
+        qkv: (N, 3C) or (N, 3, H, d) float16/bfloat16/float32 (float64: cpu/reference) in point
+            order; columns ``[q | k | v]``, each ``[head 0 | head 1 | ...]``.
+        order, pad, unpad, cu_seqlens: serialization order and ``patch_partition`` output.
+        num_heads: H; the head dim is d = C / H (Triton: 16, 32, 64 or 128).
+        scale: softmax scale, default ``d ** -0.5``.
+        max_seqlen: the longest patch (the patch size K); computed from cu_seqlens (one sync) if None.
+        index: a cached :func:`patch_index` of (order, pad, unpad).
+        return_lse: also return the log-sum-exp (N, H) float32 (natural log; not differentiable).
+        backend: None (CUDA: "triton", CPU: "cpu"), "triton", "cpu" or "reference".
+        validate: check index contents and that qkv is finite (one sync). Pass False in training
+            loops whose indices come from ``patch_partition``.
+    """
+    qkv_t, kind = to_tensor(qkv, "qkv", OP)
+    order, pad, unpad, cu = (
+        to_tensor(t, name, OP)[0]
+        for t, name in ((order, "order"), (pad, "pad"), (unpad, "unpad"), (cu_seqlens, "cu_seqlens"))
+    )
+    if qkv_t.dim() == 4:
+        if qkv_t.shape[1] != 3 or qkv_t.shape[2] != num_heads:
+            raise ValueError(f"pointins.{OP}: a 4-D qkv must be (N, 3, H={num_heads}, d), got {tuple(qkv_t.shape)}.")
+        qkv_t = qkv_t.reshape(qkv_t.shape[0], -1)
+    be = _select(backend, qkv_t.device)
+    _check_shapes(qkv_t, order, pad, unpad, cu, num_heads, be)
+    d = qkv_t.shape[1] // 3 // num_heads
+    scale = float(d**-0.5 if scale is None else scale)
+    order, pad, unpad = order.long(), pad.long(), unpad.long()
+    cu = cu.to(torch.int32)
+    if max_seqlen is None:
+        max_seqlen = int(cu.diff().max()) if cu.numel() > 1 else 0
+    if validate:
+        _check_values(qkv_t, order, pad, unpad, cu, max_seqlen)
+    if be == "reference":
+        out, lse = reference.patch_attention(qkv_t, order, pad, unpad, cu, num_heads, scale)
+    else:
+        if be == "triton":
+            from pointins.triton import attention  # noqa: F401  (fail early with Triton's own import error)
+        idx = index if index is not None else patch_index(order, pad, unpad)
+        if qkv_t.stride(-1) != 1:
+            qkv_t = qkv_t.contiguous()
+        out, lse = torch.ops.pointins.patch_attention(
+            qkv_t, idx.rows, idx.dst, cu, num_heads, int(max_seqlen), scale, be == "triton"
+        )
+    if kind != "torch":
+        out, lse = from_tensor(out, kind), from_tensor(lse, kind)
+    return (out, lse) if return_lse else out
+
+
+# ---------------------------------------------------------------------------------------------
+# The custom op pair (autograd-aware; register_fake for torch.compile)
+# ---------------------------------------------------------------------------------------------
+
+
+def _qkv_heads(qkv: torch.Tensor, slots: torch.Tensor, rows: torch.Tensor, num_heads: int):
+    nb, length = slots.shape
+    d = qkv.shape[1] // 3 // num_heads
+    x = qkv[rows[slots]].view(nb, length, 3, num_heads, d).permute(2, 0, 3, 1, 4)
+    return x[0], x[1], x[2]  # (nb, H, L, d) each
+
+
+def _attend(q, k, v, scale):
+    """(out, lse) of softmax(q k^T * scale) v over the last two dims."""
+    if _FLASH_CPU is not None and q.device.type == "cpu":
+        return _FLASH_CPU(q, k, v, 0.0, False, scale=scale)
+    work = torch.float64 if q.dtype == torch.float64 else torch.float32
+    s = torch.matmul(q.to(work), k.to(work).transpose(-1, -2)) * scale
+    lse = torch.logsumexp(s, -1)
+    return torch.matmul(torch.exp(s - lse[..., None]), v.to(work)).to(q.dtype), lse.to(torch.float32)
+
+
+def _attend_backward(go, q, k, v, o, lse, scale):
+    if _FLASH_CPU_BWD is not None and q.device.type == "cpu":
+        return _FLASH_CPU_BWD(go.contiguous(), q, k, v, o, lse, 0.0, False, scale=scale)
+    work = torch.float64 if q.dtype == torch.float64 else torch.float32
+    q, k, v, go, o = (t.to(work) for t in (q, k, v, go, o))
+    p = torch.exp(torch.matmul(q, k.transpose(-1, -2)) * scale - lse.to(work)[..., None])
+    dv = torch.matmul(p.transpose(-1, -2), go)
+    ds = p * (torch.matmul(go, v.transpose(-1, -2)) - (go * o).sum(-1, keepdim=True))
+    dq, dk = torch.matmul(ds, k) * scale, torch.matmul(ds.transpose(-1, -2), q) * scale
+    return dq, dk, dv
+
+
+def _torch_forward(qkv, rows, dst, cu, num_heads, scale):
+    n, c = qkv.shape[0], qkv.shape[1] // 3
+    out = qkv.new_empty(n, c)
+    lse = qkv.new_empty(n, num_heads, dtype=torch.float64 if qkv.dtype == torch.float64 else torch.float32)
+    for _, slots in reference.patch_buckets(cu):
+        o, lse_b = _attend(*_qkv_heads(qkv, slots, rows, num_heads), scale)
+        where = dst[slots]
+        own = where < n
+        out[where[own]] = o.transpose(1, 2).reshape(*slots.shape, c)[own]
+        lse[where[own]] = lse_b.transpose(1, 2)[own].to(lse.dtype)
+    return out, lse
+
+
+def _torch_backward(grad_out, qkv, out, lse, rows, dst, cu, num_heads, scale):
+    n, c = qkv.shape[0], qkv.shape[1] // 3
+    d = c // num_heads
+    dqkv = torch.zeros_like(qkv)
+    for _, slots in reference.patch_buckets(cu):
+        q, k, v = _qkv_heads(qkv, slots, rows, num_heads)
+        where = dst[slots]
+        own = where < n
+        src = torch.where(own, where, 0)
+        shape = (*slots.shape, num_heads, d)
+        # A duplicate slot's query asks nothing: dO = 0 and lse = +inf make its probabilities 0.
+        go = (grad_out[src] * own[..., None].to(grad_out.dtype)).view(shape).transpose(1, 2)
+        o = (out[src] * own[..., None].to(out.dtype)).view(shape).transpose(1, 2)
+        lse_b = torch.where(own[..., None], lse[src], float("inf")).transpose(1, 2).contiguous()
+        grads = _attend_backward(go.to(q.dtype), q, k, v, o.contiguous(), lse_b, scale)
+        flat = torch.stack([g.transpose(1, 2).reshape(-1, c) for g in grads], 1).reshape(-1, 3 * c)
+        dqkv.index_add_(0, rows[slots].flatten(), flat.to(qkv.dtype))
+    return dqkv
+
+
+@torch.library.custom_op("pointins::patch_attention", mutates_args=())
+def _patch_attention_op(
+    qkv: torch.Tensor,
+    rows: torch.Tensor,
+    dst: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    num_heads: int,
+    max_seqlen: int,
+    scale: float,
+    use_triton: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if use_triton:
+        from pointins.triton import load
+
+        return load("attention").forward(qkv, rows, dst, cu_seqlens, num_heads, max_seqlen, scale)
+    return _torch_forward(qkv, rows, dst, cu_seqlens, num_heads, scale)
+
+
+@torch.library.custom_op("pointins::patch_attention_backward", mutates_args=())
+def _patch_attention_backward_op(
+    grad_out: torch.Tensor,
+    qkv: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    rows: torch.Tensor,
+    dst: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    num_heads: int,
+    max_seqlen: int,
+    scale: float,
+    use_triton: bool,
+    deterministic: bool,
+) -> torch.Tensor:
+    if use_triton:
+        from pointins.triton import load
+
+        n, p = qkv.shape[0], rows.numel()
+        own = dst < n
+        dup = torch.empty(p - n + 1, dtype=torch.long, device=rows.device)
+        dup.scatter_(0, torch.where(own, p - n, dst - n), rows)
+        return load("attention").backward(
+            grad_out, qkv, out, lse, rows, dst, dup[: p - n], cu_seqlens, num_heads, max_seqlen, scale, deterministic
+        )
+    return _torch_backward(grad_out, qkv, out, lse, rows, dst, cu_seqlens, num_heads, scale)
+
+
+@_patch_attention_op.register_fake
+def _(qkv, rows, dst, cu_seqlens, num_heads, max_seqlen, scale, use_triton):
+    n, c = qkv.shape[0], qkv.shape[1] // 3
+    lse_dtype = torch.float64 if qkv.dtype == torch.float64 else torch.float32
+    return qkv.new_empty((n, c)), qkv.new_empty((n, num_heads), dtype=lse_dtype)
+
+
+@_patch_attention_backward_op.register_fake
+def _(grad_out, qkv, out, lse, rows, dst, cu_seqlens, num_heads, max_seqlen, scale, use_triton, deterministic):
+    return torch.empty_like(qkv)
+
+
+def _setup_context(ctx, inputs, output):
+    qkv, rows, dst, cu, num_heads, max_seqlen, scale, use_triton = inputs
+    out, lse = output
+    ctx.save_for_backward(qkv, rows, dst, cu, out, lse)
+    ctx.args = (num_heads, max_seqlen, scale, use_triton)
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, grad_out, _grad_lse):
+    qkv, rows, dst, cu, out, lse = ctx.saved_tensors
+    num_heads, max_seqlen, scale, use_triton = ctx.args
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    dqkv = torch.ops.pointins.patch_attention_backward(
+        grad_out, qkv, out, lse, rows, dst, cu, num_heads, max_seqlen, scale, use_triton, deterministic
+    )
+    return dqkv, None, None, None, None, None, None, None
+
+
+_patch_attention_op.register_autograd(_backward, setup_context=_setup_context)

@@ -1,0 +1,492 @@
+"""Triton serialized patch attention (PTv3): forward with log-sum-exp, backward for q, k and v.
+
+Rows are read **through index arrays inside the kernels**; no permuted copy of ``qkv`` is made:
+
+- ``rows[j]`` (P,): the ``qkv`` row that padded slot ``j`` reads (``order[pad[j]]``);
+- ``dst[j]`` (P,): where slot ``j``'s results go: its point's row (< N) when ``j`` is that point's
+  own slot, else ``N + r`` for the r-th duplicate slot (PTv3 padding repeats points K slots
+  earlier, so duplicates sit in the last patch of a cloud);
+- ``cu_seqlens`` (num_patches + 1,) int32: patch starts in slot space, then P.
+
+Duplicated slots act as keys/values only: their queries produce nothing (forward skips the store;
+backward loads ``lse = +inf`` and ``dO = 0`` for them, so their probabilities are exactly 0). Their
+key/value gradients go to side rows ``dkv_side[r]`` that the caller adds onto the original points.
+
+Layout: ``qkv`` (N, 3C) with column ``s*C + h*D + d`` for s in (q, k, v), head h, channel d (the
+PTv3 ``qkv`` Linear); the output (N, C) and ``lse`` (N, H, natural log) are in point order.
+
+Forward: one program per (patch x head, query block), online softmax in base 2 (the scale is folded
+into one FMA), full key blocks unmasked and one masked tail. Backward: one program per (patch x
+head, key block) accumulating dK, dV in registers over the patch's query blocks; dQ either by fp32
+atomics from the same programs (``deterministic=False``: one exponential per score) or by a second
+kernel per query block (``deterministic=True``: bitwise reproducible, two exponentials per score).
+fp16/bf16 operands with fp32 accumulation; fp32 runs its dots as 3xTF32. Loaded through
+``pointins.triton.load``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+LN2 = tl.constexpr(0.6931471805599453)
+LOG2E = tl.constexpr(1.4426950408889634)
+
+# (BM, BN, num_warps, num_stages) per kernel; the GPU benchmark sweeps alternatives (bench_attention.py).
+FWD_BLOCKS = (128, 64, 4, 2)
+BWD_KV_BLOCKS = (64, 128, 8, 2)  # BM: query block of the inner loop, BN: key block per program
+BWD_Q_BLOCKS = (128, 64, 8, 2)
+HEAD_DIMS = (16, 32, 64, 128)
+
+
+@triton.jit
+def _fwd_inner(
+    acc,
+    l_i,
+    m_i,
+    q,
+    qkv_ptr,
+    rows_ptr,
+    stride,
+    k_col,
+    v_col,
+    lo,
+    hi,
+    end,
+    qk_scale,
+    BN: tl.constexpr,
+    D: tl.constexpr,
+    MASKED: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    dd = tl.arange(0, D)
+    for n0 in range(lo, hi, BN):
+        ks = n0 + tl.arange(0, BN)
+        if MASKED:
+            km = ks < end
+            kr = tl.load(rows_ptr + ks, mask=km, other=0).to(tl.int64) * stride
+            kt = tl.load(qkv_ptr + kr[None, :] + k_col + dd[:, None], mask=km[None, :], other=0.0)
+            v = tl.load(qkv_ptr + kr[:, None] + v_col + dd[None, :], mask=km[:, None], other=0.0)
+        else:
+            kr = tl.load(rows_ptr + ks).to(tl.int64) * stride
+            kt = tl.load(qkv_ptr + kr[None, :] + k_col + dd[:, None])
+            v = tl.load(qkv_ptr + kr[:, None] + v_col + dd[None, :])
+        s = tl.dot(q, kt, input_precision=PREC) * qk_scale
+        if MASKED:
+            s = tl.where(km[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.math.exp2(s - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _fwd_kernel(
+    qkv_ptr,
+    rows_ptr,
+    dst_ptr,
+    cu_ptr,
+    out_ptr,
+    lse_ptr,
+    stride_qkv,
+    stride_out,
+    N,
+    qk_scale,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    ph = tl.program_id(0)
+    patch = ph // H
+    head = ph % H
+    start = tl.load(cu_ptr + patch)
+    end = tl.load(cu_ptr + patch + 1)
+    m0 = start + tl.program_id(1) * BM
+    if m0 < end:
+        C: tl.constexpr = H * D
+        dd = tl.arange(0, D)
+        qs = m0 + tl.arange(0, BM)
+        qm = qs < end
+        qr = tl.load(rows_ptr + qs, mask=qm, other=0).to(tl.int64) * stride_qkv
+        q = tl.load(qkv_ptr + qr[:, None] + head * D + dd[None, :], mask=qm[:, None], other=0.0)
+        acc = tl.zeros([BM, D], dtype=tl.float32)
+        l_i = tl.zeros([BM], dtype=tl.float32)
+        m_i = tl.full([BM], float("-inf"), dtype=tl.float32)
+        full = start + ((end - start) // BN) * BN
+        k_col = C + head * D
+        v_col = 2 * C + head * D
+        acc, l_i, m_i = _fwd_inner(
+            acc, l_i, m_i, q, qkv_ptr, rows_ptr, stride_qkv, k_col, v_col,
+            start, full, end, qk_scale, BN, D, False, PREC,
+        )  # fmt: skip
+        acc, l_i, m_i = _fwd_inner(
+            acc, l_i, m_i, q, qkv_ptr, rows_ptr, stride_qkv, k_col, v_col,
+            full, end, end, qk_scale, BN, D, True, PREC,
+        )  # fmt: skip
+        out = acc / l_i[:, None]
+        qd = tl.load(dst_ptr + qs, mask=qm, other=N)
+        ok = qm & (qd < N)
+        qd = qd.to(tl.int64)
+        tl.store(
+            out_ptr + qd[:, None] * stride_out + head * D + dd[None, :],
+            out.to(out_ptr.dtype.element_ty),
+            mask=ok[:, None],
+        )
+        tl.store(lse_ptr + qd * H + head, (m_i + tl.math.log2(l_i)) * LN2, mask=ok)
+
+
+@triton.jit
+def _bwd_kv_inner(
+    dk,
+    dv,
+    k,
+    v,
+    qkv_ptr,
+    do_ptr,
+    rows_ptr,
+    dst_ptr,
+    lse_ptr,
+    delta_ptr,
+    dq_ptr,
+    stride_qkv,
+    stride_do,
+    N,
+    head,
+    lo,
+    hi,
+    end,
+    qk_scale,
+    sm_scale,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    BM: tl.constexpr,
+    MASKED: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    C: tl.constexpr = H * D
+    dd = tl.arange(0, D)
+    for m0 in range(lo, hi, BM):
+        qs = m0 + tl.arange(0, BM)
+        if MASKED:
+            qm = qs < end
+            qd = tl.load(dst_ptr + qs, mask=qm, other=N)
+            qr = tl.load(rows_ptr + qs, mask=qm, other=0)
+        else:
+            qd = tl.load(dst_ptr + qs)
+            qr = tl.load(rows_ptr + qs)
+        ok = qd < N  # duplicated slots (and the masked tail) ask nothing: P = 0 through lse = +inf
+        qd = qd.to(tl.int64)
+        qr = qr.to(tl.int64) * stride_qkv
+        qt = tl.load(qkv_ptr + qr[None, :] + head * D + dd[:, None], mask=ok[None, :], other=0.0)
+        do = tl.load(do_ptr + qd[:, None] * stride_do + head * D + dd[None, :], mask=ok[:, None], other=0.0)
+        lse = tl.load(lse_ptr + qd * H + head, mask=ok, other=float("inf")) * LOG2E
+        di = tl.load(delta_ptr + qd * H + head, mask=ok, other=0.0)
+        pt = tl.math.exp2(tl.dot(k, qt, input_precision=PREC) * qk_scale - lse[None, :])
+        dv += tl.dot(pt.to(do.dtype), do, input_precision=PREC)
+        dpt = tl.dot(v, tl.trans(do), input_precision=PREC)
+        ds_t = pt * (dpt - di[None, :])
+        dk += tl.dot(ds_t.to(qt.dtype), tl.trans(qt), input_precision=PREC)
+        if ATOMIC_DQ:
+            dq = tl.dot(tl.trans(ds_t).to(k.dtype), k, input_precision=PREC) * sm_scale
+            tl.atomic_add(dq_ptr + qd[:, None] * C + head * D + dd[None, :], dq, mask=ok[:, None])
+    return dk, dv
+
+
+@triton.jit
+def _bwd_kv_kernel(
+    qkv_ptr,
+    do_ptr,
+    rows_ptr,
+    dst_ptr,
+    cu_ptr,
+    lse_ptr,
+    delta_ptr,
+    dqkv_ptr,
+    side_ptr,
+    dq_ptr,
+    stride_qkv,
+    stride_do,
+    stride_dqkv,
+    N,
+    qk_scale,
+    sm_scale,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    ph = tl.program_id(0)
+    patch = ph // H
+    head = ph % H
+    start = tl.load(cu_ptr + patch)
+    end = tl.load(cu_ptr + patch + 1)
+    n0 = start + tl.program_id(1) * BN
+    if n0 < end:
+        C: tl.constexpr = H * D
+        dd = tl.arange(0, D)
+        ks = n0 + tl.arange(0, BN)
+        km = ks < end
+        # Keys past the patch's end load as zeros: they add nothing to dQ and are not stored.
+        kr = tl.load(rows_ptr + ks, mask=km, other=0).to(tl.int64) * stride_qkv
+        k = tl.load(qkv_ptr + kr[:, None] + C + head * D + dd[None, :], mask=km[:, None], other=0.0)
+        v = tl.load(qkv_ptr + kr[:, None] + 2 * C + head * D + dd[None, :], mask=km[:, None], other=0.0)
+        dk = tl.zeros([BN, D], dtype=tl.float32)
+        dv = tl.zeros([BN, D], dtype=tl.float32)
+        full = start + ((end - start) // BM) * BM
+        dk, dv = _bwd_kv_inner(
+            dk, dv, k, v, qkv_ptr, do_ptr, rows_ptr, dst_ptr, lse_ptr, delta_ptr, dq_ptr, stride_qkv, stride_do,
+            N, head, start, full, end, qk_scale, sm_scale, H, D, BM, False, ATOMIC_DQ, PREC,
+        )  # fmt: skip
+        dk, dv = _bwd_kv_inner(
+            dk, dv, k, v, qkv_ptr, do_ptr, rows_ptr, dst_ptr, lse_ptr, delta_ptr, dq_ptr, stride_qkv, stride_do,
+            N, head, full, end, end, qk_scale, sm_scale, H, D, BM, True, ATOMIC_DQ, PREC,
+        )  # fmt: skip
+        kd = tl.load(dst_ptr + ks, mask=km, other=0).to(tl.int64)
+        own = km & (kd < N)
+        dup = km & (kd >= N)
+        dk = (dk * sm_scale).to(dqkv_ptr.dtype.element_ty)
+        dv = dv.to(dqkv_ptr.dtype.element_ty)
+        col = head * D + dd[None, :]
+        tl.store(dqkv_ptr + kd[:, None] * stride_dqkv + C + col, dk, mask=own[:, None])
+        tl.store(dqkv_ptr + kd[:, None] * stride_dqkv + 2 * C + col, dv, mask=own[:, None])
+        side = (kd - N) * (2 * C)
+        tl.store(side_ptr + side[:, None] + col, dk, mask=dup[:, None])
+        tl.store(side_ptr + side[:, None] + C + col, dv, mask=dup[:, None])
+
+
+@triton.jit
+def _bwd_q_inner(
+    dq,
+    q,
+    do,
+    lse,
+    di,
+    qkv_ptr,
+    rows_ptr,
+    stride_qkv,
+    k_col,
+    v_col,
+    lo,
+    hi,
+    end,
+    qk_scale,
+    BN: tl.constexpr,
+    D: tl.constexpr,
+    MASKED: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    dd = tl.arange(0, D)
+    for n0 in range(lo, hi, BN):
+        ks = n0 + tl.arange(0, BN)
+        if MASKED:
+            km = ks < end
+            kr = tl.load(rows_ptr + ks, mask=km, other=0).to(tl.int64) * stride_qkv
+            k = tl.load(qkv_ptr + kr[:, None] + k_col + dd[None, :], mask=km[:, None], other=0.0)
+            vt = tl.load(qkv_ptr + kr[None, :] + v_col + dd[:, None], mask=km[None, :], other=0.0)
+        else:
+            kr = tl.load(rows_ptr + ks).to(tl.int64) * stride_qkv
+            k = tl.load(qkv_ptr + kr[:, None] + k_col + dd[None, :])
+            vt = tl.load(qkv_ptr + kr[None, :] + v_col + dd[:, None])
+        p = tl.math.exp2(tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale - lse[:, None])
+        dp = tl.dot(do, vt, input_precision=PREC)
+        ds = p * (dp - di[:, None])  # masked keys: k = v = 0, so they add 0 to dq
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
+    return dq
+
+
+@triton.jit
+def _bwd_q_kernel(
+    qkv_ptr,
+    do_ptr,
+    rows_ptr,
+    dst_ptr,
+    cu_ptr,
+    lse_ptr,
+    delta_ptr,
+    dqkv_ptr,
+    stride_qkv,
+    stride_do,
+    stride_dqkv,
+    N,
+    qk_scale,
+    sm_scale,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    ph = tl.program_id(0)
+    patch = ph // H
+    head = ph % H
+    start = tl.load(cu_ptr + patch)
+    end = tl.load(cu_ptr + patch + 1)
+    m0 = start + tl.program_id(1) * BM
+    if m0 < end:
+        C: tl.constexpr = H * D
+        dd = tl.arange(0, D)
+        qs = m0 + tl.arange(0, BM)
+        qm = qs < end
+        qd = tl.load(dst_ptr + qs, mask=qm, other=N)
+        ok = qm & (qd < N)
+        qd = qd.to(tl.int64)
+        qr = tl.load(rows_ptr + qs, mask=qm, other=0).to(tl.int64) * stride_qkv
+        q = tl.load(qkv_ptr + qr[:, None] + head * D + dd[None, :], mask=ok[:, None], other=0.0)
+        do = tl.load(do_ptr + qd[:, None] * stride_do + head * D + dd[None, :], mask=ok[:, None], other=0.0)
+        lse = tl.load(lse_ptr + qd * H + head, mask=ok, other=float("inf")) * LOG2E
+        di = tl.load(delta_ptr + qd * H + head, mask=ok, other=0.0)
+        dq = tl.zeros([BM, D], dtype=tl.float32)
+        full = start + ((end - start) // BN) * BN
+        k_col = C + head * D
+        v_col = 2 * C + head * D
+        dq = _bwd_q_inner(
+            dq, q, do, lse, di, qkv_ptr, rows_ptr, stride_qkv, k_col, v_col,
+            start, full, end, qk_scale, BN, D, False, PREC,
+        )  # fmt: skip
+        dq = _bwd_q_inner(
+            dq, q, do, lse, di, qkv_ptr, rows_ptr, stride_qkv, k_col, v_col,
+            full, end, end, qk_scale, BN, D, True, PREC,
+        )  # fmt: skip
+        tl.store(
+            dqkv_ptr + qd[:, None] * stride_dqkv + head * D + dd[None, :],
+            (dq * sm_scale).to(dqkv_ptr.dtype.element_ty),
+            mask=ok[:, None],
+        )
+
+
+def _prec(dtype: torch.dtype) -> str:
+    return "tf32x3" if dtype == torch.float32 else "ieee"
+
+
+def _check(qkv: torch.Tensor, num_heads: int) -> tuple[int, int, int]:
+    n, c3 = qkv.shape
+    c = c3 // 3
+    d = c // num_heads
+    if d not in HEAD_DIMS:
+        raise ValueError(f"pointins.patch_attention (triton): head dim {d} unsupported; use one of {HEAD_DIMS}.")
+    if qkv.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise TypeError(f"pointins.patch_attention (triton): qkv must be float16/bfloat16/float32, got {qkv.dtype}.")
+    if qkv.stride(1) != 1:
+        raise ValueError("pointins.patch_attention (triton): qkv needs unit column stride")
+    return n, c, d
+
+
+def forward(qkv, rows, dst, cu_seqlens, num_heads, max_seqlen, scale, blocks=None):
+    """-> ``out`` (N, C) in qkv's dtype and ``lse`` (N, H) float32 (natural log), in point order."""
+    n, c, d = _check(qkv, num_heads)
+    out = torch.empty((n, c), dtype=qkv.dtype, device=qkv.device)
+    lse = torch.empty((n, num_heads), dtype=torch.float32, device=qkv.device)
+    num_patches = cu_seqlens.numel() - 1
+    if n == 0 or num_patches == 0:
+        return out, lse
+    bm, bn, warps, stages = blocks or FWD_BLOCKS
+    grid = (num_patches * num_heads, triton.cdiv(max_seqlen, bm))
+    _fwd_kernel[grid](
+        qkv, rows, dst, cu_seqlens, out, lse, qkv.stride(0), out.stride(0), n, scale * math.log2(math.e),
+        H=num_heads, D=d, BM=bm, BN=bn, PREC=_prec(qkv.dtype), num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    return out, lse
+
+
+def backward(
+    grad_out, qkv, out, lse, rows, dst, dup_src, cu_seqlens, num_heads, max_seqlen, scale, deterministic,
+    kv_blocks=None, q_blocks=None,
+):  # fmt: skip
+    """-> ``dqkv`` (N, 3C). Duplicate slots' dK/dV land in side rows, then are added onto their points."""
+    n, c, d = _check(qkv, num_heads)
+    num_patches = cu_seqlens.numel() - 1
+    n_dup = rows.numel() - n
+    dqkv = torch.empty((n, 3 * c), dtype=qkv.dtype, device=qkv.device)
+    if n == 0 or num_patches == 0:
+        return dqkv.zero_()
+    grad_out = grad_out.contiguous() if grad_out.stride(-1) != 1 else grad_out
+    delta = (grad_out.float().reshape(n, num_heads, d) * out.float().reshape(n, num_heads, d)).sum(-1)
+    side = torch.empty((max(n_dup, 1), 2 * c), dtype=qkv.dtype, device=qkv.device)
+    dq32 = None if deterministic else torch.zeros((n, c), dtype=torch.float32, device=qkv.device)
+    qk_scale = scale * math.log2(math.e)
+    prec = _prec(qkv.dtype)
+    bm, bn, warps, stages = kv_blocks or BWD_KV_BLOCKS
+    _bwd_kv_kernel[(num_patches * num_heads, triton.cdiv(max_seqlen, bn))](
+        qkv, grad_out, rows, dst, cu_seqlens, lse, delta, dqkv, side, dq32 if dq32 is not None else delta,
+        qkv.stride(0), grad_out.stride(0), dqkv.stride(0), n, qk_scale, scale,
+        H=num_heads, D=d, BM=bm, BN=bn, ATOMIC_DQ=not deterministic, PREC=prec, num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    if deterministic:
+        bm, bn, warps, stages = q_blocks or BWD_Q_BLOCKS
+        _bwd_q_kernel[(num_patches * num_heads, triton.cdiv(max_seqlen, bm))](
+            qkv, grad_out, rows, dst, cu_seqlens, lse, delta, dqkv,
+            qkv.stride(0), grad_out.stride(0), dqkv.stride(0), n, qk_scale, scale,
+            H=num_heads, D=d, BM=bm, BN=bn, PREC=prec, num_warps=warps, num_stages=stages,
+        )  # fmt: skip
+    else:
+        dqkv[:, :c].copy_(dq32)
+    if n_dup:
+        dqkv[:, c:].index_add_(0, dup_src, side[:n_dup])
+    return dqkv
+
+
+_FWD_SIG = {
+    "qkv_ptr": "*fp16",
+    "rows_ptr": "*i64",
+    "dst_ptr": "*i64",
+    "cu_ptr": "*i32",
+    "out_ptr": "*fp16",
+    "lse_ptr": "*fp32",
+    "stride_qkv": "i64",
+    "stride_out": "i64",
+    "N": "i64",
+    "qk_scale": "fp32",
+}
+_KV_SIG = {
+    "qkv_ptr": "*bf16",
+    "do_ptr": "*bf16",
+    "rows_ptr": "*i64",
+    "dst_ptr": "*i64",
+    "cu_ptr": "*i32",
+    "lse_ptr": "*fp32",
+    "delta_ptr": "*fp32",
+    "dqkv_ptr": "*bf16",
+    "side_ptr": "*bf16",
+    "dq_ptr": "*fp32",
+    "stride_qkv": "i64",
+    "stride_do": "i64",
+    "stride_dqkv": "i64",
+    "N": "i64",
+    "qk_scale": "fp32",
+    "sm_scale": "fp32",
+}
+_Q_SIG = {k: v for k, v in _KV_SIG.items() if k not in ("side_ptr", "dq_ptr")}
+
+
+def _with(sig: dict, dtype: str) -> dict:
+    return {k: (f"*{dtype}" if v in ("*fp16", "*bf16") else v) for k, v in sig.items()}
+
+
+def _blocks(b):
+    return {"BM": b[0], "BN": b[1]}
+
+
+COMPILE_CHECKS = [
+    ("_fwd_kernel", _FWD_SIG, {"H": 3, "D": 16, **_blocks(FWD_BLOCKS), "PREC": "ieee"}),
+    ("_fwd_kernel", _with(_FWD_SIG, "bf16"), {"H": 4, "D": 64, **_blocks(FWD_BLOCKS), "PREC": "ieee"}),
+    ("_fwd_kernel", _with(_FWD_SIG, "fp32"), {"H": 2, "D": 32, **_blocks(FWD_BLOCKS), "PREC": "tf32x3"}),
+    ("_bwd_kv_kernel", _KV_SIG, {"H": 3, "D": 16, **_blocks(BWD_KV_BLOCKS), "ATOMIC_DQ": True, "PREC": "ieee"}),
+    (
+        "_bwd_kv_kernel",
+        _with(_KV_SIG, "fp16"),
+        {"H": 6, "D": 16, **_blocks(BWD_KV_BLOCKS), "ATOMIC_DQ": False, "PREC": "ieee"},
+    ),
+    ("_bwd_q_kernel", _Q_SIG, {"H": 3, "D": 16, **_blocks(BWD_Q_BLOCKS), "PREC": "ieee"}),
+    ("_bwd_q_kernel", _with(_Q_SIG, "fp32"), {"H": 1, "D": 64, **_blocks(BWD_Q_BLOCKS), "PREC": "tf32x3"}),
+]
