@@ -9,7 +9,9 @@ At the end of the session a table per group prints each implementation's median 
 ratio to the group's baseline (``ours/baseline``: below 1 is faster; ``speedup`` = inverse),
 with the device and library versions. ``--ratio-json`` / ``--ratio-md`` save it. Pass
 ``points=N`` (points/s column) and ``bytes=B`` (GB/s column: bytes the op must read + write,
-to compare with the measured copy bandwidth of the "memcpy" group) as extra info.
+to compare with the measured copy bandwidth of the "memcpy" group) as extra info; ``flops=F``
+and ``exps=E`` add TFLOP/s and exponentials/s (compare with the device's matrix and special-function
+ceilings), ``peak_mb`` the measured peak device memory of one call.
 """
 
 from __future__ import annotations
@@ -136,13 +138,25 @@ def ratio_rows() -> list[dict]:
     return rows
 
 
+def rates(r: dict) -> str:
+    """TFLOP/s, exponentials/s and peak memory where the benchmark recorded them."""
+    parts = []
+    if r.get("flops"):
+        parts.append(f"{r['flops'] / r['median_s'] / 1e12:.1f} TFLOP/s")
+    if r.get("exps"):
+        parts.append(f"{r['exps'] / r['median_s'] / 1e9:.0f} Gexp/s")
+    if r.get("peak_mb") is not None:
+        parts.append(f"peak {r['peak_mb']:.0f} MB")
+    return ", ".join(parts) or "-"
+
+
 def markdown(rows: list[dict], env: dict) -> str:
     lines = ["# PointINS benchmarks", ""]
     lines += [f"- **{k}**: {v}" for k, v in env.items()]
     lines += [
         "",
-        "| group | impl | median (ms) | ours/baseline | speedup vs baseline | Mpoints/s | GB/s |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| group | impl | median (ms) | ours/baseline | speedup vs baseline | Mpoints/s | GB/s | rates |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         ratio = f"{r['ratio']:.3f}" if "ratio" in r else "-"
@@ -150,7 +164,9 @@ def markdown(rows: list[dict], env: dict) -> str:
         name = r["impl"] + (" (baseline)" if r["baseline"] else "")
         mpts = f"{r['points'] / r['median_s'] / 1e6:.1f}" if r.get("points") else "-"
         gbs = f"{r['bytes'] / r['median_s'] / 1e9:.1f}" if r.get("bytes") else "-"
-        lines.append(f"| {r['group']} | {name} | {r['median_s'] * 1e3:.3f} | {ratio} | {speed} | {mpts} | {gbs} |")
+        lines.append(
+            f"| {r['group']} | {name} | {r['median_s'] * 1e3:.3f} | {ratio} | {speed} | {mpts} | {gbs} | {rates(r)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -168,13 +184,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.section("pointins: ours vs baseline (median; ratio < 1 = faster than baseline)")
     tr.write_line(f"device: {env['gpu'] or env['cpu']} | torch {env['torch']} | {env['date']}")
     w = max(len(r["group"]) for r in rows)
-    tr.write_line(f"{'group':<{w}}  {'impl':<28} {'median ms':>11} {'ratio':>8} {'speedup':>8} {'Mpts/s':>8}")
+    tr.write_line(f"{'group':<{w}}  {'impl':<28} {'median ms':>11} {'ratio':>8} {'speedup':>8} {'Mpts/s':>8}  rates")
     for r in rows:
         name = r["impl"] + ("*" if r["baseline"] else "")
         ratio = f"{r['ratio']:.3f}" if "ratio" in r else "-"
         speed = f"{r['speedup']:.2f}x" if "speedup" in r else "-"
         mpts = f"{r['points'] / r['median_s'] / 1e6:.1f}" if r.get("points") else "-"
-        tr.write_line(f"{r['group']:<{w}}  {name:<28} {r['median_s'] * 1e3:>11.3f} {ratio:>8} {speed:>8} {mpts:>8}")
+        ms = r["median_s"] * 1e3
+        tr.write_line(f"{r['group']:<{w}}  {name:<28} {ms:>11.3f} {ratio:>8} {speed:>8} {mpts:>8}  {rates(r)}")
     tr.write_line("(* = the group's baseline)")
     if p := config.getoption("--ratio-json"):
         os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)

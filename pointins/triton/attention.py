@@ -477,16 +477,18 @@ def _blocks(b):
     return {"BM": b[0], "BN": b[1]}
 
 
+def _opts(b):
+    return {"num_warps": b[2], "num_stages": b[3]}
+
+
+_F, _KV, _Q = FWD_BLOCKS, BWD_KV_BLOCKS, BWD_Q_BLOCKS
 COMPILE_CHECKS = [
-    ("_fwd_kernel", _FWD_SIG, {"H": 3, "D": 16, **_blocks(FWD_BLOCKS), "PREC": "ieee"}),
-    ("_fwd_kernel", _with(_FWD_SIG, "bf16"), {"H": 4, "D": 64, **_blocks(FWD_BLOCKS), "PREC": "ieee"}),
-    ("_fwd_kernel", _with(_FWD_SIG, "fp32"), {"H": 2, "D": 32, **_blocks(FWD_BLOCKS), "PREC": "tf32x3"}),
-    ("_bwd_kv_kernel", _KV_SIG, {"H": 3, "D": 16, **_blocks(BWD_KV_BLOCKS), "ATOMIC_DQ": True, "PREC": "ieee"}),
-    (
-        "_bwd_kv_kernel",
-        _with(_KV_SIG, "fp16"),
-        {"H": 6, "D": 16, **_blocks(BWD_KV_BLOCKS), "ATOMIC_DQ": False, "PREC": "ieee"},
-    ),
-    ("_bwd_q_kernel", _Q_SIG, {"H": 3, "D": 16, **_blocks(BWD_Q_BLOCKS), "PREC": "ieee"}),
-    ("_bwd_q_kernel", _with(_Q_SIG, "fp32"), {"H": 1, "D": 64, **_blocks(BWD_Q_BLOCKS), "PREC": "tf32x3"}),
-]
+    ("_fwd_kernel", _FWD_SIG, {"H": 3, "D": 16, **_blocks(_F), "PREC": "ieee"}, _opts(_F)),
+    ("_fwd_kernel", _with(_FWD_SIG, "bf16"), {"H": 4, "D": 64, **_blocks(_F), "PREC": "ieee"}, _opts(_F)),
+    ("_fwd_kernel", _with(_FWD_SIG, "fp32"), {"H": 2, "D": 32, **_blocks(_F), "PREC": "tf32x3"}, _opts(_F)),
+    ("_bwd_kv_kernel", _KV_SIG, {"H": 3, "D": 16, **_blocks(_KV), "ATOMIC_DQ": True, "PREC": "ieee"}, _opts(_KV)),
+    ("_bwd_kv_kernel", _with(_KV_SIG, "fp16"), {"H": 6, "D": 64, **_blocks(_KV), "ATOMIC_DQ": False, "PREC": "ieee"},
+     _opts(_KV)),
+    ("_bwd_q_kernel", _Q_SIG, {"H": 3, "D": 16, **_blocks(_Q), "PREC": "ieee"}, _opts(_Q)),
+    ("_bwd_q_kernel", _with(_Q_SIG, "fp32"), {"H": 1, "D": 64, **_blocks(_Q), "PREC": "tf32x3"}, _opts(_Q)),
+]  # fmt: skip
