@@ -24,6 +24,7 @@ def test_readme_python_blocks_run():
         "pointins.ops.voxel",
         "pointins.ops.segment",
         "pointins.ops.cluster",
+        "pointins.ops.attention",
     ],
 )
 def test_docstring_examples(module):
