@@ -68,7 +68,8 @@ def _varlen(qkv, order, pad, unpad, cu, heads):
     return qkv.new_zeros(n, c).index_copy(0, rows[own], o.reshape(-1, c)[own])
 
 
-IMPLS = ["ours", "ours (deterministic bwd)", "SDPA default + gathers", "varlen_attn + gathers"] + [
+VARIANTS = ["ours (deterministic bwd)", "ours (exp2 emulated 1/4)", "ours (exp2 emulated 1/2)"]
+IMPLS = ["ours", *VARIANTS, "SDPA default + gathers", "varlen_attn + gathers"] + [
     f"SDPA {b} + gathers" for b in SDPA_BACKENDS
 ]
 
@@ -83,12 +84,14 @@ def bench_patch_attention_cuda(bench, quick, mode, n, channels, impl):
         pytest.skip("--bench-quick")
     if impl == "ours (deterministic bwd)" and mode == "fwd":
         pytest.skip("same forward as ours")
+    if impl in VARIANTS and channels not in (48, 512):
+        pytest.skip("variants at the narrowest and widest stage only")
     _run(bench, mode, n, channels, impl, "cuda", torch.bfloat16)
 
 
 @pytest.mark.parametrize("impl", ["ours", "SDPA default + gathers", "reference (patch loop)"])
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
-def bench_patch_attention_cpu(bench, quick, mode, impl):
+def bench_patch_attention_cpu(bench, quick, mode, impl):  # the CPU path (no Triton outside the interpreter)
     _run(bench, mode, 20_000 if quick else 60_000, 48, impl, "cpu", torch.float32)
 
 
@@ -104,6 +107,8 @@ def _run(bench, mode, n, channels, impl, device, dtype):
         )
         if impl == "ours (deterministic bwd)":
             ctx = _deterministic()
+        elif "emulated" in impl:
+            ctx = _emulated(dtype, int(impl.split("1/")[1].rstrip(")")))
     elif impl == "varlen_attn + gathers":
         pytest.importorskip("torch.nn.attention.varlen")
         attend = lambda x: _varlen(x, order, pad, unpad, cu, heads)
@@ -150,6 +155,20 @@ def _run(bench, mode, n, channels, impl, device, dtype):
             exps=scores * (1 if mode == "fwd" else 2),
             peak_mb=peak,
         )
+
+
+@contextlib.contextmanager
+def _emulated(dtype: torch.dtype, every: int):
+    """Software exp2 on every ``every``-th key block (pointins/triton/attention.py EXP2_EMULATION)."""
+    from pointins.triton import load
+
+    table = load("attention").EXP2_EMULATION
+    prev = table.get(dtype, 0)
+    table[dtype] = every
+    try:
+        yield
+    finally:
+        table[dtype] = prev
 
 
 @contextlib.contextmanager

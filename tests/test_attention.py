@@ -10,6 +10,7 @@ import torch
 import pointins.ops as ops
 from pointins.ops import attention, reference
 
+_exp2_poly = None  # set by test_exp2_poly_accuracy
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
 
 
@@ -126,6 +127,51 @@ def test_triton_deterministic_backward(triton_interpret, small_blocks):
         torch.use_deterministic_algorithms(prev)
     assert_close(got, want, torch.float32)
     assert torch.equal(got[2], again[2])
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("every", [1, 2])
+def test_triton_emulated_exp2_matches_reference(triton_interpret, small_blocks, every, monkeypatch):
+    """Software exp2 on every (1) or every other (2) key block: still within fp16 tolerance."""
+    from pointins.triton import load
+
+    monkeypatch.setitem(load("attention").EXP2_EMULATION, torch.float16, every)
+    qkv, order, pad, unpad, cu = make_case([100, 300, 37], 64, 2, 16)
+    got, want = run(qkv, order, pad, unpad, cu, 2, torch.float16, "triton")
+    assert_close(got, want, torch.float16)
+    torch.use_deterministic_algorithms(True)
+    try:
+        got, want = run(qkv, order, pad, unpad, cu, 2, torch.float16, "triton")
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert_close(got, want, torch.float16)
+
+
+@pytest.mark.triton
+def test_exp2_poly_accuracy(triton_interpret):
+    import triton
+    import triton.language as tl
+
+    from pointins.triton import load
+
+    global _exp2_poly  # Triton resolves callees through the kernel's module globals
+    _exp2_poly = load("attention")._exp2_poly
+
+    @triton.jit
+    def kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        tl.store(y_ptr + i, _exp2_poly(tl.load(x_ptr + i, mask=i < n)), mask=i < n)
+
+    x = torch.cat([-torch.rand(5000) * 130, torch.tensor([0.0, -1e-7, -1.0, -125.9, -126.0, -126.5, -1e30])])
+    x = torch.cat([x, torch.tensor([float("-inf")])])
+    y = torch.empty_like(x)
+    kernel[(triton.cdiv(x.numel(), 1024),)](x, y, x.numel(), BLOCK=1024)
+    want = torch.exp2(x.double())
+    normal = x >= -125  # results below 2^-125 may be subnormal: absolute error only
+    assert float(((y[normal].double() - want[normal]).abs() / want[normal]).max()) < 8e-5
+    tiny = (x < -125) & (x >= -126)
+    assert float((y[tiny].double() - want[tiny]).abs().max()) < 1e-41
+    assert torch.all(y[x < -126] == 0) and y[-1] == 0
 
 
 def ptv3_formulation(qkv, order, pad, unpad, cu, heads):
@@ -305,6 +351,17 @@ def test_cuda_matches_reference(dtype, d):
     qkv, order, pad, unpad, cu = gpu_case(20_000, 5, heads, d)
     got, want = run(qkv, order, pad, unpad, cu, heads, dtype, "triton")
     assert_close(got, want, dtype)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("every", [1, 4])
+def test_cuda_emulated_exp2(every, monkeypatch):
+    from pointins.triton import load
+
+    monkeypatch.setitem(load("attention").EXP2_EMULATION, torch.bfloat16, every)
+    qkv, order, pad, unpad, cu = gpu_case(20_000, 5, 3, 16)
+    got, want = run(qkv, order, pad, unpad, cu, 3, torch.bfloat16, "triton")
+    assert_close(got, want, torch.bfloat16)
 
 
 @pytest.mark.cuda

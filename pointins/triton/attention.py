@@ -40,6 +40,41 @@ FWD_BLOCKS = (128, 64, 4, 2)
 BWD_KV_BLOCKS = (64, 128, 8, 2)  # BM: query block of the inner loop, BN: key block per program
 BWD_Q_BLOCKS = (128, 64, 8, 2)
 HEAD_DIMS = (16, 32, 64, 128)
+# Software exp2 for every EXP2_EMULATION-th key block (0 = off): a cubic on the FMA units instead
+# of the special-function unit, which at head dim 16 is the bottleneck (as FlashAttention-4 does on
+# Blackwell). Relative error 7.5e-5, below bf16/fp16 rounding of P; never used for float32.
+# Off until a GPU benchmark shows it pays (bench_attention.py times 1/4 and 1/2).
+EXP2_EMULATION = {torch.float16: 0, torch.bfloat16: 0}
+# 2^f on [0, 1): minimax (relative error) cubic, fitted here.
+_C0 = tl.constexpr(0.99992512)
+_C1 = tl.constexpr(0.69583408)
+_C2 = tl.constexpr(0.22606686)
+_C3 = tl.constexpr(0.07802418)
+
+
+@triton.jit
+def _exp2_poly(x):
+    """2^x for x <= 0 in FMA/integer arithmetic: 2^floor(x) by the exponent bits, 2^frac by a cubic.
+    x < -126 (incl. -inf) gives exactly 0."""
+    xc = tl.maximum(x, -126.0)
+    j = tl.floor(xc)
+    f = xc - j
+    p = _C0 + f * (_C1 + f * (_C2 + f * _C3))
+    y = (p.to(tl.int32, bitcast=True) + (j.to(tl.int32) << 23)).to(tl.float32, bitcast=True)
+    return tl.where(x < -126.0, 0.0, y)
+
+
+@triton.jit
+def _exp2(x, it, EMU: tl.constexpr):
+    """exp2 on the special-function unit, or every EMU-th block (by ``it``) in software."""
+    if EMU > 0:
+        if it % EMU == 0:
+            y = _exp2_poly(x)
+        else:
+            y = tl.math.exp2(x)
+    else:
+        y = tl.math.exp2(x)
+    return y
 
 
 @triton.jit
@@ -59,8 +94,10 @@ def _fwd_inner(
     qk_scale,
     BN: tl.constexpr,
     D: tl.constexpr,
+    phase,
     MASKED: tl.constexpr,
     PREC: tl.constexpr,
+    EMU: tl.constexpr,
 ):
     dd = tl.arange(0, D)
     for n0 in range(lo, hi, BN):
@@ -78,7 +115,7 @@ def _fwd_inner(
         if MASKED:
             s = tl.where(km[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.math.exp2(s - m_new[:, None])
+        p = _exp2(s - m_new[:, None], n0 // BN + phase, EMU)
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
@@ -103,6 +140,7 @@ def _fwd_kernel(
     BM: tl.constexpr,
     BN: tl.constexpr,
     PREC: tl.constexpr,
+    EMU: tl.constexpr,
 ):
     ph = tl.program_id(0)
     patch = ph // H
@@ -117,6 +155,7 @@ def _fwd_kernel(
         qm = qs < end
         qr = tl.load(rows_ptr + qs, mask=qm, other=0).to(tl.int64) * stride_qkv
         q = tl.load(qkv_ptr + qr[:, None] + head * D + dd[None, :], mask=qm[:, None], other=0.0)
+        phase = tl.program_id(1) + ph  # programs emulate on different blocks: both units stay busy
         acc = tl.zeros([BM, D], dtype=tl.float32)
         l_i = tl.zeros([BM], dtype=tl.float32)
         m_i = tl.full([BM], float("-inf"), dtype=tl.float32)
@@ -125,11 +164,11 @@ def _fwd_kernel(
         v_col = 2 * C + head * D
         acc, l_i, m_i = _fwd_inner(
             acc, l_i, m_i, q, qkv_ptr, rows_ptr, stride_qkv, k_col, v_col,
-            start, full, end, qk_scale, BN, D, False, PREC,
+            start, full, end, qk_scale, BN, D, phase, False, PREC, EMU,
         )  # fmt: skip
         acc, l_i, m_i = _fwd_inner(
             acc, l_i, m_i, q, qkv_ptr, rows_ptr, stride_qkv, k_col, v_col,
-            full, end, end, qk_scale, BN, D, True, PREC,
+            full, end, end, qk_scale, BN, D, phase, True, PREC, EMU,
         )  # fmt: skip
         out = acc / l_i[:, None]
         qd = tl.load(dst_ptr + qs, mask=qm, other=N)
@@ -168,9 +207,11 @@ def _bwd_kv_inner(
     H: tl.constexpr,
     D: tl.constexpr,
     BM: tl.constexpr,
+    phase,
     MASKED: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
     PREC: tl.constexpr,
+    EMU: tl.constexpr,
 ):
     C: tl.constexpr = H * D
     dd = tl.arange(0, D)
@@ -190,7 +231,7 @@ def _bwd_kv_inner(
         do = tl.load(do_ptr + qd[:, None] * stride_do + head * D + dd[None, :], mask=ok[:, None], other=0.0)
         lse = tl.load(lse_ptr + qd * H + head, mask=ok, other=float("inf")) * LOG2E
         di = tl.load(delta_ptr + qd * H + head, mask=ok, other=0.0)
-        pt = tl.math.exp2(tl.dot(k, qt, input_precision=PREC) * qk_scale - lse[None, :])
+        pt = _exp2(tl.dot(k, qt, input_precision=PREC) * qk_scale - lse[None, :], m0 // BM + phase, EMU)
         dv += tl.dot(pt.to(do.dtype), do, input_precision=PREC)
         dpt = tl.dot(v, tl.trans(do), input_precision=PREC)
         ds_t = pt * (dpt - di[None, :])
@@ -225,6 +266,7 @@ def _bwd_kv_kernel(
     BN: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
     PREC: tl.constexpr,
+    EMU: tl.constexpr,
 ):
     ph = tl.program_id(0)
     patch = ph // H
@@ -246,11 +288,11 @@ def _bwd_kv_kernel(
         full = start + ((end - start) // BM) * BM
         dk, dv = _bwd_kv_inner(
             dk, dv, k, v, qkv_ptr, do_ptr, rows_ptr, dst_ptr, lse_ptr, delta_ptr, dq_ptr, stride_qkv, stride_do,
-            N, head, start, full, end, qk_scale, sm_scale, H, D, BM, False, ATOMIC_DQ, PREC,
+            N, head, start, full, end, qk_scale, sm_scale, H, D, BM, ph + tl.program_id(1), False, ATOMIC_DQ, PREC, EMU,
         )  # fmt: skip
         dk, dv = _bwd_kv_inner(
             dk, dv, k, v, qkv_ptr, do_ptr, rows_ptr, dst_ptr, lse_ptr, delta_ptr, dq_ptr, stride_qkv, stride_do,
-            N, head, full, end, end, qk_scale, sm_scale, H, D, BM, True, ATOMIC_DQ, PREC,
+            N, head, full, end, end, qk_scale, sm_scale, H, D, BM, ph + tl.program_id(1), True, ATOMIC_DQ, PREC, EMU,
         )  # fmt: skip
         kd = tl.load(dst_ptr + ks, mask=km, other=0).to(tl.int64)
         own = km & (kd < N)
@@ -283,8 +325,10 @@ def _bwd_q_inner(
     qk_scale,
     BN: tl.constexpr,
     D: tl.constexpr,
+    phase,
     MASKED: tl.constexpr,
     PREC: tl.constexpr,
+    EMU: tl.constexpr,
 ):
     dd = tl.arange(0, D)
     for n0 in range(lo, hi, BN):
@@ -298,7 +342,7 @@ def _bwd_q_inner(
             kr = tl.load(rows_ptr + ks).to(tl.int64) * stride_qkv
             k = tl.load(qkv_ptr + kr[:, None] + k_col + dd[None, :])
             vt = tl.load(qkv_ptr + kr[None, :] + v_col + dd[:, None])
-        p = tl.math.exp2(tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale - lse[:, None])
+        p = _exp2(tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale - lse[:, None], n0 // BN + phase, EMU)
         dp = tl.dot(do, vt, input_precision=PREC)
         ds = p * (dp - di[:, None])  # masked keys: k = v = 0, so they add 0 to dq
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
@@ -326,6 +370,7 @@ def _bwd_q_kernel(
     BM: tl.constexpr,
     BN: tl.constexpr,
     PREC: tl.constexpr,
+    EMU: tl.constexpr,
 ):
     ph = tl.program_id(0)
     patch = ph // H
@@ -352,11 +397,11 @@ def _bwd_q_kernel(
         v_col = 2 * C + head * D
         dq = _bwd_q_inner(
             dq, q, do, lse, di, qkv_ptr, rows_ptr, stride_qkv, k_col, v_col,
-            start, full, end, qk_scale, BN, D, False, PREC,
+            start, full, end, qk_scale, BN, D, ph + tl.program_id(1), False, PREC, EMU,
         )  # fmt: skip
         dq = _bwd_q_inner(
             dq, q, do, lse, di, qkv_ptr, rows_ptr, stride_qkv, k_col, v_col,
-            full, end, end, qk_scale, BN, D, True, PREC,
+            full, end, end, qk_scale, BN, D, ph + tl.program_id(1), True, PREC, EMU,
         )  # fmt: skip
         tl.store(
             dqkv_ptr + qd[:, None] * stride_dqkv + head * D + dd[None, :],
@@ -367,6 +412,10 @@ def _bwd_q_kernel(
 
 def _prec(dtype: torch.dtype) -> str:
     return "tf32x3" if dtype == torch.float32 else "ieee"
+
+
+def _emu(dtype: torch.dtype) -> int:
+    return int(EXP2_EMULATION.get(dtype, 0))
 
 
 def _check(qkv: torch.Tensor, num_heads: int) -> tuple[int, int, int]:
@@ -394,7 +443,8 @@ def forward(qkv, rows, dst, cu_seqlens, num_heads, max_seqlen, scale, blocks=Non
     grid = (num_patches * num_heads, triton.cdiv(max_seqlen, bm))
     _fwd_kernel[grid](
         qkv, rows, dst, cu_seqlens, out, lse, qkv.stride(0), out.stride(0), n, scale * math.log2(math.e),
-        H=num_heads, D=d, BM=bm, BN=bn, PREC=_prec(qkv.dtype), num_warps=warps, num_stages=stages,
+        H=num_heads, D=d, BM=bm, BN=bn, PREC=_prec(qkv.dtype), EMU=_emu(qkv.dtype), num_warps=warps,
+        num_stages=stages,
     )  # fmt: skip
     return out, lse
 
@@ -420,14 +470,15 @@ def backward(
     _bwd_kv_kernel[(num_patches * num_heads, triton.cdiv(max_seqlen, bn))](
         qkv, grad_out, rows, dst, cu_seqlens, lse, delta, dqkv, side, dq32 if dq32 is not None else delta,
         qkv.stride(0), grad_out.stride(0), dqkv.stride(0), n, qk_scale, scale,
-        H=num_heads, D=d, BM=bm, BN=bn, ATOMIC_DQ=not deterministic, PREC=prec, num_warps=warps, num_stages=stages,
+        H=num_heads, D=d, BM=bm, BN=bn, ATOMIC_DQ=not deterministic, PREC=prec, EMU=_emu(qkv.dtype),
+        num_warps=warps, num_stages=stages,
     )  # fmt: skip
     if deterministic:
         bm, bn, warps, stages = q_blocks or BWD_Q_BLOCKS
         _bwd_q_kernel[(num_patches * num_heads, triton.cdiv(max_seqlen, bm))](
             qkv, grad_out, rows, dst, cu_seqlens, lse, delta, dqkv,
             qkv.stride(0), grad_out.stride(0), dqkv.stride(0), n, qk_scale, scale,
-            H=num_heads, D=d, BM=bm, BN=bn, PREC=prec, num_warps=warps, num_stages=stages,
+            H=num_heads, D=d, BM=bm, BN=bn, PREC=prec, EMU=_emu(qkv.dtype), num_warps=warps, num_stages=stages,
         )  # fmt: skip
     else:
         dqkv[:, :c].copy_(dq32)
@@ -482,13 +533,16 @@ def _opts(b):
 
 
 _F, _KV, _Q = FWD_BLOCKS, BWD_KV_BLOCKS, BWD_Q_BLOCKS
+_16 = {"PREC": "ieee"}
+_32 = {"PREC": "tf32x3"}
 COMPILE_CHECKS = [
-    ("_fwd_kernel", _FWD_SIG, {"H": 3, "D": 16, **_blocks(_F), "PREC": "ieee"}, _opts(_F)),
-    ("_fwd_kernel", _with(_FWD_SIG, "bf16"), {"H": 4, "D": 64, **_blocks(_F), "PREC": "ieee"}, _opts(_F)),
-    ("_fwd_kernel", _with(_FWD_SIG, "fp32"), {"H": 2, "D": 32, **_blocks(_F), "PREC": "tf32x3"}, _opts(_F)),
-    ("_bwd_kv_kernel", _KV_SIG, {"H": 3, "D": 16, **_blocks(_KV), "ATOMIC_DQ": True, "PREC": "ieee"}, _opts(_KV)),
-    ("_bwd_kv_kernel", _with(_KV_SIG, "fp16"), {"H": 6, "D": 64, **_blocks(_KV), "ATOMIC_DQ": False, "PREC": "ieee"},
+    ("_fwd_kernel", _FWD_SIG, {"H": 3, "D": 16, **_blocks(_F), **_16, "EMU": 0}, _opts(_F)),
+    ("_fwd_kernel", _FWD_SIG, {"H": 3, "D": 16, **_blocks(_F), **_16, "EMU": 4}, _opts(_F)),
+    ("_fwd_kernel", _with(_FWD_SIG, "bf16"), {"H": 4, "D": 64, **_blocks(_F), **_16, "EMU": 0}, _opts(_F)),
+    ("_fwd_kernel", _with(_FWD_SIG, "fp32"), {"H": 2, "D": 32, **_blocks(_F), **_32, "EMU": 0}, _opts(_F)),
+    ("_bwd_kv_kernel", _KV_SIG, {"H": 3, "D": 16, **_blocks(_KV), "ATOMIC_DQ": True, **_16, "EMU": 2}, _opts(_KV)),
+    ("_bwd_kv_kernel", _with(_KV_SIG, "fp16"), {"H": 6, "D": 64, **_blocks(_KV), "ATOMIC_DQ": False, **_16, "EMU": 0},
      _opts(_KV)),
-    ("_bwd_q_kernel", _Q_SIG, {"H": 3, "D": 16, **_blocks(_Q), "PREC": "ieee"}, _opts(_Q)),
-    ("_bwd_q_kernel", _with(_Q_SIG, "fp32"), {"H": 1, "D": 64, **_blocks(_Q), "PREC": "tf32x3"}, _opts(_Q)),
+    ("_bwd_q_kernel", _Q_SIG, {"H": 3, "D": 16, **_blocks(_Q), **_16, "EMU": 4}, _opts(_Q)),
+    ("_bwd_q_kernel", _with(_Q_SIG, "fp32"), {"H": 1, "D": 64, **_blocks(_Q), **_32, "EMU": 0}, _opts(_Q)),
 ]  # fmt: skip
