@@ -149,7 +149,7 @@ def _fwd_kernel(
     end = tl.load(cu_ptr + patch + 1)
     m0 = start + tl.program_id(1) * BM
     if m0 < end:
-        C: tl.constexpr = H * D
+        C = H * D
         dd = tl.arange(0, D)
         qs = m0 + tl.arange(0, BM)
         qm = qs < end
@@ -213,7 +213,7 @@ def _bwd_kv_inner(
     PREC: tl.constexpr,
     EMU: tl.constexpr,
 ):
-    C: tl.constexpr = H * D
+    C = H * D
     dd = tl.arange(0, D)
     for m0 in range(lo, hi, BM):
         qs = m0 + tl.arange(0, BM)
@@ -275,7 +275,7 @@ def _bwd_kv_kernel(
     end = tl.load(cu_ptr + patch + 1)
     n0 = start + tl.program_id(1) * BN
     if n0 < end:
-        C: tl.constexpr = H * D
+        C = H * D
         dd = tl.arange(0, D)
         ks = n0 + tl.arange(0, BN)
         km = ks < end
@@ -379,7 +379,7 @@ def _bwd_q_kernel(
     end = tl.load(cu_ptr + patch + 1)
     m0 = start + tl.program_id(1) * BM
     if m0 < end:
-        C: tl.constexpr = H * D
+        C = H * D
         dd = tl.arange(0, D)
         qs = m0 + tl.arange(0, BM)
         qm = qs < end
