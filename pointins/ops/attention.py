@@ -68,11 +68,16 @@ def patch_index(order: torch.Tensor, pad: torch.Tensor, unpad: torch.Tensor) -> 
     n, p = order.numel(), pad.numel()
     rows = order[pad]
     own = unpad[pad] == torch.arange(p, device=pad.device)
-    rank = torch.cumsum(~own, 0) - 1
-    dst = torch.where(own, rows, n + rank)
-    dup = torch.empty(p - n + 1, dtype=torch.long, device=pad.device)
-    dup.scatter_(0, torch.where(own, p - n, rank), rows)  # own slots all land on the dummy last entry
-    return PatchIndex(rows, dst, dup[: p - n])
+    dst = torch.where(own, rows, n + torch.cumsum(~own, 0) - 1)
+    return PatchIndex(rows, dst, _dup_sources(rows, dst, n))
+
+
+def _dup_sources(rows: torch.Tensor, dst: torch.Tensor, n: int) -> torch.Tensor:
+    """(P - N,) the point each duplicate slot repeats (no sync: P - N is known from the shapes)."""
+    p = rows.numel()
+    dup = torch.empty(p - n + 1, dtype=torch.long, device=rows.device)
+    dup.scatter_(0, torch.where(dst < n, p - n, dst - n), rows)  # own slots all land on the dummy last entry
+    return dup[: p - n]
 
 
 def _check_shapes(qkv, order, pad, unpad, cu, num_heads, backend) -> int:
@@ -312,12 +317,9 @@ def _patch_attention_backward_op(
     if use_triton:
         from pointins.triton import load
 
-        n, p = qkv.shape[0], rows.numel()
-        own = dst < n
-        dup = torch.empty(p - n + 1, dtype=torch.long, device=rows.device)
-        dup.scatter_(0, torch.where(own, p - n, dst - n), rows)
+        dup = _dup_sources(rows, dst, qkv.shape[0])
         return load("attention").backward(
-            grad_out, qkv, out, lse, rows, dst, dup[: p - n], cu_seqlens, num_heads, max_seqlen, scale, deterministic
+            grad_out, qkv, out, lse, rows, dst, dup, cu_seqlens, num_heads, max_seqlen, scale, deterministic
         )
     return _torch_backward(grad_out, qkv, out, lse, rows, dst, cu_seqlens, num_heads, scale)
 

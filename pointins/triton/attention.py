@@ -78,6 +78,15 @@ def _exp2(x, it, EMU: tl.constexpr):
 
 
 @triton.jit
+def _locate(cu_ptr, H: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (patch x head, block) -> (patch*H + head, head, patch start, patch end, block start)."""
+    ph = tl.program_id(0)
+    start = tl.load(cu_ptr + ph // H)
+    end = tl.load(cu_ptr + ph // H + 1)
+    return ph, ph % H, start, end, start + tl.program_id(1) * BLOCK
+
+
+@triton.jit
 def _fwd_inner(
     acc,
     l_i,
@@ -142,12 +151,7 @@ def _fwd_kernel(
     PREC: tl.constexpr,
     EMU: tl.constexpr,
 ):
-    ph = tl.program_id(0)
-    patch = ph // H
-    head = ph % H
-    start = tl.load(cu_ptr + patch)
-    end = tl.load(cu_ptr + patch + 1)
-    m0 = start + tl.program_id(1) * BM
+    ph, head, start, end, m0 = _locate(cu_ptr, H, BM)
     if m0 < end:
         C = H * D
         dd = tl.arange(0, D)
@@ -268,12 +272,7 @@ def _bwd_kv_kernel(
     PREC: tl.constexpr,
     EMU: tl.constexpr,
 ):
-    ph = tl.program_id(0)
-    patch = ph // H
-    head = ph % H
-    start = tl.load(cu_ptr + patch)
-    end = tl.load(cu_ptr + patch + 1)
-    n0 = start + tl.program_id(1) * BN
+    ph, head, start, end, n0 = _locate(cu_ptr, H, BN)
     if n0 < end:
         C = H * D
         dd = tl.arange(0, D)
@@ -372,12 +371,7 @@ def _bwd_q_kernel(
     PREC: tl.constexpr,
     EMU: tl.constexpr,
 ):
-    ph = tl.program_id(0)
-    patch = ph // H
-    head = ph % H
-    start = tl.load(cu_ptr + patch)
-    end = tl.load(cu_ptr + patch + 1)
-    m0 = start + tl.program_id(1) * BM
+    ph, head, start, end, m0 = _locate(cu_ptr, H, BM)
     if m0 < end:
         C = H * D
         dd = tl.arange(0, D)
