@@ -7,6 +7,8 @@
 #   bash bench/gpu_check.sh OUTDIR [extra pytest args for the benchmarks]
 #
 # Exit status: non-zero if the build, the tests or the benchmarks failed. Writes at most 8 files.
+# POINTINS_TUNE=1 also sweeps the Triton patch-attention block sizes (bench/tune_attention.py,
+# several minutes: better as its own call, `python bench/tune_attention.py --json OUT/tune.json`).
 set -uo pipefail
 OUT=${1:?usage: bash bench/gpu_check.sh OUTDIR [pytest args]}
 shift
@@ -52,5 +54,11 @@ python -m pytest bench -q --benchmark-json "$OUT/bench-raw.json" --ratio-json "$
   --ratio-md "$OUT/bench.md" "$@" 2>&1 | tail -60
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 [ -f "$OUT/bench.md" ] && cat "$OUT/bench.md"
+
+if [ "${POINTINS_TUNE:-0}" = "1" ]; then
+  echo "== Triton patch-attention block-size sweep"
+  python bench/tune_attention.py --json "$OUT/tune_attention.json" 2>&1 | tail -40
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
 echo "gpu_check: status $status, results in $OUT"
 exit $status

@@ -174,6 +174,25 @@ def test_exp2_poly_accuracy(triton_interpret):
     assert torch.all(y[x < -126] == 0) and y[-1] == 0
 
 
+@pytest.mark.triton
+def test_tune_script_smoke(triton_interpret, tmp_path, capsys):
+    """bench/tune_attention.py (the GPU block-size sweep) end to end on the interpreter."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "tune_attention.py"
+    spec = importlib.util.spec_from_file_location("tune_attention", path)
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    out = tmp_path / "tune.json"
+    argv = ["--device", "cpu", "--n", "150", "--channels", "16", "--patch-size", "32", "--dtype", "float16"]
+    assert tune.main([*argv, "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert len(res["best"]) == 3 and all(r.get("rel_err", 1) < 2e-2 for run in res["runs"][:3] for r in run["rows"])
+    assert "best configs" in capsys.readouterr().out
+
+
 def ptv3_formulation(qkv, order, pad, unpad, cu, heads):
     """Attention as PTv3 writes it: permute + pad a copy of qkv, attend per patch, take each
     point's own slot back through ``inverse = unpad[argsort(order)]``; autograd sums duplicates."""
