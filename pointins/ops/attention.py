@@ -201,8 +201,6 @@ def patch_attention(
     if be == "reference":
         out, lse = reference.patch_attention(qkv_t, order, pad, unpad, cu, num_heads, scale)
     else:
-        if be == "triton":
-            from pointins.triton import attention  # noqa: F401  (fail early with Triton's own import error)
         idx = index if index is not None else patch_index(order, pad, unpad)
         if qkv_t.stride(-1) != 1:
             qkv_t = qkv_t.contiguous()
