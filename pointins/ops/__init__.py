@@ -16,6 +16,7 @@ from pointins.ops.cluster import Components, KMeans, connected_components, kmean
 from pointins.ops.keys import DEFAULT_BITS, grid_coord, max_batch, pack_keys, unpack_keys
 from pointins.ops.segment import REDUCTIONS, segment_reduce
 from pointins.ops.serialize import ORDERS, Serialization, auto_depth, decode, encode, patch_partition, serialize
+from pointins.ops.sparse_conv import sparse_conv
 from pointins.ops.voxel import (
     Downsample,
     HashTable,
@@ -57,6 +58,7 @@ __all__ = [
     "reference",
     "segment_reduce",
     "serialize",
+    "sparse_conv",
     "transpose_kernel_map",
     "unpack_keys",
     "voxelize",

@@ -262,6 +262,19 @@ def kernel_map(
     return torch.where(valid, idx, torch.full_like(idx, -1))
 
 
+def sparse_conv(
+    feat: torch.Tensor, kmap: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Gather-GEMM-scatter sparse convolution: for each kernel offset k, the pairs (i, kmap[i, k])
+    with a neighbour contribute ``feat[kmap[i, k]] @ weight[k]`` to output i (autograd by PyTorch)."""
+    out = feat.new_zeros((kmap.shape[0], weight.shape[2]))
+    for k in range(kmap.shape[1]):
+        rows = torch.nonzero(kmap[:, k] >= 0).squeeze(1)
+        if rows.numel():
+            out = out.index_add(0, rows, feat[kmap[rows, k]] @ weight[k])
+    return out if bias is None else out + bias
+
+
 def patch_partition(offsets: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PTv3 padding, written per sample as in its reference code (slot j >= n takes j - K)."""
     pads, unpads, cu = [], [], []
