@@ -1,0 +1,552 @@
+"""Point Transformer V3 encoder (the Sonata / PT-v3m2 encoder, no decoder) on pointins kernels.
+
+Architecture (METHOD.md §2):
+
+- **Embedding**: Linear -> LayerNorm -> GELU; masked points' stem features may be replaced by a
+  learnable mask token.
+- **5 stages**; stage s > 0 starts with **grid pooling** (stride 2): ``unique(grid // 2)`` per
+  cloud, features Linear -> segment max, coordinates segment mean, LayerNorm + GELU, then the
+  coarse points are serialized again with freshly shuffled curves.
+- **Block**: CPE (submanifold sparse conv 3x3x3 -> Linear -> LayerNorm, residual) -> pre-norm
+  serialized patch attention -> pre-norm MLP (4x, GELU); drop path rising linearly to
+  ``drop_path`` over all blocks (per point, as Pointcept applies it to its (N, C) features).
+  Block i of a stage attends along curve ``i % len(orders)``.
+- **Outputs** (:class:`EncoderOutput`): the **up-cast** features at stage-2 resolution (stage 2, 3,
+  4 outputs concatenated, 192 + 384 + 512 = 1088 channels in ``base``) for SSL heads, and the
+  **full-resolution** features of all stages un-pooled to the input points (1232 channels) for
+  probes.
+
+Kernels: voxel hashing (kernel maps, pooling), serialization, patch partition, segment
+reductions, sparse convolution and patch attention from :mod:`pointins.ops`. ``ops="reference"``
+runs the same weights on plain-PyTorch versions instead (gather-GEMM-scatter convolution, gather
+-> SDPA -> scatter attention, ``scatter_reduce`` pooling, the reference serialization and kernel
+maps): the oracle for tests and the baseline for ``bench/bench_ptv3.py``.
+
+Parameter names and shapes follow Pointcept's PT-v3m2 (``embedding.stem.linear``,
+``enc.enc{s}.down.proj``, ``enc.enc{s}.block{i}.cpe.0`` (spconv layout (C, 3, 3, 3, C)),
+``attn.qkv``, ``mlp.0.fc1``, ...); :func:`load_pointcept_state_dict` maps Pointcept/Sonata
+checkpoints onto them (see its doc for the key map).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import pointins.ops as ops
+from pointins.models.point import Level, Point
+from pointins.ops import reference
+
+__all__ = [
+    "PRESETS",
+    "EncoderOutput",
+    "PTv3Config",
+    "PointTransformerV3",
+    "SubMConv3d",
+    "build_backbone",
+    "load_pointcept_state_dict",
+]
+
+OPS_MODES = ("auto", "reference")
+
+
+@dataclass
+class PTv3Config:
+    """Encoder hyper-parameters (defaults: Sonata's ``base``)."""
+
+    in_channels: int = 9
+    depths: tuple[int, ...] = (3, 3, 3, 12, 3)
+    channels: tuple[int, ...] = (48, 96, 192, 384, 512)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24, 32)
+    patch_size: int | tuple[int, ...] = 1024
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    qk_scale: float | None = None
+    drop_path: float = 0.3
+    orders: tuple[str, ...] = ("z", "z-trans", "hilbert", "hilbert-trans")
+    shuffle_orders: bool = True  # shuffle the curve list at every serialization (training mode only)
+    mask_token: bool = False
+    grid_size: float = 0.02  # used only when a batch comes without grid_coord
+    upcast_stage: int = 2
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        n = len(self.depths)
+        if not (len(self.channels) == len(self.num_heads) == n) or n < 1:
+            raise ValueError(
+                f"PTv3Config: depths, channels and num_heads need one entry per stage, got {self.depths}, "
+                f"{self.channels}, {self.num_heads}."
+            )
+        for c, h in zip(self.channels, self.num_heads, strict=True):
+            if c % h:
+                raise ValueError(f"PTv3Config: {c} channels do not split into {h} heads.")
+        if isinstance(self.patch_size, int):
+            self.patch_size = (self.patch_size,) * n
+        if len(self.patch_size) != n:
+            raise ValueError(f"PTv3Config: patch_size needs one entry per stage, got {self.patch_size}.")
+        if not 0 <= self.upcast_stage < n:
+            raise ValueError(f"PTv3Config: upcast_stage must be in [0, {n - 1}], got {self.upcast_stage}.")
+        bad = [o for o in self.orders if o not in ops.ORDERS]
+        if bad or not self.orders:
+            raise ValueError(f"PTv3Config: orders must be a non-empty subset of {ops.ORDERS}, got {self.orders}.")
+        self.depths, self.channels, self.num_heads = tuple(self.depths), tuple(self.channels), tuple(self.num_heads)
+        self.orders = tuple(self.orders)
+
+    @property
+    def upcast_channels(self) -> int:
+        return sum(self.channels[self.upcast_stage :])
+
+    @property
+    def full_channels(self) -> int:
+        return sum(self.channels)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Sonata's encoder: ~108 M parameters.
+    "base": dict(depths=(3, 3, 3, 12, 3), channels=(48, 96, 192, 384, 512), num_heads=(3, 6, 12, 24, 32)),
+    "small": dict(depths=(2, 2, 2, 6, 2), channels=(32, 64, 128, 256, 384), num_heads=(2, 4, 8, 16, 24), drop_path=0.2),
+    # CPU demos and tests: head dim 16 like the others, smaller patches.
+    "tiny": dict(
+        depths=(1, 1, 1, 2, 1),
+        channels=(16, 32, 64, 128, 192),
+        num_heads=(1, 2, 4, 8, 12),
+        patch_size=256,
+        drop_path=0.1,
+    ),
+}
+
+
+def build_backbone(preset: str = "base", in_channels: int = 9, **overrides: Any) -> PointTransformerV3:
+    """A PTv3 encoder from a preset (``base``, ``small``, ``tiny``) with optional config overrides."""
+    if preset not in PRESETS:
+        raise ValueError(f"pointins.models.build_backbone: unknown preset {preset!r}; choose from {list(PRESETS)}.")
+    return PointTransformerV3(PTv3Config(in_channels=in_channels, **{**PRESETS[preset], **overrides}))
+
+
+@dataclass
+class EncoderOutput:
+    """What the encoder returns.
+
+    ``feat`` (up-cast) lives on level ``upcast_stage`` (``coord``/``offsets`` are that level's);
+    ``point_to_upcast[i]`` is the up-cast point of input point i. ``full`` is at the input points.
+    """
+
+    feat: torch.Tensor | None  # (N_u, sum(channels[u:])) up-cast features
+    coord: torch.Tensor  # (N_u, 3) level-u coordinates (segment means of the input points)
+    offsets: torch.Tensor  # (B+1,) CSR offsets of level u
+    grid_coord: torch.Tensor  # (N_u, 3) level-u grid coordinates
+    point_to_upcast: torch.Tensor  # (N,) int64
+    full: torch.Tensor | None  # (N, sum(channels)) features of every stage at the input points
+    stage_feats: list[torch.Tensor] = field(default_factory=list)  # output of each stage on its level
+    levels: list[Level] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------------------------
+
+
+class SubMConv3d(nn.Module):
+    """Submanifold sparse convolution on a kernel map, with spconv's weight layout
+    ``(C_out, k, k, k, C_in)`` over (x, y, z) so Pointcept/spconv weights load unchanged."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True):
+        super().__init__()
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+        k = kernel_size
+        self.weight = nn.Parameter(torch.empty(out_channels, k, k, k, in_channels))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        bound = 1.0 / math.sqrt(in_channels * k**3)  # torch's Conv3d default
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, bias={self.bias is not None}"
+
+    def kernel_weight(self) -> torch.Tensor:
+        """The weight as ``(K, C_in, C_out)`` for :func:`pointins.ops.sparse_conv`."""
+        return self.weight.reshape(self.out_channels, -1, self.in_channels).permute(1, 2, 0)
+
+    def forward(
+        self, feat: torch.Tensor, kernel_map: torch.Tensor, kernel_map_t: torch.Tensor | None = None, ops_mode="auto"
+    ) -> torch.Tensor:
+        w = self.kernel_weight()
+        if ops_mode == "reference":
+            out = reference.sparse_conv(feat, kernel_map, w.to(feat.dtype))
+            return out if self.bias is None else out + self.bias.to(out.dtype)
+        return ops.sparse_conv(feat, kernel_map, w, self.bias, kernel_map_t=kernel_map_t, validate=False)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per row (per point, as Pointcept applies timm's DropPath to (N, C))."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = float(p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:.3f}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        return x * x.new_empty((x.shape[0], 1)).bernoulli_(keep).div_(keep)
+
+
+class MLP(nn.Module):
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SerializedAttention(nn.Module):
+    """qkv Linear -> attention inside serialized patches -> output projection."""
+
+    def __init__(self, channels: int, num_heads: int, qkv_bias: bool = True, qk_scale: float | None = None):
+        super().__init__()
+        self.channels, self.num_heads = channels, num_heads
+        self.scale = qk_scale if qk_scale is not None else (channels // num_heads) ** -0.5
+        self.qkv = nn.Linear(channels, 3 * channels, bias=qkv_bias)
+        self.proj = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor, level: Level, curve: int, ops_mode: str = "auto") -> torch.Tensor:
+        qkv = self.qkv(x)
+        order = level.serialization.order[curve]
+        if ops_mode == "reference":
+            out = reference.patch_attention_sdpa(
+                qkv, order, level.pad, level.unpad, level.cu_seqlens, self.num_heads, self.scale
+            )
+        else:
+            out = ops.patch_attention(
+                qkv, order, level.pad, level.unpad, level.cu_seqlens, self.num_heads, self.scale,
+                max_seqlen=level.patch_size, index=level.patch_index(curve), validate=False,
+            )  # fmt: skip
+        return self.proj(out)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: PTv3Config, stage: int, index: int, drop_path: float):
+        super().__init__()
+        c = cfg.channels[stage]
+        eps = cfg.layer_norm_eps
+        self.curve = index % len(cfg.orders)
+        self.cpe = nn.ModuleList([SubMConv3d(c, c, 3), nn.Linear(c, c), nn.LayerNorm(c, eps=eps)])
+        self.norm1 = nn.ModuleList([nn.LayerNorm(c, eps=eps)])
+        self.attn = SerializedAttention(c, cfg.num_heads[stage], cfg.qkv_bias, cfg.qk_scale)
+        self.norm2 = nn.ModuleList([nn.LayerNorm(c, eps=eps)])
+        self.mlp = nn.ModuleList([MLP(c, int(c * cfg.mlp_ratio))])
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, feat: torch.Tensor, level: Level, ops_mode: str = "auto") -> torch.Tensor:
+        conv = self.cpe[0](feat, level.kernel_map, level.kernel_map_t, ops_mode)
+        feat = feat + self.cpe[2](self.cpe[1](conv))
+        feat = feat + self.drop_path(self.attn(self.norm1[0](feat), level, self.curve, ops_mode))
+        return feat + self.drop_path(self.mlp[0](self.norm2[0](feat)))
+
+
+class GridPooling(nn.Module):
+    """Stride-2 pooling: Linear, segment max over each coarse voxel's children, LayerNorm, GELU."""
+
+    def __init__(self, in_channels: int, out_channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.proj = nn.Linear(in_channels, out_channels)
+        self.norm = nn.ModuleList([nn.LayerNorm(out_channels, eps=eps)])
+        self.act = nn.GELU()
+
+    def forward(self, feat: torch.Tensor, coarse: Level, ops_mode: str = "auto") -> torch.Tensor:
+        x = self.proj(feat)
+        m = len(coarse)
+        if ops_mode == "reference":
+            idx = coarse.parent[:, None].expand_as(x)
+            pooled = x.new_zeros((m, x.shape[1])).scatter_reduce(0, idx, x, reduce="amax", include_self=False)
+        else:
+            pooled = ops.segment_reduce(x, index=coarse.parent, num_segments=m, reduce="max")
+        return self.act(self.norm[0](pooled))
+
+
+class Embedding(nn.Module):
+    def __init__(self, in_channels: int, channels: int, mask_token: bool = False, eps: float = 1e-5):
+        super().__init__()
+        self.stem = nn.Sequential(
+            OrderedDict(linear=nn.Linear(in_channels, channels), norm=nn.LayerNorm(channels, eps=eps), act=nn.GELU())
+        )
+        self.mask_token = nn.Parameter(torch.zeros(1, channels)) if mask_token else None
+
+    def forward(self, feat: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.stem(feat)
+        if mask is not None and self.mask_token is not None:
+            x = torch.where(mask[:, None], self.mask_token.to(x.dtype), x)
+        return x
+
+
+class Stage(nn.Module):
+    def __init__(self, cfg: PTv3Config, s: int, drop_paths: Sequence[float]):
+        super().__init__()
+        if s > 0:
+            self.down = GridPooling(cfg.channels[s - 1], cfg.channels[s], cfg.layer_norm_eps)
+        for i in range(cfg.depths[s]):
+            self.add_module(f"block{i}", Block(cfg, s, i, drop_paths[i]))
+        self.depth = cfg.depths[s]
+
+    def blocks(self) -> list[Block]:
+        return [getattr(self, f"block{i}") for i in range(self.depth)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The encoder
+# ---------------------------------------------------------------------------------------------
+
+
+class PointTransformerV3(nn.Module):
+    """PTv3 encoder. ``forward(batch)`` takes a :class:`Point` (or a collated dict) and returns an
+    :class:`EncoderOutput`.
+
+    ``ops``: ``"auto"`` runs pointins kernels (CPU: compiled C++ + PyTorch fused attention; CUDA:
+    CUDA + Triton), ``"reference"`` the plain-PyTorch versions (same weights, same results within
+    float tolerance). Switch at any time with ``model.ops = "reference"``.
+    """
+
+    def __init__(self, config: PTv3Config | None = None, *, ops: str = "auto", **kwargs: Any):
+        super().__init__()
+        cfg = config if config is not None else PTv3Config(**kwargs)
+        if config is not None and kwargs:
+            cfg = replace(cfg, **kwargs)
+        self.config = cfg
+        self.ops = ops
+        self.embedding = Embedding(cfg.in_channels, cfg.channels[0], cfg.mask_token, cfg.layer_norm_eps)
+        rates = torch.linspace(0, cfg.drop_path, sum(cfg.depths)).tolist()
+        self.enc = nn.ModuleDict()
+        start = 0
+        for s, d in enumerate(cfg.depths):
+            self.enc[f"enc{s}"] = Stage(cfg, s, rates[start : start + d])
+            start += d
+
+    @property
+    def ops(self) -> str:
+        return self._ops
+
+    @ops.setter
+    def ops(self, mode: str) -> None:
+        if mode not in OPS_MODES:
+            raise ValueError(f"PointTransformerV3: ops must be one of {OPS_MODES}, got {mode!r}.")
+        self._ops = mode
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"depths={c.depths}, channels={c.channels}, heads={c.num_heads}, ops={self.ops!r}"
+
+    # --- structure -----------------------------------------------------------------------------
+
+    def _backend(self) -> str | None:
+        return "reference" if self.ops == "reference" else None
+
+    def _level(self, coord, grid, offsets, depth, stage, parent=None) -> Level:
+        cfg, be = self.config, self._backend()
+        ser = ops.serialize(
+            grid, offsets, orders=cfg.orders, depth=max(depth, 1),
+            shuffle_orders=cfg.shuffle_orders and self.training, backend=be,
+        )  # fmt: skip
+        pad, unpad, cu = ops.patch_partition(offsets, cfg.patch_size[stage], backend=be)
+        kmap = ops.kernel_map(grid, offsets, kernel_size=3, backend=be)
+        return Level(
+            coord, grid, offsets, depth, ser, pad, unpad, cu, cfg.patch_size[stage], kmap, kmap.flip(1), parent
+        )
+
+    def _input_level(self, p: Point) -> Level:
+        cfg, be = self.config, self._backend()
+        if p.feat.dim() != 2 or p.feat.shape[1] != cfg.in_channels:
+            raise ValueError(
+                f"PointTransformerV3: feat must be (N, {cfg.in_channels}) (in_channels), got {tuple(p.feat.shape)}."
+            )
+        if not p.feat.is_floating_point() or not p.coord.is_floating_point():
+            raise TypeError(
+                f"PointTransformerV3: coord and feat must be floating point, got {p.coord.dtype}/{p.feat.dtype}."
+            )
+        if p.coord.shape != (len(p), 3):
+            raise ValueError(f"PointTransformerV3: coord must be (N, 3), got {tuple(p.coord.shape)}.")
+        if len(p) == 0:
+            raise ValueError("PointTransformerV3: the batch has no points.")
+        grid = p.grid_coord
+        if grid is None:
+            grid = ops.grid_coord(p.coord, p.offsets, cfg.grid_size, backend=be)
+        elif grid.shape != (len(p), 3) or grid.is_floating_point():
+            raise ValueError(
+                f"PointTransformerV3: grid_coord must be integer (N, 3), got {grid.dtype} {tuple(grid.shape)}."
+            )
+        grid = grid.to(torch.int32)
+        if bool((grid < 0).any()):
+            raise ValueError(
+                "PointTransformerV3: grid_coord has negative entries; use per-cloud grid coordinates >= 0."
+            )
+        depth = ops.auto_depth(grid)
+        if depth > 16:
+            raise ValueError(
+                f"PointTransformerV3: grid coordinates up to {int(grid.max())} need {depth} bits per axis (> 16, "
+                "PTv3's limit); use a larger grid size or crop the scene."
+            )
+        level = self._level(p.coord, grid, p.offsets, depth, 0)
+        self._check_input(p, level)
+        return level
+
+    @staticmethod
+    def _check_input(p: Point, level: Level) -> None:
+        centre = level.kernel_map[:, level.kernel_map.shape[1] // 2]
+        dup = centre != torch.arange(len(p), device=centre.device)
+        flags = torch.stack([dup.any(), ~torch.isfinite(p.feat).all(), ~torch.isfinite(p.coord).all()]).tolist()
+        if flags[0]:
+            raise ValueError(
+                f"PointTransformerV3: {int(dup.sum())} points share a voxel with an earlier point; the encoder needs "
+                "one point per voxel. Grid-sample the clouds first (pointins.ops.voxelize(..., mode='train'))."
+            )
+        if flags[1] or flags[2]:
+            raise ValueError("PointTransformerV3: the batch has NaN/Inf in feat or coord; clean the input first.")
+
+    def _pool_level(self, fine: Level, stage: int) -> Level:
+        be = self._backend()
+        down = ops.downsample(fine.grid_coord, fine.offsets, stride=2, backend=be)
+        m = down.grid_coord.shape[0]
+        if be == "reference":
+            cnt = torch.zeros(m, device=fine.coord.device).index_add_(0, down.parent, torch.ones_like(fine.coord[:, 0]))
+            coord = torch.zeros((m, 3), dtype=fine.coord.dtype, device=fine.coord.device)
+            coord = coord.index_add_(0, down.parent, fine.coord) / cnt[:, None].to(fine.coord.dtype)
+        else:
+            coord = ops.segment_reduce(fine.coord, index=down.parent, num_segments=m, reduce="mean")
+        return self._level(coord, down.grid_coord, down.offsets, fine.depth - 1, stage, down.parent)
+
+    def build_levels(self, batch: Point | dict[str, Any]) -> list[Level]:
+        """The per-resolution structure of a batch (what :meth:`forward` computes first); pass it
+        back as ``levels=`` to reuse it (e.g. teacher and student on the same view)."""
+        p = batch if isinstance(batch, Point) else Point.from_dict(batch)
+        with torch.no_grad():
+            levels = [self._input_level(p)]
+            for s in range(1, len(self.config.depths)):
+                levels.append(self._pool_level(levels[-1], s))
+        return levels
+
+    # --- forward -------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        batch: Point | dict[str, Any],
+        *,
+        levels: list[Level] | None = None,
+        return_upcast: bool = True,
+        return_full: bool = True,
+    ) -> EncoderOutput:
+        p = batch if isinstance(batch, Point) else Point.from_dict(batch)
+        if levels is None:
+            levels = self.build_levels(p)
+        cfg = self.config
+        mode = self.ops
+        feat = self.embedding(p.feat, p.mask)
+        stage_feats = []
+        for s in range(len(cfg.depths)):
+            stage = self.enc[f"enc{s}"]
+            if s > 0:
+                feat = stage.down(feat, levels[s], mode)
+            for block in stage.blocks():
+                feat = block(feat, levels[s], mode)
+            stage_feats.append(feat)
+        u, n = cfg.upcast_stage, len(cfg.depths)
+        f = stage_feats[-1]
+        up = f if u == n - 1 else None
+        for s in range(n - 2, -1, -1):  # un-pool: each level's features, then its children's
+            if s < u and not return_full:
+                break
+            f = torch.cat([stage_feats[s], f[levels[s + 1].parent]], dim=1)
+            if s == u:
+                up = f
+        full = f if return_full else None
+        to_u = torch.arange(len(p), device=p.coord.device)
+        for s in range(1, u + 1):
+            to_u = levels[s].parent[to_u]
+        lu = levels[u]
+        return EncoderOutput(
+            up if return_upcast else None, lu.coord, lu.offsets, lu.grid_coord, to_u, full, stage_feats, levels
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pointcept / Sonata checkpoints
+# ---------------------------------------------------------------------------------------------
+
+_PREFIXES = ("module.", "student.backbone.", "teacher.backbone.", "backbone.", "model.", "encoder.")
+
+
+def load_pointcept_state_dict(
+    model: PointTransformerV3, state_dict: dict[str, torch.Tensor] | str | Path, strict: bool = False
+) -> tuple[list[str], list[str]]:
+    """Load a Pointcept PT-v3m2 / Sonata encoder state dict (or a checkpoint path) into ``model``.
+
+    Key map (Pointcept -> ours): identical names after stripping wrapper prefixes (``module.``,
+    ``student.backbone.``, ``teacher.backbone.``, ``backbone.``, ``model.``), i.e.
+
+    ====================================  ==========================================================
+    ``embedding.stem.linear.*``           stem Linear; ``embedding.stem.norm.*`` its LayerNorm
+    ``embedding.mask_token``              (1, C0) mask token (only with ``mask_token=True``)
+    ``enc.enc{s}.down.proj.*``            grid pooling Linear; ``enc.enc{s}.down.norm.0.*`` LayerNorm
+    ``enc.enc{s}.block{i}.cpe.0.weight``  SubMConv3d, spconv 2.x layout (C, 3, 3, 3, C); spconv 1.x
+                                          (3, 3, 3, C_in, C_out) is permuted on load
+    ``enc.enc{s}.block{i}.cpe.1/2.*``     CPE Linear / LayerNorm
+    ``...norm1.0.* / norm2.0.*``          pre-norms
+    ``...attn.qkv.* / attn.proj.*``       attention projections ([q | k | v], heads contiguous)
+    ``...mlp.0.fc1.* / mlp.0.fc2.*``      MLP
+    ====================================  ==========================================================
+
+    Decoder (``dec.*``), heads and BatchNorm statistics of other PTv3 variants are reported as
+    unexpected and skipped. Checkpoints are read with ``torch.load(weights_only=True)``.
+    Returns ``(missing, unexpected)`` key lists (``strict=True`` raises on either).
+    """
+    if isinstance(state_dict, (str, Path)):
+        obj = torch.load(state_dict, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model", "student", "backbone"):
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                obj = obj[key]
+        state_dict = obj
+    own = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    unexpected = []
+    for key, value in state_dict.items():
+        name = key
+        changed = True
+        while changed:
+            changed = False
+            for pre in _PREFIXES:
+                if name.startswith(pre) and name[len(pre) :] not in own and name not in own:
+                    name, changed = name[len(pre) :], True
+        if name not in own:
+            unexpected.append(key)
+            continue
+        target = own[name].shape
+        if value.shape != target and name.endswith("cpe.0.weight") and value.dim() == 5:
+            value = value.permute(4, 0, 1, 2, 3)  # spconv 1.x (k, k, k, C_in, C_out) -> (C_out, k, k, k, C_in)
+        if value.shape != target:
+            raise ValueError(
+                f"load_pointcept_state_dict: {key} has shape {tuple(value.shape)} but the model's {name} is "
+                f"{tuple(target)}; the checkpoint is for a different preset (check channels/depths)."
+            )
+        out[name] = value
+    missing = [k for k in own if k not in out]
+    if strict and (missing or unexpected):
+        raise KeyError(f"load_pointcept_state_dict: missing {missing[:10]}..., unexpected {unexpected[:10]}...")
+    model.load_state_dict(out, strict=False)
+    return missing, unexpected
+
+
+def config_dict(model: PointTransformerV3) -> dict[str, Any]:
+    """The model's config as plain data (saved beside checkpoints)."""
+    return asdict(model.config)
