@@ -420,9 +420,9 @@ class PointTransformerV3(nn.Module):
         down = ops.downsample(fine.grid_coord, fine.offsets, stride=2, backend=be)
         m = down.grid_coord.shape[0]
         if be == "reference":
-            cnt = torch.zeros(m, device=fine.coord.device).index_add_(0, down.parent, torch.ones_like(fine.coord[:, 0]))
-            coord = torch.zeros((m, 3), dtype=fine.coord.dtype, device=fine.coord.device)
-            coord = coord.index_add_(0, down.parent, fine.coord) / cnt[:, None].to(fine.coord.dtype)
+            c = fine.coord
+            cnt = c.new_zeros(m).index_add_(0, down.parent, torch.ones_like(c[:, 0]))
+            coord = c.new_zeros((m, 3)).index_add_(0, down.parent, c) / cnt[:, None]
         else:
             coord = ops.segment_reduce(fine.coord, index=down.parent, num_segments=m, reduce="mean")
         return self._level(coord, down.grid_coord, down.offsets, fine.depth - 1, stage, down.parent)
@@ -526,7 +526,7 @@ def load_pointcept_state_dict(
         while changed:
             changed = False
             for pre in _PREFIXES:
-                if name.startswith(pre) and name[len(pre) :] not in own and name not in own:
+                if name not in own and name.startswith(pre):
                     name, changed = name[len(pre) :], True
         if name not in own:
             unexpected.append(key)

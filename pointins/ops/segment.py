@@ -189,11 +189,12 @@ def _backward_coo(ctx, grad_out, _grad_aux):
 
 def _arg_grad(grad_out, aux, n):
     c = grad_out.shape[1]
-    grad = grad_out.new_zeros(n * c)
-    valid = aux >= 0
-    flat = (aux * c + torch.arange(c, device=aux.device))[valid]
-    grad.index_put_((flat,), grad_out[valid])  # unique positions: deterministic
-    return grad.view(n, c)
+    grad = grad_out.new_zeros(n * c + 1)
+    # Empty segments (arg -1) write to a dummy last slot, so no data-dependent shapes (torch.compile);
+    # every real position is written once: deterministic.
+    flat = torch.where(aux >= 0, aux * c + torch.arange(c, device=aux.device), n * c)
+    grad.index_put_((flat.reshape(-1),), grad_out.reshape(-1))
+    return grad[:-1].view(n, c)
 
 
 def _spread(ctx, grad_out, counts, seg, src, aux):
