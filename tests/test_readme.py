@@ -25,6 +25,8 @@ def test_readme_python_blocks_run():
         "pointins.ops.segment",
         "pointins.ops.cluster",
         "pointins.ops.attention",
+        "pointins.ops.sparse_conv",
+        "pointins.models",
     ],
 )
 def test_docstring_examples(module):

@@ -20,7 +20,7 @@ def _cloud(n=600, extent=12, seed=0):
 
 
 def _rel(a, b):
-    a, b = a.double(), b.double()
+    a, b = a.detach().double(), b.detach().double()
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
@@ -248,6 +248,20 @@ def test_triton_strided_map(triton_interpret, small_blocks):
     assert _rel(out, ref) < 2e-5
     g = torch.randn_like(ref)
     for x, y in zip(_grads(out, (feat, w), g), _grads(ref, (feat, w), g), strict=True):
+        assert _rel(x, y) < 2e-5
+
+
+def test_triton_kernel_size_5(triton_interpret, small_blocks):
+    grid = _cloud(120, 6)
+    kmap = ops.kernel_map(grid, kernel_size=5)
+    feat = torch.randn(len(grid), 16, requires_grad=True)
+    w = torch.randn(125, 16, 16, requires_grad=True)
+    b = torch.randn(16, requires_grad=True)
+    out = ops.sparse_conv(feat, kmap, w, b, backend="triton")
+    ref = reference.sparse_conv(feat, kmap, w, b)
+    assert _rel(out, ref) < 2e-5
+    g = torch.randn_like(ref)
+    for x, y in zip(_grads(out, (feat, w, b), g), _grads(ref, (feat, w, b), g), strict=True):
         assert _rel(x, y) < 2e-5
 
 

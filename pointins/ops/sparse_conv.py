@@ -25,15 +25,15 @@ through the same offset), which holds for maps of unique voxels.
 Example::
 
     >>> import torch, pointins.ops as ops
-    >>> grid = torch.unique(torch.randint(0, 16, (500, 3)), dim=0)
-    >>> kmap = ops.kernel_map(grid, kernel_size=3)                   # (V, 27)
+    >>> grid = torch.cartesian_prod(*[torch.arange(8)] * 3)[::3]   # 171 voxels of an 8^3 grid
+    >>> kmap = ops.kernel_map(grid, kernel_size=3)                  # (171, 27), -1 = no neighbour
     >>> feat = torch.randn(len(grid), 8, requires_grad=True)
     >>> weight = torch.randn(27, 8, 16, requires_grad=True)
     >>> out = ops.sparse_conv(feat, kmap, weight, kernel_map_t=kmap.flip(1))
     >>> out.shape
-    torch.Size([404, 16])
+    torch.Size([171, 16])
     >>> out.square().sum().backward(); feat.grad.shape, weight.grad.shape
-    (torch.Size([404, 8]), torch.Size([27, 8, 16]))
+    (torch.Size([171, 8]), torch.Size([27, 8, 16]))
 """
 
 from __future__ import annotations
