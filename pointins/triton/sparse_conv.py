@@ -112,6 +112,14 @@ def _tile(c: int, cap: int) -> int:
     return max(16, min(cap, triton.next_power_of_2(c)))
 
 
+def _k_tile(c: int, cap: int) -> int:
+    """Reduction tile: the largest power of two <= cap dividing c (no masked tail, e.g. 16 for 48)."""
+    b = _tile(c, cap)
+    while b > 16 and c % b:
+        b //= 2
+    return b if c % b == 0 else _tile(c, cap)
+
+
 def _check(x: torch.Tensor, kmap: torch.Tensor, w: torch.Tensor) -> None:
     if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise TypeError(f"pointins.sparse_conv (triton): features must be float16/bfloat16/float32, got {x.dtype}")
@@ -128,7 +136,7 @@ def conv(x, kmap, w, bias=None, blocks=None):
     if m == 0 or cout == 0:
         return out
     bm, bn, bk, warps, stages = blocks or CONV_BLOCKS
-    bn, bk = _tile(cout, bn), _tile(cin, bk)
+    bn, bk = _tile(cout, bn), _k_tile(cin, bk)
     grid = (triton.cdiv(m, bm), triton.cdiv(cout, bn))
     _conv_kernel[grid](
         x, kmap, w, bias if bias is not None else w, out, m, cin, cout,
