@@ -96,3 +96,22 @@ def select(backend: str | None, device: torch.device, op: str, supported: tuple[
         if why:
             raise RuntimeError(f"pointins.{op}: backend='triton' unavailable: {why}.")
     return backend
+
+
+def select_triton_op(backend: str | None, device: torch.device, op: str, arg: str) -> str:
+    """Backend of an op whose CUDA implementation is a Triton kernel set (patch attention, sparse
+    conv): ``"cpu"`` (PyTorch-level CPU path), ``"triton"`` (``"cuda"`` is an alias) or ``"reference"``.
+    ``arg`` names the input whose device decides, for the error messages."""
+    if backend in (None, "auto"):
+        backend = "triton" if device.type == "cuda" else "cpu"
+    if backend == "cuda":
+        backend = "triton"
+    if backend not in ("cpu", "triton", "reference"):
+        raise ValueError(f"pointins.{op}: unknown backend {backend!r}; choose 'cpu', 'triton' or 'reference'.")
+    if backend == "cpu" and device.type != "cpu":
+        raise ValueError(f"pointins.{op}: backend='cpu' but {arg} is on {device}; use backend='triton' or .cpu().")
+    if backend == "triton":
+        why = triton_status(device)
+        if why:
+            raise RuntimeError(f"pointins.{op}: backend='triton' unavailable: {why}. backend='reference' always runs.")
+    return backend

@@ -134,19 +134,7 @@ def _check_values(qkv, order, pad, unpad, cu, max_seqlen) -> None:
 
 
 def _select(backend: str | None, device: torch.device) -> str:
-    if backend in (None, "auto"):
-        backend = "triton" if device.type == "cuda" else "cpu"
-    if backend == "cuda":
-        backend = "triton"  # the CUDA implementation of this op is the Triton kernel pair
-    if backend not in ("cpu", "triton", "reference"):
-        raise ValueError(f"pointins.{OP}: unknown backend {backend!r}; choose 'cpu', 'triton' or 'reference'.")
-    if backend == "cpu" and device.type != "cpu":
-        raise ValueError(f"pointins.{OP}: backend='cpu' but qkv is on {device}; use backend='triton' or .cpu().")
-    if backend == "triton":
-        why = _dispatch.triton_status(device)
-        if why:
-            raise RuntimeError(f"pointins.{OP}: backend='triton' unavailable: {why}. backend='reference' always runs.")
-    return backend
+    return _dispatch.select_triton_op(backend, device, OP, "qkv")
 
 
 def patch_attention(

@@ -52,19 +52,7 @@ _GATHER_ELEMENTS = 1 << 22  # CPU path: rows per chunk so that one gathered chun
 
 
 def _select(backend: str | None, device: torch.device) -> str:
-    if backend in (None, "auto"):
-        backend = "triton" if device.type == "cuda" else "cpu"
-    if backend == "cuda":
-        backend = "triton"  # the CUDA implementation of this op is the Triton kernel set
-    if backend not in ("cpu", "triton", "reference"):
-        raise ValueError(f"pointins.{OP}: unknown backend {backend!r}; choose 'cpu', 'triton' or 'reference'.")
-    if backend == "cpu" and device.type != "cpu":
-        raise ValueError(f"pointins.{OP}: backend='cpu' but feat is on {device}; use backend='triton' or .cpu().")
-    if backend == "triton":
-        why = _dispatch.triton_status(device)
-        if why:
-            raise RuntimeError(f"pointins.{OP}: backend='triton' unavailable: {why}. backend='reference' always runs.")
-    return backend
+    return _dispatch.select_triton_op(backend, device, OP, "feat")
 
 
 def _check(feat, kmap, weight, bias, kmap_t, backend) -> None:
