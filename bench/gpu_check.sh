@@ -7,8 +7,9 @@
 #   bash bench/gpu_check.sh OUTDIR [extra pytest args for the benchmarks]
 #
 # Exit status: non-zero if the build, the tests or the benchmarks failed. Writes at most 8 files.
-# POINTINS_TUNE=1 also sweeps the Triton patch-attention block sizes (bench/tune_attention.py,
-# several minutes: better as its own call, `python bench/tune_attention.py --json OUT/tune.json`).
+# POINTINS_TUNE=1 also sweeps the Triton patch-attention and sparse-conv block sizes
+# (bench/tune_attention.py, bench/tune_sparse_conv.py; several minutes each: better as their own
+# calls, `python bench/tune_attention.py --json OUT/tune.json`).
 set -uo pipefail
 OUT=${1:?usage: bash bench/gpu_check.sh OUTDIR [pytest args]}
 shift
@@ -58,6 +59,9 @@ python -m pytest bench -q --benchmark-json "$OUT/bench-raw.json" --ratio-json "$
 if [ "${POINTINS_TUNE:-0}" = "1" ]; then
   echo "== Triton patch-attention block-size sweep"
   python bench/tune_attention.py --json "$OUT/tune_attention.json" 2>&1 | tail -40
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  echo "== Triton sparse-conv block-size sweep"
+  python bench/tune_sparse_conv.py 2>&1 | tail -30  # printed only: keeps OUT at 8 files
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
 echo "gpu_check: status $status, results in $OUT"

@@ -291,6 +291,30 @@ def test_triton_opcheck(triton_interpret):
     )
 
 
+@pytest.mark.triton
+def test_tune_script_smoke(triton_interpret, tmp_path, capsys):
+    """bench/tune_sparse_conv.py (the GPU block-size sweep) end to end on the interpreter."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    bench_dir = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench_dir))
+    try:
+        spec = importlib.util.spec_from_file_location("tune_sparse_conv", bench_dir / "tune_sparse_conv.py")
+        tune = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tune)
+        out = tmp_path / "tune.json"
+        argv = ["--device", "cpu", "--n", "200", "--channels", "16", "--dtype", "float16", "--json", str(out)]
+        assert tune.main(argv) == 0
+    finally:
+        sys.path.remove(str(bench_dir))
+    res = json.loads(out.read_text())
+    assert len(res["best"]) == 3 and all(r.get("rel_err", 1) < 2e-2 for run in res["runs"] for r in run["rows"])
+    assert "best configs" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------------------------
 # GPU
 # ---------------------------------------------------------------------------------------------
