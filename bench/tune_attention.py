@@ -90,26 +90,12 @@ def _tune_width(mod, ops, torch, args, channels, dtype, quick, results, best_all
         ("backward (deterministic dQ)", "BWD_Q_BLOCKS", Q_GRID, lambda: bwd(True), lambda r: r, ref_grad),
     ]
     for name, attr, grid, fn, pick, ref in kernels:
-        default = getattr(mod, attr)
-        rows = []
-        for cfg in _configs(QUICK_GRID if quick else grid):
-            setattr(mod, attr, cfg)
-            try:
-                got = pick(fn()).float()
-                err = float((got - ref).norm() / ref.norm())
-                ms = _time(fn, quick) if err < 2e-2 else float("nan")
-                rows.append(dict(config=cfg, ms=ms, rel_err=err))
-            except Exception as e:  # out of shared memory / registers for this config
-                rows.append(dict(config=cfg, ms=float("nan"), error=str(e).splitlines()[0][:120]))
-            finally:
-                setattr(mod, attr, default)
-        ok = [r for r in rows if not math.isnan(r["ms"])]
-        best = min(ok, key=lambda r: r["ms"]) if ok else None
-        default_ms = next((r["ms"] for r in rows if tuple(r["config"]) == tuple(default)), float("nan"))
-        _print(f"{name} C={channels} N={args.n} {args.dtype}", rows, default, default_ms)
-        results["runs"].append(dict(kernel=name, channels=channels, rows=rows, default=default))
+        title = f"{name} C={channels} N={args.n} {args.dtype}"
+        configs = _configs(QUICK_GRID if quick else grid)
+        rows, best = sweep(mod, attr, configs, fn, lambda r, pick=pick: pick(r), ref, quick, title)
+        results["runs"].append(dict(kernel=name, channels=channels, rows=rows, default=getattr(mod, attr)))
         if best:
-            best_all[(name, channels)] = best["config"]
+            best_all[(name, channels)] = best
     # Software exp2 on the best forward / atomic-backward configs
     if dtype != torch.float32:
         for name, attr, fn in (("forward", "FWD_BLOCKS", fwd), ("backward (atomic dQ)", "BWD_KV_BLOCKS", None)):
@@ -128,6 +114,29 @@ def _tune_width(mod, ops, torch, args, channels, dtype, quick, results, best_all
             text = ", ".join(f"{label(r['every'])}: {r['ms']:.3f} ms" for r in line)
             print(f"exp2 emulation, {name} C={channels}: {text}")
             results["runs"].append(dict(kernel=f"{name} exp2 emulation", channels=channels, rows=line))
+
+
+def sweep(mod, attr, configs, fn, pick, ref, quick, title):
+    """Run ``fn`` with ``mod.<attr>`` set to each config; check ``pick(result)`` against ``ref``
+    (a config that disagrees is reported, not timed), time the others, print the table.
+    Returns (rows, best config or None); ``mod.<attr>`` is restored."""
+    default = getattr(mod, attr)
+    rows = []
+    for cfg in configs:
+        setattr(mod, attr, cfg)
+        try:
+            got = pick(fn()).float()
+            err = float((got - ref).norm() / ref.norm().clamp_min(1e-30))
+            ms = _time(fn, quick) if err < 2e-2 else float("nan")
+            rows.append(dict(config=cfg, ms=ms, rel_err=err))
+        except Exception as e:  # out of shared memory / registers for this config
+            rows.append(dict(config=cfg, ms=float("nan"), error=str(e).splitlines()[0][:120]))
+        finally:
+            setattr(mod, attr, default)
+    ok = [r for r in rows if not math.isnan(r["ms"])]
+    default_ms = next((r["ms"] for r in rows if tuple(r["config"]) == tuple(default)), float("nan"))
+    _print(title, rows, default, default_ms)
+    return rows, (min(ok, key=lambda r: r["ms"])["config"] if ok else None)
 
 
 def _case(n, channels, patch_size, device, dtype):

@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tune_attention import _print, _time
+from tune_attention import sweep  # the shared check / time / print loop
 
 # (BM, BN, BK, num_warps, num_stages) and (BM, BC, BN, num_warps, num_stages)
 CONV_GRID = [[32, 64, 128], [32, 64, 128], [16, 32, 64], [4, 8], [2, 3, 4]]
@@ -65,25 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         go = torch.randn(args.n, c, device=args.device, generator=g).to(dtype)
         kernels = _kernels(mod, x, kmap, w, go, quick)
         for name, attr, grid, fn in kernels:
-            default = getattr(mod, attr)
-            ref = fn().float()
-            rows = []
-            for cfg in itertools.product(*grid):
-                setattr(mod, attr, cfg)
-                try:
-                    err = float((fn().float() - ref).norm() / ref.norm().clamp_min(1e-30))
-                    ms = _time(fn, quick) if err < 2e-2 else float("nan")
-                    rows.append(dict(config=cfg, ms=ms, rel_err=err))
-                except Exception as e:  # out of shared memory / registers for this config
-                    rows.append(dict(config=cfg, ms=float("nan"), error=str(e).splitlines()[0][:120]))
-                finally:
-                    setattr(mod, attr, default)
-            ok = [r for r in rows if not math.isnan(r["ms"])]
-            default_ms = next((r["ms"] for r in rows if tuple(r["config"]) == tuple(default)), float("nan"))
-            _print(f"{name} C={c} N={args.n} {args.dtype}", rows, default, default_ms)
-            results["runs"].append(dict(kernel=name, channels=c, rows=rows, default=default))
-            if ok:
-                best_all[(name, c)] = min(ok, key=lambda r: r["ms"])["config"]
+            title = f"{name} C={c} N={args.n} {args.dtype}"
+            rows, best = sweep(mod, attr, itertools.product(*grid), fn, lambda r: r, fn().float(), quick, title)
+            results["runs"].append(dict(kernel=name, channels=c, rows=rows, default=getattr(mod, attr)))
+            if best:
+                best_all[(name, c)] = best
     print("\nbest configs:")
     for (name, c), cfg in best_all.items():
         print(f"  {name:<28} C={c:<4} {cfg}")
