@@ -59,7 +59,7 @@ class Surfaces:
         c = rot @ np.asarray(base, float) + t
         self.cyls.append((c, radius, height, sem, inst, color, 1.0))
         if top:
-            self.discs.append((c + (0, 0, height), radius, 1.0, sem, inst, color, 1.0))
+            self.discs.append((c + np.array([0.0, 0.0, height]), radius, 1.0, sem, inst, color, 1.0))
         if bottom and c[2] > 0.01:
             self.discs.append((c, radius, -1.0, sem, inst, color, 0.3))
 

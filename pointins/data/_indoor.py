@@ -11,6 +11,7 @@ openings and random occlusion holes.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -175,7 +176,7 @@ def bookshelf(rng) -> Item:
     levels = np.linspace(0.05, h - t, shelves + 1)
     for z in levels:
         it.box((-w / 2 + t, -d / 2 + t, z), (w / 2 - t, d / 2, z + t), "wood")
-    for z0, z1 in zip(levels[:-1], levels[1:], strict=True):  # rows of books
+    for z0, z1 in itertools.pairwise(levels):  # rows of books
         x = -w / 2 + t + _u(rng, 0.0, 0.1)
         while x < w / 2 - t - 0.1 and rng.random() < 0.85:
             bw = _u(rng, 0.08, 0.3)
@@ -366,8 +367,6 @@ def generate_room(rng: np.random.Generator, cfg: IndoorConfig | None = None) -> 
     lx, ly = _u(rng, *cfg.room_size), _u(rng, *cfg.room_size)
     hz = _u(rng, *cfg.height)
     s = Surfaces()
-    eye = np.eye(3)
-    zero = np.zeros(3)
     wall_c = _colour(rng, "white") * _u(rng, 0.8, 1.0)
     floor_c = _colour(rng, rng.choice(["wood", "fabric", "white"]))
     w, f = _C["wall"], _C["floor"]
