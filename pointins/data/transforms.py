@@ -1,0 +1,266 @@
+"""Point-cloud transforms on dicts of NumPy arrays (METHOD.md section 3), recording the linear map of each view.
+
+A cloud is a dict with ``coord`` (N,3) and any per-point arrays (:data:`POINT_KEYS`). Every geometric
+transform keeps the view's map to the original frame up to date::
+
+    view_coord = original_coord @ d["transform"].T + d["shift"]
+
+``transform`` (3x3 float64) collects rotations, tilts, flips and scaling; ``shift`` (3,) the centring.
+:func:`to_original` inverts it for points, :func:`vectors_to_original` / :func:`vectors_to_view` for
+offset vectors (they ignore the shift). Jitter and elastic distortion move points by small non-linear
+amounts and are deliberately not part of the map (METHOD.md). Normals follow ``transform``'s inverse
+transpose. ``index`` (added by :func:`start_view` when absent) keeps each point's row in the source cloud,
+so every crop and grid sample stays traceable.
+
+All randomness comes from an explicit ``numpy.random.Generator``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+__all__ = [
+    "POINT_KEYS",
+    "center_shift",
+    "color_jitter",
+    "elastic_distortion",
+    "grid_sample",
+    "nearest_crop",
+    "random_flip",
+    "random_jitter",
+    "random_rotate",
+    "random_scale",
+    "sphere_crop",
+    "start_view",
+    "take",
+    "to_original",
+    "vectors_to_original",
+    "vectors_to_view",
+]
+
+POINT_KEYS = ("coord", "color", "normal", "strength", "segment", "instance", "index", "grid_coord", "mask")
+
+
+def take(d: dict, idx) -> dict:
+    """The points ``idx`` of every per-point array; other entries are carried over."""
+    return {k: (v[idx] if k in POINT_KEYS else v) for k, v in d.items()}
+
+
+def _n(d: dict) -> int:
+    return len(d["coord"])
+
+
+def start_view(d: dict) -> dict:
+    """A copy with float64 coordinates, an identity ``transform``/zero ``shift`` and ``index`` (if absent)."""
+    out = dict(d)
+    out["coord"] = np.asarray(d["coord"], np.float64).copy()
+    out.setdefault("index", np.arange(_n(d), dtype=np.int64))
+    out["transform"] = np.asarray(d.get("transform", np.eye(3)), np.float64).copy()
+    out["shift"] = np.asarray(d.get("shift", np.zeros(3)), np.float64).copy()
+    return out
+
+
+def _linear(d: dict, a: np.ndarray) -> dict:
+    d["coord"] = d["coord"] @ a.T
+    d["transform"] = a @ d["transform"]
+    d["shift"] = a @ d["shift"]
+    if "normal" in d:
+        n = np.asarray(d["normal"], np.float64) @ np.linalg.inv(a)  # rows: (A^-T n)^T
+        d["normal"] = (n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return d
+
+
+def _translate(d: dict, t: np.ndarray) -> dict:
+    d["coord"] = d["coord"] + t
+    d["shift"] = d["shift"] + t
+    return d
+
+
+def to_original(d: dict, coord: np.ndarray | None = None) -> np.ndarray:
+    """View coordinates (default ``d["coord"]``) mapped back to the original frame."""
+    c = d["coord"] if coord is None else coord
+    return (np.asarray(c, np.float64) - d["shift"]) @ np.linalg.inv(d["transform"]).T
+
+
+def vectors_to_original(d: dict, vec: np.ndarray) -> np.ndarray:
+    """Offset vectors predicted in the view frame, expressed in the original frame."""
+    return np.asarray(vec, np.float64) @ np.linalg.inv(d["transform"]).T
+
+
+def vectors_to_view(d: dict, vec: np.ndarray) -> np.ndarray:
+    """Offset vectors of the original frame, expressed in the view frame."""
+    return np.asarray(vec, np.float64) @ np.asarray(d["transform"]).T
+
+
+def center_shift(d: dict, apply_z: bool = True) -> dict:
+    """Move the bounding-box centre (x, y) to the origin, and the lowest point to z = 0 when ``apply_z``."""
+    if not _n(d):
+        return d
+    lo, hi = d["coord"].min(0), d["coord"].max(0)
+    c = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2] if apply_z else 0.0])
+    return _translate(d, -c)
+
+
+def _rot(axis: str, angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    if axis == "z":
+        return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+    if axis == "y":
+        return np.array([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
+    if axis == "x":
+        return np.array([[1.0, 0, 0], [0, c, -s], [0, s, c]])
+    raise ValueError(f"random_rotate: axis must be 'x', 'y' or 'z', got {axis!r}.")
+
+
+def random_rotate(d: dict, rng: np.random.Generator, axis: str = "z", angle=(-math.pi, math.pi), p: float = 1.0):
+    """Rotate about ``axis`` (through the origin) by a uniform angle in ``angle``, with probability ``p``."""
+    if rng.random() < p:
+        _linear(d, _rot(axis, float(rng.uniform(*angle))))
+    return d
+
+
+def random_scale(d: dict, rng: np.random.Generator, scale=(0.9, 1.1), anisotropic: bool = False) -> dict:
+    """Scale by a uniform factor in ``scale`` (one per axis when ``anisotropic``)."""
+    s = rng.uniform(*scale, size=3 if anisotropic else 1)
+    return _linear(d, np.diag(np.broadcast_to(s, 3).astype(np.float64)))
+
+
+def random_flip(d: dict, rng: np.random.Generator, p: float = 0.5) -> dict:
+    """Mirror x and y, each with probability ``p``."""
+    f = np.where(rng.random(2) < p, -1.0, 1.0)
+    if (f < 0).any():
+        _linear(d, np.diag([f[0], f[1], 1.0]))
+    return d
+
+
+def random_jitter(d: dict, rng: np.random.Generator, sigma: float = 0.005, clip: float = 0.02) -> dict:
+    """Add clipped Gaussian noise to each point (not part of the recorded map)."""
+    if sigma > 0:
+        d["coord"] = d["coord"] + np.clip(rng.normal(0, sigma, (_n(d), 3)), -clip, clip)
+    return d
+
+
+def color_jitter(
+    d: dict,
+    rng: np.random.Generator,
+    auto_contrast_p: float = 0.2,
+    translate: float = 0.05,
+    std: float = 0.05,
+    p: float = 0.95,
+) -> dict:
+    """Colour augmentation in Pointcept's spirit: random auto-contrast (blended), a random translation of
+    up to ``translate`` x 255 per channel, and per-point Gaussian noise of ``std`` x 255; 0-255 kept."""
+    if "color" not in d or not _n(d):
+        return d
+    c = np.asarray(d["color"], np.float64)
+    if rng.random() < auto_contrast_p:
+        lo, hi = c.min(0), c.max(0)
+        scaled = (c - lo) * (255.0 / np.maximum(hi - lo, 1e-6))
+        blend = rng.random()
+        c = (1 - blend) * c + blend * scaled
+    if rng.random() < p:
+        c = c + (rng.random(3) - 0.5) * 2 * translate * 255
+    if rng.random() < p:
+        c = c + rng.normal(0, std * 255, c.shape)
+    d["color"] = np.clip(c, 0, 255).astype(np.float32)
+    return d
+
+
+def _smooth(noise: np.ndarray) -> np.ndarray:
+    for axis in range(3):  # box blur (3 taps) along x, y, z
+        pad = [(1, 1) if a == axis else (0, 0) for a in range(3)] + [(0, 0)]
+        p = np.pad(noise, pad, mode="edge")
+        sl = [slice(None)] * 4
+        parts = []
+        for k in range(3):
+            sl[axis] = slice(k, k + noise.shape[axis])
+            parts.append(p[tuple(sl)])
+        noise = sum(parts) / 3
+    return noise
+
+
+def elastic_distortion(d: dict, rng: np.random.Generator, params=((0.2, 0.4), (0.8, 1.6))) -> dict:
+    """Smooth random deformation: for each (granularity, magnitude), a blurred Gaussian noise lattice with
+    spacing ``granularity`` is interpolated trilinearly at the points and added x ``magnitude``. Not part of
+    the recorded map."""
+    if not _n(d):
+        return d
+    coord = d["coord"]
+    for gran, mag in params:
+        lo = coord.min(0)
+        dims = ((coord.max(0) - lo) // gran).astype(int) + 3
+        noise = rng.normal(0, 1, (*dims, 3))
+        noise = _smooth(_smooth(noise))
+        g = (coord - lo) / gran + 1.0
+        i0 = np.clip(np.floor(g).astype(int), 0, dims - 2)
+        f = g - i0
+        disp = np.zeros_like(coord)
+        for corner in range(8):
+            o = np.array([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
+            w = np.prod(np.where(o, f, 1 - f), axis=1, keepdims=True)
+            idx = i0 + o
+            disp += w * noise[idx[:, 0], idx[:, 1], idx[:, 2]]
+        coord = coord + disp * mag
+    d["coord"] = coord
+    return d
+
+
+def grid_sample(d: dict, grid_size: float, mode: str = "train", rng: np.random.Generator | None = None):
+    """Keep one point per voxel of side ``grid_size`` and add ``grid_coord`` (int32, minimum at 0).
+
+    ``mode="train"`` keeps a random point of each voxel (drawn from ``rng``); ``mode="test"`` returns a
+    list of fragments, each with one point of every voxel, together covering every point (Pointcept's test
+    mode). Uses :func:`pointins.ops.voxelize`.
+    """
+    from pointins import ops
+
+    if mode not in ("train", "test"):
+        raise ValueError(f"grid_sample: mode must be 'train' or 'test', got {mode!r}.")
+    n = _n(d)
+    if n == 0:
+        out = take(d, np.zeros(0, np.int64))
+        out["grid_coord"] = np.zeros((0, 3), np.int32)
+        return out if mode == "train" else [out]
+    seed = int(rng.integers(2**62)) if rng is not None else 0
+    coord = torch.from_numpy(np.ascontiguousarray(d["coord"], dtype=np.float32))
+    vox = ops.voxelize(coord, None, grid_size, mode=mode, seed=seed if mode == "train" else None)
+    gc = vox.grid_coord.numpy().astype(np.int32)
+    if mode == "train":
+        out = take(d, vox.index.numpy())
+        out["grid_coord"] = gc
+        return out
+    frags = []
+    for f in vox.fragments.numpy():
+        out = take(d, f)
+        out["grid_coord"] = gc
+        frags.append(out)
+    return frags
+
+
+def nearest_crop(d: dict, num_points: int, centre: np.ndarray) -> dict:
+    """The ``num_points`` points nearest to ``centre`` (in their original order)."""
+    n = _n(d)
+    if num_points >= n:
+        return d
+    dist = ((d["coord"] - centre) ** 2).sum(1)
+    keep = np.sort(np.argpartition(dist, num_points - 1)[:num_points])
+    return take(d, keep)
+
+
+def sphere_crop(d: dict, rng: np.random.Generator, radius: float | None = None, max_points: int | None = None,
+                centre: np.ndarray | None = None) -> dict:  # fmt: skip
+    """Points within ``radius`` of ``centre`` (a random point by default), then at most ``max_points`` of
+    them nearest the centre."""
+    n = _n(d)
+    if not n:
+        return d
+    if centre is None:
+        centre = d["coord"][int(rng.integers(n))]
+    if radius is not None:
+        d = take(d, np.flatnonzero(((d["coord"] - centre) ** 2).sum(1) <= radius * radius))
+    if max_points is not None:
+        d = nearest_crop(d, max_points, centre)
+    return d
