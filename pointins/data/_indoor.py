@@ -275,6 +275,12 @@ def _requests(rng, room_type: str, area: float) -> list[tuple[str, list]]:
     g = []
     row = lambda cls, n, gap=(0.0, 0.06): _row([TEMPLATES[cls](rng) for _ in range(n)], gap, rng)
     same = lambda cls, n, gap=(0.0, 0.06): _row(_copies(TEMPLATES[cls](rng), n), gap, rng)
+    # first (so it fits into the empty room): a row of same-class instances side by side, the hard case
+    pair_cls = {"bedroom": "cabinet", "living": "chair", "restroom": "toilet", "classroom": "chair"}.get(
+        room_type, ("chair", "cabinet", "bookshelf", "toilet", "desk")[int(rng.integers(5))]
+    )
+    gap = (0.25, 0.5) if pair_cls == "toilet" else (0.0, 0.08)
+    g.append(("wall" if pair_cls != "chair" else "free", same(pair_cls, int(rng.integers(2, 4)), gap)))
     if room_type == "office":
         for _ in range(max(1, int(area / 14))):
             g.append(("free" if rng.random() < 0.5 else "wall", _desk_row(rng, int(rng.integers(2, 5)))))

@@ -163,7 +163,8 @@ def _finish(out: dict, path, nan: str) -> dict[str, np.ndarray]:
     for k, dt in (("color", np.float32), ("normal", np.float32), ("strength", np.float32)):
         if k in out:
             a = np.asarray(out[k]).astype(dt)
-            res[k] = a.reshape(n, -1) if a.size == n * (1 if k == "strength" else 3) else a
+            width = 1 if k == "strength" else 3
+            res[k] = a.reshape(n, width) if a.size == n * width else a
     for k in ("segment", "instance"):
         if k in out:
             a = np.asarray(out[k])
@@ -723,7 +724,7 @@ def find_scenes(root: str | os.PathLike, split: str | None = None) -> list[Scene
                     refs.append(SceneRef(str(d / fn), str((d / fn).relative_to(root))))
     if names is not None:
         refs = [r for r in refs if Path(r.name).name.split(".")[0] in names or Path(r.name).name in names]
-    return refs
+    return sorted(refs, key=lambda r: r.name)
 
 
 _KNOWN_LISTS = ("train", "val", "test", "trainval")

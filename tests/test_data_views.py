@@ -1,0 +1,258 @@
+"""Transforms (recorded maps), grid sampling, crops, views, block masking, collate, seeded loading, show."""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from pointins.data import PointCloudDataset, read, write
+from pointins.data import show as SH
+from pointins.data import synthetic as S
+from pointins.data import transforms as T
+from pointins.data.collate import collate, collate_clouds, features
+from pointins.data.masking import MaskSchedule, block_mask
+from pointins.data.views import ViewConfig, ViewDataset, make_loader, make_views, prepare_scene
+
+
+@pytest.fixture(scope="module")
+def room():
+    return S.indoor_scene(seed=11, index=0, config=S.IndoorConfig(points=(60_000, 80_000)))
+
+
+@pytest.fixture(scope="module")
+def scene(room):
+    return prepare_scene(room, 0.02, np.random.default_rng(0))
+
+
+def _random_cloud(n, seed):
+    rng = np.random.default_rng(seed)
+    nrm = rng.normal(size=(n, 3))
+    return {
+        "coord": rng.uniform(-4, 6, (n, 3)),
+        "normal": (nrm / np.linalg.norm(nrm, axis=1, keepdims=True)).astype(np.float32),
+        "color": rng.uniform(0, 255, (n, 3)).astype(np.float32),
+        "segment": rng.integers(0, 5, n),
+    }
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_recorded_transform_maps_back(seed):
+    rng = np.random.default_rng(seed)
+    d = _random_cloud(500, seed)
+    orig = d["coord"].copy()
+    v = T.start_view(d)
+    T.center_shift(v, apply_z=bool(seed % 2))
+    T.random_rotate(v, rng, "z", p=1.0)
+    T.random_rotate(v, rng, "x", (-0.2, 0.2))
+    T.random_rotate(v, rng, "y", (-0.2, 0.2))
+    T.random_scale(v, rng, (0.5, 2.0), anisotropic=seed >= 3)
+    T.random_flip(v, rng, p=0.5)
+    v = T.take(v, rng.permutation(500)[:300])
+    np.testing.assert_allclose(T.to_original(v), orig[v["index"]], atol=1e-5)
+    # offset vectors go back and forth; normals follow the inverse transpose (stay perpendicular to tangents)
+    vec = rng.normal(size=(300, 3))
+    np.testing.assert_allclose(T.vectors_to_view(v, T.vectors_to_original(v, vec)), vec, atol=1e-9)
+    tangent = np.cross(d["normal"][v["index"]], rng.normal(size=(300, 3)))
+    tv = tangent @ v["transform"].T
+    np.testing.assert_allclose((tv * v["normal"]).sum(1), 0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(v["normal"], axis=1), 1, atol=1e-5)
+
+
+def test_jitter_elastic_colour_are_outside_the_map():
+    rng = np.random.default_rng(0)
+    d = T.start_view(_random_cloud(2000, 0))
+    before = d["coord"].copy()
+    T.random_jitter(d, rng, 0.005, 0.02)
+    delta = d["coord"] - before
+    assert 0 < np.abs(delta).max() <= 0.02 and abs(delta.std() - 0.005) < 0.001
+    np.testing.assert_array_equal(d["transform"], np.eye(3))
+    e = T.start_view(_random_cloud(2000, 1))
+    before = e["coord"].copy()
+    T.elastic_distortion(e, rng, ((0.2, 0.4), (0.8, 1.6)))
+    moved = np.linalg.norm(e["coord"] - before, axis=1)
+    assert 0 < moved.mean() < 1.5
+    # smooth: nearby points move alike, far points differently
+    close = np.linalg.norm(before[:, None] - before[None, :200], axis=2)
+    i, j = np.nonzero((close > 0) & (close < 0.05))
+    dd = np.linalg.norm((e["coord"] - before)[i] - (e["coord"] - before)[j], axis=1)
+    assert len(i) == 0 or dd.mean() < 0.3 * moved.mean() + 1e-9
+    c = T.start_view(_random_cloud(500, 2))
+    before = c["color"].copy()
+    T.color_jitter(c, rng, auto_contrast_p=1.0)
+    assert c["color"].min() >= 0 and c["color"].max() <= 255 and not np.allclose(c["color"], before)
+
+
+def test_grid_sample_modes(room):
+    d = {k: room[k] for k in ("coord", "segment", "instance")}
+    d["index"] = np.arange(len(d["coord"]))
+    s = T.grid_sample(d, 0.05, "train", np.random.default_rng(0))
+    keys = np.floor(room["coord"][s["index"]].astype(np.float64) / 0.05)
+    assert len(np.unique(keys, axis=0)) == len(keys)  # one point per voxel
+    assert len(keys) == len(np.unique(np.floor(room["coord"].astype(np.float64) / 0.05), axis=0))
+    np.testing.assert_array_equal(s["segment"], room["segment"][s["index"]])
+    assert s["grid_coord"].min() == 0 and s["grid_coord"].dtype == np.int32
+    frags = T.grid_sample(d, 0.05, "test")
+    covered = np.unique(np.concatenate([f["index"] for f in frags]))
+    assert len(covered) == len(d["coord"]) and all(len(f["index"]) == len(s["index"]) for f in frags)
+    assert len(T.grid_sample(T.take(d, np.zeros(0, int)), 0.05)["coord"]) == 0
+    with pytest.raises(ValueError, match="mode"):
+        T.grid_sample(d, 0.05, "eval")
+
+
+def test_crops():
+    d = T.start_view(_random_cloud(1000, 3))
+    c = d["coord"][17]
+    k = T.nearest_crop(d, 100, c)
+    dist = np.linalg.norm(d["coord"] - c, axis=1)
+    np.testing.assert_array_equal(np.sort(k["index"]), np.sort(np.argsort(dist)[:100]))
+    s = T.sphere_crop(d, np.random.default_rng(0), radius=2.0, centre=c)
+    np.testing.assert_array_equal(s["index"], np.flatnonzero(dist <= 2.0))
+    s = T.sphere_crop(d, np.random.default_rng(0), radius=2.0, max_points=10, centre=c)
+    assert len(s["index"]) == 10 and np.linalg.norm(s["coord"] - c, axis=1).max() <= 2.0
+
+
+def test_views_are_subsets_with_source_indices(scene):
+    cfg = ViewConfig(jitter_sigma=0.0)
+    views = make_views(scene, cfg, np.random.default_rng(1))
+    n = len(scene["coord"])
+    base = min(n, cfg.max_points)
+    assert len(views["global"]) == 2 and len(views["local"]) == 4
+    for kind, (lo, hi) in (("global", cfg.global_ratio), ("local", cfg.local_ratio)):
+        for v in views[kind]:
+            idx = v["index"]
+            assert len(np.unique(idx)) == len(idx) and idx.min() >= 0 and idx.max() < n
+            assert len(idx) <= round(hi * base)
+            assert len(idx) >= 0.5 * lo * base  # grid sampling in the rotated frame loses a few points
+            np.testing.assert_allclose(T.to_original(v), scene["coord"][idx], atol=1e-5)
+            np.testing.assert_array_equal(v["segment"], scene["segment"][idx])
+            np.testing.assert_array_equal(v["instance"], scene["instance"][idx])
+            assert v["coord"].dtype == np.float32
+            assert len(np.unique(v["grid_coord"], axis=0)) == len(idx)  # one point per voxel of the view
+            assert abs(abs(np.linalg.det(v["transform"])) ** (1 / 3) - 1) <= 0.1 + 1e-9  # scale within [0.9, 1.1]
+    # with jitter the map is exact up to the clipped noise
+    jv = make_views(scene, ViewConfig(), np.random.default_rng(1))["global"][0]
+    err = np.abs(T.to_original(jv) - scene["coord"][jv["index"]]).max()
+    assert 0 < err < 0.02 * 1.2
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.7])
+@pytest.mark.parametrize("size", [0.1, 0.4])
+def test_block_mask_ratio(scene, ratio, size):
+    views = make_views(scene, ViewConfig(), np.random.default_rng(2))
+    b = collate_clouds(views["global"] + views["local"][:2])
+    m = block_mask(b["coord"], b["offsets"], size=size, ratio=ratio, generator=torch.Generator().manual_seed(0))
+    assert m.dtype == torch.bool and m.shape == (len(b["coord"]),)
+    for a, e in zip(b["offsets"][:-1].tolist(), b["offsets"][1:].tolist(), strict=True):
+        assert abs(m[a:e].float().mean().item() - ratio) <= 0.05
+    # masks are whole cubes: hashing with the same grid offset reproduces cube membership
+    g = torch.Generator().manual_seed(0)
+    shift = torch.rand(len(b["offsets"]) - 1, 3, generator=g) * size
+    batch = torch.repeat_interleave(torch.arange(len(b["offsets"]) - 1), b["offsets"].diff())
+    cube = torch.floor((b["coord"] + shift[batch]) / size).long()
+    key = (batch * 10**9)[:, None] + cube
+    _, inv = torch.unique(key, dim=0, return_inverse=True)
+    per_cube = torch.zeros(int(inv.max()) + 1).index_add_(0, inv, m.float()) / torch.bincount(inv).float()
+    assert ((per_cube == 0) | (per_cube == 1)).all()
+
+
+def test_block_mask_edges_and_schedule():
+    c = np.random.default_rng(0).random((1000, 3)).astype(np.float32)
+    assert not block_mask(c, size=0.1, ratio=0.0).any()
+    assert block_mask(c, size=0.1, ratio=1.0).all()
+    assert isinstance(block_mask(c, size=0.1, ratio=0.5), np.ndarray)
+    assert block_mask(np.zeros((0, 3), np.float32), size=0.1, ratio=0.5).shape == (0,)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    np.testing.assert_array_equal(block_mask(c, size=0.2, ratio=0.4, generator=g1),
+                                  block_mask(c, size=0.2, ratio=0.4, generator=g2))  # fmt: skip
+    with pytest.raises(ValueError, match="ratio"):
+        block_mask(c, size=0.1, ratio=1.5)
+    sch = MaskSchedule()
+    assert sch.at(0.0) == (0.1, 0.3)
+    assert sch.at(0.025) == pytest.approx((0.25, 0.5))
+    assert sch.at(0.05) == pytest.approx((0.4, 0.7)) and sch.at(0.9) == pytest.approx((0.4, 0.7))
+
+
+def test_collate_views_and_features(scene):
+    ds = ViewDataset([dict(scene, name="a"), dict(scene, name="b")], ViewConfig(local_views=2), seed=5)
+    batch = collate([ds[0], ds[1]])
+    assert batch["num_samples"] == 2 and batch["names"] == ["a", "b"]
+    g = batch["global"]
+    assert g["offsets"].tolist()[0] == 0 and len(g["offsets"]) == 5
+    assert g["cloud_sample"].tolist() == [0, 1, 0, 1] and g["cloud_view"].tolist() == [0, 0, 1, 1]
+    assert g["transform"].shape == (4, 3, 3) and g["transform"].dtype == torch.float64
+    assert g["feat"].shape == (len(g["coord"]), 9)
+    n = len(scene["coord"])
+    for c in range(4):
+        a, e = g["offsets"][c].item(), g["offsets"][c + 1].item()
+        src = g["source"][a:e]
+        s = g["cloud_sample"][c].item()
+        assert (src >= s * n).all() and (src < (s + 1) * n).all()
+        np.testing.assert_array_equal(src.numpy() - s * n, g["index"][a:e].numpy())
+    f = features({"coord": np.zeros((2, 3)), "color": np.full((2, 3), 255.0), "normal": np.ones((2, 3))})
+    np.testing.assert_allclose(f[:, 3:6], 1.0)
+    f = features({"coord": np.zeros((2, 3)), "strength": np.ones((2, 1))})
+    assert f.shape == (2, 4)
+    with pytest.raises(KeyError, match="no 'normal'"):
+        features({"coord": np.zeros((2, 3)), "color": np.zeros((2, 3))})
+
+
+def test_loader_deterministic_across_workers(tmp_path):
+    S.generate("indoor", tmp_path, 4, seed=1, val_fraction=0.0, workers=1, progress=False,
+               config=S.IndoorConfig(points=(4000, 6000)))  # fmt: skip
+    ds = ViewDataset(PointCloudDataset(tmp_path, split="train"), ViewConfig(local_views=1), seed=3)
+    batches = []
+    for workers in (0, 2):
+        loader = make_loader(ds, batch_size=2, seed=9, num_workers=workers)
+        batches.append([b["global"]["coord"] for b in loader])
+    assert len(batches[0]) == 2
+    for a, b in zip(*batches, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    ds.set_epoch(1)
+    other = next(iter(make_loader(ds, batch_size=2, seed=9, num_workers=0)))["global"]["coord"]
+    assert other.shape != batches[0][0].shape or not torch.equal(other, batches[0][0])
+
+
+def _png_size(path):
+    raw = path.read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR"
+    w, h = struct.unpack(">II", raw[16:24])
+    idat = raw[raw.index(b"IDAT") + 4 : raw.index(b"IEND") - 8]
+    pixels = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 3 * w + 1)[:, 1:].reshape(h, w, 3)
+    return w, h, pixels
+
+
+def test_show_writes_png_and_ply(tmp_path, room, capsys):
+    write(tmp_path / "room", room)
+    assert SH.main([str(tmp_path / "room"), "--out", str(tmp_path / "out" / "r"), "--size", "200"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    w, h, pix = _png_size(tmp_path / "out" / "r.png")
+    assert w == 2 * 200 + 4 and h == 5 * 150 + 4 * 4  # rgb, semantic, instance, view, mask x (top, oblique)
+    assert (pix < 250).any(axis=2).mean() > 0.2  # points were drawn
+    ply = read(tmp_path / "out" / "r.ply")
+    assert {"coord", "color", "segment", "instance"} <= set(ply)
+    out = S.outdoor_scene(0, 0, S.OutdoorConfig(beams=32))
+    write(tmp_path / "sweep.npz", out)
+    assert SH.main([str(tmp_path / "sweep.npz"), "--by", "strength,instance", "--size", "160"]) == 0
+    w, h, _ = _png_size(tmp_path / "sweep_show.png")
+    assert (w, h) == (2 * 160 + 4, 2 * 120 + 4)
+    assert SH.main([str(tmp_path / "sweep.npz"), "--by", "rgb"]) == 2
+    assert "has no color" in capsys.readouterr().err
+
+
+def test_render_z_buffer():
+    # two points on the same pixel column: the top view shows the higher one
+    coord = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    cols = np.array([[255, 0, 0], [0, 0, 255], [0, 255, 0]], np.uint8)
+    img = SH.render(coord, cols, "top", (40, 40), point_px=1)
+    assert (img.reshape(-1, 3) == [0, 0, 255]).all(1).sum() == 1
+    assert not (img.reshape(-1, 3) == [255, 0, 0]).all(1).any()
+    lc = SH.label_colors(np.array([-1, 0, 1, 25]))
+    assert (lc[0] == 0).all() and len({tuple(c) for c in lc}) == 4
+    ic = SH.instance_colors(np.array([-1, 0, 1, 2]))
+    assert (ic[0] == 200).all() and len({tuple(c) for c in ic[1:]}) == 3
+    assert math.isfinite(float(img.mean()))
