@@ -27,6 +27,8 @@ def test_readme_python_blocks_run():
         "pointins.ops.attention",
         "pointins.ops.sparse_conv",
         "pointins.models",
+        "pointins.data.synthetic",
+        "pointins.data.readers",
     ],
 )
 def test_docstring_examples(module):

@@ -612,6 +612,14 @@ def read(
 
     Raises:
         DataError: the file is missing, corrupt, truncated or inconsistent (the message names it and why).
+
+    >>> import os, tempfile
+    >>> from pointins.data import write
+    >>> path = os.path.join(tempfile.mkdtemp(), "two.ply")
+    >>> write(path, {"coord": np.zeros((2, 3)), "segment": np.array([1, 2])})
+    >>> data = read(path)
+    >>> sorted(data), data["coord"].dtype.name, data["segment"].tolist()
+    (['coord', 'segment'], 'float32', [1, 2])
     """
     path = Path(path)
     if nan not in ("raise", "drop"):
