@@ -448,18 +448,19 @@ _NPZ_KEYS = {
 
 def _read_npz(path) -> dict:
     try:
-        z = np.load(path, allow_pickle=False)
-        files = {k.lower(): k for k in z.files}
-        out = {}
-        for key, aliases in _NPZ_KEYS.items():
-            for a in aliases:
-                if a in files:
-                    out[key] = z[files[a]]
-                    break
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+            names = sorted(z.files)
+            files = {k.lower(): k for k in z.files}
+            out = {}
+            for key, aliases in _NPZ_KEYS.items():
+                for a in aliases:
+                    if a in files:
+                        out[key] = z[files[a]]
+                        break
     except Exception as e:  # zipfile.BadZipFile, ValueError, OSError, EOFError, ...
         raise DataError(path, f"corrupt or truncated .npz ({type(e).__name__}: {e})") from None
     if "coord" not in out:
-        raise DataError(path, f"no coordinates: expected one of {_NPZ_KEYS['coord']} among {sorted(z.files)}")
+        raise DataError(path, f"no coordinates: expected one of {_NPZ_KEYS['coord']} among {names}")
     coord = np.asarray(out["coord"])
     if coord.ndim == 2 and coord.shape[1] > 3 and "color" not in out and "strength" not in out:
         out.update(_positional(coord, path))
@@ -538,7 +539,8 @@ def _read_nuscenes(path, lidarseg=None, panoptic=None, learning_map: bool = True
     lidarseg = lidarseg or _nuscenes_sibling(path, "_lidarseg.bin")
     if panoptic is not None:
         try:
-            pan = np.load(panoptic, allow_pickle=False)["data"].astype(np.int64)
+            with open(panoptic, "rb") as f, np.load(f, allow_pickle=False) as z:
+                pan = z["data"].astype(np.int64)
         except Exception as e:
             raise DataError(panoptic, f"corrupt nuScenes panoptic file ({type(e).__name__}: {e})") from None
         if len(pan) != len(pts):
