@@ -7,6 +7,14 @@ from __future__ import annotations
 import numpy as np
 
 
+def consecutive_ids(inst: np.ndarray) -> np.ndarray:
+    """Renumber the non-negative ids 0..K-1 in increasing order (instances that lost all points vanish); -1 stays."""
+    ids = np.unique(inst[inst >= 0])
+    remap = np.full(int(ids.max()) + 1 if len(ids) else 1, -1, np.int64)
+    remap[ids] = np.arange(len(ids))
+    return np.where(inst >= 0, remap[np.maximum(inst, 0)], -1)
+
+
 def yaw_matrix(yaw: float) -> np.ndarray:
     """2D rotation by ``yaw`` about z, as a 3x3 matrix."""
     c, s = np.cos(yaw), np.sin(yaw)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pointins.data._geometry import Surfaces, obb_corners, obb_overlap, yaw_matrix
+from pointins.data._geometry import Surfaces, consecutive_ids, obb_corners, obb_overlap, yaw_matrix
 
 CLASSES = ("wall", "floor", "chair", "table", "desk", "sofa", "bed", "cabinet", "bookshelf", "toilet")
 THING_CLASSES = (2, 3, 4, 5, 6, 7, 8, 9)
@@ -454,11 +454,7 @@ def generate_room(rng: np.random.Generator, cfg: IndoorConfig | None = None) -> 
     light = np.array([0.3, 0.2, 0.93])
     shade = 0.6 + 0.4 * np.abs(normal @ light)[:, None]
     color = np.clip(color * shade + rng.normal(0, 5, (n, 3)), 0, 255)
-    # instance ids: consecutive over the instances that kept points
-    ids = np.unique(inst[inst >= 0])
-    remap = np.full(int(ids.max()) + 1 if len(ids) else 1, -1, np.int64)
-    remap[ids] = np.arange(len(ids))
-    inst = np.where(inst >= 0, remap[np.maximum(inst, 0)], -1)
+    inst = consecutive_ids(inst)
     return {
         "coord": coord.astype(np.float32),
         "color": np.round(color).astype(np.uint8),

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pointins.data._geometry import consecutive_ids
+
 CLASSES = ("ground", "road", "sidewalk", "building", "vegetation", "pole", "car", "pedestrian", "cyclist")
 THING_CLASSES = (6, 7, 8)
 _C = {name: i for i, name in enumerate(CLASSES)}
@@ -353,11 +355,7 @@ def generate_sweep(rng: np.random.Generator, cfg: OutdoorConfig | None = None) -
     strength = refl[idx] * (0.35 + 0.65 * cos_inc[idx]) / np.sqrt(1 + (t_best[idx] / 60.0) ** 2)
     strength = np.clip(strength + rng.normal(0, 0.02, len(idx)), 0.0, 1.0)
     nrm = normal[idx] * np.where((normal[idx] * d[idx]).sum(1, keepdims=True) > 0, -1.0, 1.0)  # face the sensor
-    ii = inst[idx]
-    ids = np.unique(ii[ii >= 0])
-    remap = np.full(int(ids.max()) + 1 if len(ids) else 1, -1, np.int64)
-    remap[ids] = np.arange(len(ids))
-    ii = np.where(ii >= 0, remap[np.maximum(ii, 0)], -1)
+    ii = consecutive_ids(inst[idx])
     return {
         "coord": coord.astype(np.float32),
         "strength": strength[:, None].astype(np.float32),
