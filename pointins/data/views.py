@@ -121,8 +121,13 @@ class ViewDataset:
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+    def __getitem__(self, i) -> dict:
+        """Sample ``i`` of the current epoch, or ``(epoch, i)`` (what a resumable sampler yields, so persistent
+        DataLoader workers need no epoch update)."""
+        epoch = self.epoch
+        if isinstance(i, tuple):
+            epoch, i = i
+        rng = np.random.default_rng([self.seed, int(epoch), int(i)])
         raw = self.source[i]
         scene = prepare_scene(raw, self.cfg.grid_size, rng)
         views = make_views(scene, self.cfg, rng)

@@ -1,0 +1,305 @@
+"""The PointINS pretraining model: student (backbone + semantic head + offset head), EMA teacher, and the
+losses of one step (METHOD.md sections 3-6).
+
+One step on a collated multi-view batch (:func:`pointins.data.collate.collate`):
+
+1. The teacher (eval mode: no drop path, fixed curves) encodes the full global views; the student encodes
+   the visible points of the block-masked global views and the local views in one pass.
+2. Up-cast points of both are mapped to the original frame and matched by voxel hashing
+   (:func:`pointins.ssl.matching.match_views`).
+3. Semantic: Sinkhorn-Knopp targets from the teacher's prototype scores; cross-entropy at matched student
+   points, averaged per scene then over the batch.
+4. Offsets (after ``offset_warmup``): the teacher's offsets in the original frame go through ODR and SCR
+   (order and side configurable for ablations); the target of a student point is the teacher's regularised
+   instance centre minus the student point's own original-frame position **[ours: exact for points that
+   are not at the same spot]**; loss ``L1 + (1 - cos)`` weighted by ``offset_weight``.
+
+:data:`VARIANTS` names the ablations (``semantic-only`` is the Sonata/DOS-like baseline).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, fields
+
+import torch
+from torch import nn
+
+from pointins.data.masking import block_mask
+from pointins.models import PointTransformerV3
+from pointins.ssl.matching import match_views, points_to_original, vectors_to_original
+from pointins.ssl.offsets import OffsetHead, _batch_of, get_prior, odr, offset_loss, scr
+from pointins.ssl.semantic import SemanticHead, per_sample_mean, semantic_loss, sinkhorn_knopp
+from pointins.ssl.teacher import cosine, linear_warmup
+
+__all__ = ["VARIANTS", "PointINS", "SSLConfig", "Student"]
+
+
+@dataclass
+class SSLConfig:
+    """Method hyper-parameters (defaults: METHOD.md; **[ours]** where the paper is silent)."""
+
+    # semantic branch
+    prototypes: int = 1024
+    head_hidden: int = 4096
+    head_dim: int = 256
+    student_temp: float = 0.1
+    teacher_temp: tuple[float, float] = (0.04, 0.07)
+    teacher_temp_warmup: float = 0.1  # [ours] fraction of training over which teacher_temp rises
+    sinkhorn_iters: int = 3
+    zipf_alpha: float = 0.0  # > 0: Zipf marginal (DOS uses ~1.3)
+    # teacher
+    ema: tuple[float, float] = (0.994, 1.0)
+    # masking (student global views)
+    mask_size: tuple[float, float] = (0.1, 0.4)
+    mask_ratio: tuple[float, float] = (0.3, 0.7)
+    mask_warmup: float = 0.05
+    mask_local: bool = False  # [ours] local views are small crops already
+    # offset branch
+    offset: bool = True
+    odr: bool = True
+    scr: bool = True
+    scr_before_odr: bool = False
+    odr_side: str = "teacher"  # or "student" (ablation)
+    odr_directions: bool = True
+    prior: str = "indoor"  # indoor | outdoor | lognormal:MU,SIGMA | weibull:SCALE,SHAPE | prior.json
+    offset_hidden: int = 256
+    offset_weight: float = 0.25
+    offset_warmup: float = 0.1
+    kmeans_k: int = 20
+    kmeans_iters: int = 5
+    scr_radius: float | None = None  # None: 2 up-cast cells [ours]
+    scr_min_size: int = 8
+    # matching
+    match_cell: float | None = None  # None: one up-cast cell
+    same_view: bool = True  # also distil a global view into its own masked copy (DOS)
+
+    def __post_init__(self):
+        if self.odr_side not in ("teacher", "student"):
+            raise ValueError(f"SSLConfig: odr_side must be 'teacher' or 'student', got {self.odr_side!r}.")
+        for name in ("teacher_temp", "ema", "mask_size", "mask_ratio"):
+            v = tuple(getattr(self, name))
+            if len(v) != 2:
+                raise ValueError(f"SSLConfig: {name} needs (start, end), got {v}.")
+            setattr(self, name, v)
+        if self.prototypes < 1 or self.kmeans_k < 1:
+            raise ValueError("SSLConfig: prototypes and kmeans_k must be >= 1.")
+
+
+# Ablations of METHOD.md (overrides of SSLConfig).
+VARIANTS: dict[str, dict] = {
+    "pointins": {},
+    "semantic-only": {"offset": False},
+    "offset": {"odr": False, "scr": False},
+    "offset+odr": {"scr": False},
+    "offset+scr": {"odr": False},
+    "scr-before-odr": {"scr_before_odr": True},
+    "odr-student": {"odr_side": "student"},
+}
+
+
+class Student(nn.Module):
+    """Backbone + heads; ``forward(batch)`` -> (encoder output, prototype scores, offsets in the view frame)."""
+
+    def __init__(self, backbone: PointTransformerV3, cfg: SSLConfig):
+        super().__init__()
+        c = backbone.config.upcast_channels
+        self.backbone = backbone
+        self.semantic = SemanticHead(c, cfg.prototypes, cfg.head_hidden, cfg.head_dim)
+        self.offset = OffsetHead(c, cfg.offset_hidden) if cfg.offset else None
+
+    def forward(self, batch: dict, levels=None):
+        out = self.backbone(batch, levels=levels, return_full=False)
+        scores = self.semantic(out.feat)
+        off = self.offset(out.feat) if self.offset is not None else None
+        return out, scores, off
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    stats: dict[str, float] = field(default_factory=dict)
+    details: dict | None = None
+
+
+def _cloud_of(offsets: torch.Tensor, n: int) -> torch.Tensor:
+    return _batch_of(offsets, n)
+
+
+class PointINS(nn.Module):
+    """Student + EMA teacher. :meth:`step_losses` computes the loss of one batch; :meth:`update_teacher`
+    applies the EMA after the optimiser step."""
+
+    def __init__(self, backbone: PointTransformerV3, cfg: SSLConfig | None = None):
+        super().__init__()
+        self.cfg = cfg or SSLConfig()
+        self.student = Student(backbone, self.cfg)
+        self.teacher = copy.deepcopy(self.student)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher.eval()
+        self.prior = get_prior(self.cfg.prior)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # always: no drop path, deterministic curves
+        return self
+
+    # --- schedules -------------------------------------------------------------------------------
+
+    def schedule(self, progress: float) -> dict[str, float]:
+        c = self.cfg
+        size = linear_warmup(c.mask_size[0], c.mask_size[1], progress, c.mask_warmup)
+        ratio = linear_warmup(c.mask_ratio[0], c.mask_ratio[1], progress, c.mask_warmup)
+        return {
+            "teacher_temp": linear_warmup(c.teacher_temp[0], c.teacher_temp[1], progress, c.teacher_temp_warmup),
+            "momentum": cosine(c.ema[0], c.ema[1], progress),
+            "mask_size": size,
+            "mask_ratio": ratio,
+            "offset_on": float(c.offset and progress >= c.offset_warmup),
+        }
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float, student: nn.Module | None = None) -> None:
+        from pointins.ssl.teacher import ema_update
+
+        ema_update(self.teacher, student if student is not None else self.student, momentum)
+
+    # --- one step --------------------------------------------------------------------------------
+
+    def _student_batch(self, g: dict, loc: dict | None, mask_size: float, mask_ratio: float, gen) -> dict:
+        """Visible points of the masked global views + the local views, as one batch."""
+        keep = ~block_mask(g["coord"], g["offsets"], size=mask_size, ratio=mask_ratio, generator=gen)
+        cloud = _cloud_of(g["offsets"], g["coord"].shape[0])
+        nclouds = g["offsets"].numel() - 1
+        vis = torch.bincount(cloud[keep], minlength=nclouds)
+        if bool((vis == 0).any()):  # a fully masked cloud: show it whole
+            keep |= (vis == 0)[cloud]
+        parts = [{k: g[k][keep] for k in ("coord", "feat", "grid_coord")}]
+        counts = [torch.bincount(cloud[keep], minlength=nclouds)]
+        per_cloud = [{"transform": g["transform"], "shift": g["shift"], "sample": g["cloud_sample"],
+                      "view": g["cloud_view"]}]  # fmt: skip
+        if loc is not None:
+            lk = torch.ones(loc["coord"].shape[0], dtype=torch.bool, device=loc["coord"].device)
+            if self.cfg.mask_local:
+                lk = ~block_mask(loc["coord"], loc["offsets"], size=mask_size, ratio=mask_ratio, generator=gen)
+                lc = _cloud_of(loc["offsets"], loc["coord"].shape[0])
+                lv = torch.bincount(lc[lk], minlength=loc["offsets"].numel() - 1)
+                lk |= (lv == 0)[lc]
+            parts.append({k: loc[k][lk] for k in ("coord", "feat", "grid_coord")})
+            lc = _cloud_of(loc["offsets"], lk.numel())
+            counts.append(torch.bincount(lc[lk], minlength=loc["offsets"].numel() - 1))
+            per_cloud.append({"transform": loc["transform"], "shift": loc["shift"], "sample": loc["cloud_sample"],
+                              "view": -1 - loc["cloud_view"]})  # fmt: skip
+        out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        cnt = torch.cat(counts)
+        out["offsets"] = torch.cat([cnt.new_zeros(1), cnt.cumsum(0)])
+        for k in per_cloud[0]:
+            out[k] = torch.cat([p[k] for p in per_cloud])
+        out["visible"] = keep
+        return out
+
+    def step_losses(
+        self,
+        batch: dict,
+        progress: float,
+        *,
+        step: int = 0,
+        student: nn.Module | None = None,
+        generator: torch.Generator | None = None,
+        autocast: bool = False,
+        details: bool = False,
+    ) -> StepOutput:
+        """Loss of one collated multi-view batch at training ``progress`` in [0, 1].
+
+        ``student``: the module to run (e.g. its DistributedDataParallel wrapper; default ``self.student``).
+        ``generator`` draws the masks. ``details=True`` also returns the teacher's SCR results (for the
+        visualisation) and the matches.
+        """
+        c = self.cfg
+        sched = self.schedule(progress)
+        run = student if student is not None else self.student
+        g, loc = batch["global"], batch.get("local")
+        dev = g["coord"].device
+        num_samples = int(batch["num_samples"])
+        amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast)
+
+        # teacher on the full global views
+        with torch.no_grad(), amp:
+            t_out, t_scores, t_off = self.teacher(g)
+        t_cloud = _cloud_of(t_out.offsets, t_out.coord.shape[0])
+        t_xyz = points_to_original(t_out.coord.float(), g["transform"], g["shift"], t_cloud)
+
+        # student on visible global points + local views
+        sb = self._student_batch(g, loc, sched["mask_size"], sched["mask_ratio"], generator)
+        with amp:
+            s_out, s_scores, s_off = run(sb)
+        s_cloud = _cloud_of(s_out.offsets, s_out.coord.shape[0])
+        s_xyz = points_to_original(s_out.coord.float(), sb["transform"], sb["shift"], s_cloud)
+
+        bc = self.student.backbone.config  # its grid_size must be the views' grid size
+        cell_u = bc.grid_size * 2**bc.upcast_stage
+        m = match_views(
+            s_xyz, sb["sample"][s_cloud], sb["view"][s_cloud], t_xyz, g["cloud_sample"][t_cloud],
+            g["cloud_view"][t_cloud], c.match_cell or cell_u, same_view=c.same_view,
+        )  # fmt: skip
+
+        q = sinkhorn_knopp(t_scores.float(), sched["teacher_temp"], c.sinkhorn_iters, c.zipf_alpha)
+        l_sem = semantic_loss(s_scores[m.student], q[m.teacher], m.sample, c.student_temp, num_samples)
+        stats = {"pairs": float(len(m)), "student_points": float(sb["coord"].shape[0])}
+        stats.update({k: v for k, v in sched.items() if k != "offset_on"})
+
+        l_off = torch.zeros((), device=dev)
+        info = None
+        if s_off is not None:
+            so = vectors_to_original(s_off.float(), sb["transform"], s_cloud)
+            if sched["offset_on"]:
+                to = vectors_to_original(t_off.float(), g["transform"], t_cloud)
+                target, info = self._targets(t_out.feat, t_xyz, to, t_out.offsets, step, cell_u)
+                centre = t_xyz + target
+                s_target = centre[m.teacher] - s_xyz[m.student]
+                pred = so[m.student]
+                if c.odr and c.odr_side == "student":
+                    mag = odr(so, s_out.offsets, self.prior, directions=False).norm(dim=1)[m.student]
+                    pred = pred / pred.norm(dim=1, keepdim=True).clamp_min(1e-6) * mag[:, None]
+                l_off = per_sample_mean(offset_loss(pred, s_target), m.sample, num_samples)
+                stats["pseudo_instances"] = float(info.num_instances) if info is not None else 0.0
+                stats["target_norm"] = float(target.norm(dim=1).mean()) if target.numel() else 0.0
+            else:
+                l_off = so.sum() * 0.0  # keeps the head in the graph (DDP)
+            stats["offset_norm"] = float(so.detach().norm(dim=1).mean()) if so.numel() else 0.0
+        w = c.offset_weight * sched["offset_on"]
+        loss = l_sem + w * l_off
+        stats.update({"loss_sem": float(l_sem.detach()), "loss_off": float(l_off.detach()) + 0.0})
+        det = None
+        if details:
+            det = {"teacher": t_out, "t_xyz": t_xyz, "scr": info, "matches": m, "student_batch": sb}
+        return StepOutput(loss, stats, det)
+
+    @torch.no_grad()
+    def _targets(self, feat, xyz, off, offsets, step: int, cell_u: float):
+        """Teacher offset targets (original frame) in the configured order; returns (targets, SCR result)."""
+        c = self.cfg
+        info = None
+        t = off
+
+        def run_scr(o):
+            return scr(
+                feat, xyz, o, offsets, k=c.kmeans_k, iters=c.kmeans_iters,
+                radius=c.scr_radius or 2.0 * cell_u, min_size=c.scr_min_size, seed=step,
+            )  # fmt: skip
+
+        use_odr = c.odr and c.odr_side == "teacher"
+        if c.scr and c.scr_before_odr:
+            info = run_scr(t)
+            t = info.target
+        if use_odr:
+            t = odr(t, offsets, self.prior, directions=c.odr_directions)
+        if c.scr and not c.scr_before_odr:
+            info = run_scr(t)
+            t = info.target
+        return t, info
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(SSLConfig)]

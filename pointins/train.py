@@ -1,0 +1,579 @@
+"""``python -m pointins.train``: PointINS pretraining of a PTv3 encoder.
+
+    python -m pointins.train                                  # cpu-demo: tiny model, synthetic rooms, < 10 min
+    python -m pointins.train --preset indoor-base --data /data/scannet --out runs/scannet
+    python -m pointins.train --preset outdoor-base --data /data/semantickitti
+    python -m pointins.train --out runs/demo --resume         # continue from runs/demo/latest
+    torchrun --nproc_per_node 8 -m pointins.train --preset indoor-base --data ...   # DDP
+
+``key=value`` arguments override any setting (``steps=2000``, ``ssl.prototypes=4096``, see
+:mod:`pointins.config`); ``--variant`` picks an ablation (``semantic-only``, ``offset``, ...).
+
+What a run writes to ``--out``: ``config.json`` (the resolved config), ``metrics.jsonl`` + ``metrics.csv``
+(and TensorBoard events when installed), ``ckpt_XXXXXXX.pt`` every ``ckpt_every`` steps with ``latest``
+naming the newest (atomic: temp file + rename; model, teacher, optimiser, scheduler, RNG, step),
+``vis/`` (PNG + PLY of the teacher's segments, pseudo-instances and centres every ``vis_every`` steps) and
+``backbone.pt`` at the end (the student encoder for :mod:`pointins.evaluate` and fine-tuning).
+
+Reproducibility: batches depend only on (seed, epoch, index), masks and the model's random draws on
+(seed, step, rank), so ``--resume`` continues exactly where the checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from pointins.config import PRESETS, TrainConfig, apply_overrides, from_dict, resolve
+from pointins.data.collate import collate
+from pointins.data.views import ViewDataset, seed_worker
+from pointins.models import build_backbone
+from pointins.ssl import VARIANTS, PointINS, param_groups
+from pointins.ssl.teacher import cosine
+
+__all__ = ["TrainingDiverged", "load_checkpoint", "main", "open_dataset", "run"]
+
+CKPT_FORMAT = "pointins-train-1"
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised after ``max_bad_steps`` consecutive non-finite losses/gradients."""
+
+
+# ------------------------------------------------------------------------------------------------
+# distributed
+# ------------------------------------------------------------------------------------------------
+
+
+def _dist_setup(device_pref: str) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
+    if device_pref not in ("auto", "cpu", "cuda") and not device_pref.startswith("cuda:"):
+        raise ValueError(f"pointins.train: device must be auto, cpu or cuda[:N], got {device_pref!r}.")
+    if device_pref.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("pointins.train: device=cuda but torch sees no GPU; use device=cpu (or auto).")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        dev = torch.device(device_pref if device_pref.startswith("cuda:") else f"cuda:{local}")
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    return rank, (dist.get_world_size() if dist.is_initialized() else 1), dev
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _all_mean(values: list[float], device) -> list[float]:
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return (t / dist.get_world_size()).tolist()
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------------
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("POINTINS_CACHE", Path.home() / ".cache" / "pointins"))
+
+
+def synthetic_root(cfg: TrainConfig) -> Path:
+    return _cache_dir() / "synthetic" / f"{cfg.kind}-seed{cfg.seed}-n{cfg.synthetic_scenes}"
+
+
+def _ensure_synthetic(cfg: TrainConfig, rank: int, progress: bool) -> Path:
+    """Generate the built-in synthetic scenes on first use (rank 0; others wait), atomically."""
+    root = synthetic_root(cfg)
+    if rank == 0 and not (root / "meta.json").exists():
+        from pointins.data import synthetic
+
+        print(f"pointins.train: generating {cfg.synthetic_scenes} synthetic {cfg.kind} scenes in {root} "
+              "(first use only)", file=sys.stderr)  # fmt: skip
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
+        try:
+            workers = max(1, min(cfg.num_workers, os.cpu_count() or 1))
+            synthetic.generate(
+                cfg.kind,
+                tmp,
+                cfg.synthetic_scenes,
+                seed=cfg.seed,
+                val_fraction=0.125,
+                workers=workers,
+                progress=progress,
+            )
+            try:
+                tmp.rename(root)
+            except OSError:  # another process made it meanwhile
+                if not (root / "meta.json").exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    _barrier()
+    return root
+
+
+def open_dataset(cfg: TrainConfig, rank: int = 0, progress: bool = True):
+    """The scene dataset of a run: ``cfg.data`` (split ``cfg.split`` when it has one) or the synthetic scenes."""
+    from pointins.data import DataError, PointCloudDataset
+
+    root = Path(cfg.data).expanduser() if cfg.data else _ensure_synthetic(cfg, rank, progress)
+    if not root.exists():
+        raise FileNotFoundError(f"pointins.train: --data {root} does not exist.")
+    if cfg.split:
+        try:
+            return PointCloudDataset(root, split=cfg.split, on_error="skip")
+        except DataError:
+            pass
+    return PointCloudDataset(root, on_error="skip")
+
+
+def feature_keys(scene: dict) -> tuple[str, ...]:
+    """Backbone inputs available in a scene: xyz + rgb (+ normal) indoors, xyz + strength for LiDAR."""
+    if "color" in scene:
+        return ("coord", "color", "normal") if "normal" in scene else ("coord", "color")
+    if "strength" in scene:
+        return ("coord", "strength")
+    return ("coord",)
+
+
+def _channels(keys) -> int:
+    return sum({"coord": 3, "color": 3, "normal": 3, "strength": 1}[k] for k in keys)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields ``(epoch, index)`` for every step from a start step on: epoch e's order is a permutation drawn
+    from ``seed + e``, split over ranks; resuming at any step gives the same batches."""
+
+    def __init__(self, n: int, batch: int, seed: int, rank: int, world: int, start_step: int, total_steps: int):
+        self.n, self.batch, self.seed, self.rank, self.world = n, batch, seed, rank, world
+        self.per_rank = n // world
+        self.steps_per_epoch = self.per_rank // batch
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"pointins.train: {n} scenes cannot fill one batch of {batch} on each of {world} processes; "
+                "use a smaller batch_size or more data (synthetic_scenes=...)."
+            )
+        self.start, self.total = start_step, total_steps
+
+    def _order(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(self.n, generator=g)[: self.per_rank * self.world]
+        return perm[self.rank :: self.world].tolist()
+
+    def __iter__(self):
+        step = self.start
+        while step < self.total:
+            epoch, pos = divmod(step, self.steps_per_epoch)
+            order = self._order(epoch)
+            for s in range(pos, self.steps_per_epoch):
+                if step >= self.total:
+                    return
+                yield from ((epoch, i) for i in order[s * self.batch : (s + 1) * self.batch])
+                step += 1
+
+    def __len__(self) -> int:
+        return (self.total - self.start) * self.batch
+
+
+def _to(batch, device):
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    return batch
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints and logs
+# ------------------------------------------------------------------------------------------------
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002 -- third-party code draws from it
+    st = {"torch": torch.get_rng_state(), "python": json.dumps(random.getstate()),
+          "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]}  # fmt: skip
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    r = json.loads(st["python"])
+    random.setstate((r[0], tuple(r[1]), r[2]))
+    name, keys, pos, has_gauss, gauss = st["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))  # noqa: NPY002
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load a training checkpoint (``weights_only=True``) with a clear error for corrupt or foreign files."""
+    path = Path(path)
+    if path.is_dir():
+        latest = path / "latest"
+        if not latest.exists():
+            raise FileNotFoundError(f"pointins.train: {path} has no 'latest' checkpoint to resume from.")
+        path = path / latest.read_text().strip()
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise RuntimeError(
+            f"pointins.train: cannot read checkpoint {path} ({type(e).__name__}: {e}); it is corrupt or not a "
+            "pointins checkpoint. Resume from an older ckpt_*.pt in the same folder."
+        ) from e
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        raise RuntimeError(f"pointins.train: {path} is not a pointins training checkpoint ({CKPT_FORMAT}).")
+    ck["path"] = str(path)
+    return ck
+
+
+class MetricLog:
+    """metrics.jsonl (every key) + metrics.csv (fixed columns) + TensorBoard when available."""
+
+    COLUMNS = ("step", "epoch", "loss", "loss_sem", "loss_off", "lr", "weight_decay", "momentum", "teacher_temp",
+               "mask_ratio", "pairs", "pseudo_instances", "offset_norm", "points_per_s", "step_s")  # fmt: skip
+
+    def __init__(self, out: Path, start_step: int, tensorboard: bool):
+        self.jsonl, self.csv = out / "metrics.jsonl", out / "metrics.csv"
+        self._truncate(start_step)
+        new_csv = not self.csv.exists()
+        self.fj = open(self.jsonl, "a")
+        self.fc = open(self.csv, "a", newline="")
+        self.writer = csv.writer(self.fc)
+        if new_csv:
+            self.writer.writerow(self.COLUMNS)
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tb"), purge_step=start_step)
+            except Exception:  # tensorboard not installed
+                self.tb = None
+
+    def _truncate(self, start_step: int) -> None:
+        """Drop records of steps >= start_step (written after the checkpoint we resume from)."""
+        if self.jsonl.exists():
+            lines = self.jsonl.read_text().splitlines()
+            keep = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] < start_step]
+            _atomic_text(self.jsonl, "".join(ln + "\n" for ln in keep))
+        if self.csv.exists():
+            rows = list(csv.reader(self.csv.read_text().splitlines()))
+            keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) < start_step]
+            _atomic_text(self.csv, "".join(",".join(r) + "\n" for r in keep))
+
+    def write(self, rec: dict) -> None:
+        self.fj.write(json.dumps(rec) + "\n")
+        self.fj.flush()
+        self.writer.writerow([rec.get(c, "") for c in self.COLUMNS])
+        self.fc.flush()
+        if self.tb is not None:
+            for k, v in rec.items():
+                if k not in ("step", "epoch") and isinstance(v, int | float):
+                    self.tb.add_scalar(f"train/{k}", v, rec["step"])
+
+    def close(self) -> None:
+        self.fj.close()
+        self.fc.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# the run
+# ------------------------------------------------------------------------------------------------
+
+
+class OneCycle:
+    """lr factor of a one-cycle schedule: linear warm-up from ``1/div`` to 1 over ``warmup`` of the steps, then
+    cosine down to ``1/(div * final_div)`` (Pointcept's OneCycleLR shape; any number of steps works)."""
+
+    def __init__(self, steps: int, warmup: float, div: float, final_div: float):
+        self.steps, self.warm = steps, max(1, math.ceil(warmup * steps)) if warmup > 0 else 0
+        self.lo, self.end = 1.0 / div, 1.0 / (div * final_div)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warm:
+            return self.lo + (1.0 - self.lo) * step / self.warm
+        p = (step - self.warm) / max(1, self.steps - self.warm)
+        return cosine(1.0, self.end, p)
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**63 - 1)
+
+
+def run(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: bool = True) -> dict:
+    """Pretrain as configured; returns a summary (final metrics, paths). ``resume``: a checkpoint or run
+    folder (its ``latest``)."""
+    rank, world, device = _dist_setup(cfg.device)
+    out = Path(cfg.out)
+    ck = None
+    if resume is not None:
+        ck = load_checkpoint(resume)
+        saved = from_dict(ck["config"])
+        if asdict(saved) != asdict(cfg):  # resuming with a different config: keep the checkpoint's
+            diff = [k for k, v in asdict(saved).items() if asdict(cfg)[k] != v and k not in ("out", "steps")]
+            if diff:
+                warnings.warn(f"pointins.train: resuming with the checkpoint's config; ignoring changes to {diff}.",
+                              stacklevel=2)  # fmt: skip
+            saved.out, saved.steps = cfg.out, cfg.steps
+            cfg = saved
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(_step_seed(cfg.seed, 0, rank))
+
+    scenes = open_dataset(cfg, rank, progress and rank == 0)
+    first = scenes[0]
+    keys = feature_keys(first)
+    in_ch = _channels(keys)
+    views = ViewDataset(scenes, cfg.views, seed=cfg.seed)
+
+    over = {"grid_size": cfg.views.grid_size}
+    if cfg.drop_path is not None:
+        over["drop_path"] = cfg.drop_path
+    backbone = build_backbone(cfg.backbone, in_channels=in_ch, **over)
+    model = PointINS(backbone, cfg.ssl).to(device)
+    total_batch = cfg.batch_size * world
+    peak = cfg.lr * total_batch / cfg.lr_batch
+    groups = param_groups(model.student, backbone.config.depths, peak, cfg.weight_decay[0], cfg.layer_decay)
+    opt = torch.optim.AdamW(groups, lr=peak, betas=(0.9, 0.95))
+    cycle = OneCycle(cfg.steps, cfg.warmup, cfg.div_factor, cfg.final_div_factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cycle)
+    start = 0
+    bad = 0
+    if ck is not None:
+        model.student.load_state_dict(ck["student"])
+        model.teacher.load_state_dict(ck["teacher"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        _set_rng_state(ck["rng"])
+        start, bad = int(ck["step"]), int(ck.get("bad_steps", 0))
+        if rank == 0:
+            print(f"pointins.train: resumed from {ck['path']} at step {start}", file=sys.stderr)
+    student = model.student
+    if world > 1:
+        student = torch.nn.parallel.DistributedDataParallel(
+            model.student, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    use_amp = device.type == "cuda" and cfg.amp in ("auto", "bf16")
+
+    sampler = EpochSampler(len(views), cfg.batch_size, cfg.seed, rank, world, start, cfg.steps)
+    loader = torch.utils.data.DataLoader(
+        views, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+        collate_fn=lambda s: collate(s, feat_keys=keys), worker_init_fn=seed_worker,
+        pin_memory=device.type == "cuda", persistent_workers=False,
+        multiprocessing_context="fork" if cfg.num_workers and sys.platform == "linux" else None,
+    )  # fmt: skip
+    log = MetricLog(out, start, cfg.tensorboard) if rank == 0 else None
+    from pointins._progress import progress_bar
+
+    bar = progress_bar(total=cfg.steps, desc="pretrain", enabled=progress and rank == 0, initial=start)
+    model.train()
+    last: dict = {}
+    t_last = time.perf_counter()
+    step = start
+    try:
+        for batch in loader:
+            progress_frac = step / cfg.steps
+            batch = _to(batch, device)
+            points = float(sum(batch[k]["coord"].shape[0] for k in ("global", "local") if k in batch))
+            torch.manual_seed(_step_seed(cfg.seed, step, rank))
+            gen = torch.Generator().manual_seed(_step_seed(cfg.seed + 1, step, rank))
+            wd = cosine(cfg.weight_decay[0], cfg.weight_decay[1], progress_frac)
+            for g in opt.param_groups:
+                g["weight_decay"] = wd if g["apply_wd"] else 0.0
+            want_vis = rank == 0 and cfg.vis_every > 0 and (step + 1) % cfg.vis_every == 0
+            res = model.step_losses(batch, progress_frac, step=step, student=student, generator=gen,
+                                    autocast=use_amp, details=want_vis)  # fmt: skip
+            ok = bool(torch.isfinite(res.loss.detach()))
+            ok = _all_mean([float(ok)], device)[0] == 1.0
+            gnorm = float("nan")
+            if ok:
+                res.loss.backward()
+                gnorm = float(torch.nn.utils.clip_grad_norm_(model.student.parameters(), cfg.clip_grad))
+                ok = math.isfinite(gnorm)
+            if ok:
+                opt.step()
+                model.update_teacher(model.schedule(progress_frac)["momentum"])
+                bad = 0
+            else:
+                bad += 1
+                if rank == 0:
+                    warnings.warn(f"pointins.train: step {step}: non-finite loss/gradient ({res.stats}); step skipped "
+                                  f"({bad}/{cfg.max_bad_steps} in a row).", stacklevel=2)  # fmt: skip
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            if bad >= cfg.max_bad_steps:
+                raise TrainingDiverged(
+                    f"pointins.train: {bad} consecutive steps had a non-finite loss or gradient (last at step {step}); "
+                    f"stopped. The last good checkpoint is in {out} (latest); lower lr or clip_grad and --resume."
+                )
+            step += 1
+            now = time.perf_counter()
+            dt, t_last = now - t_last, now
+            stats = dict(res.stats)
+            loss_val = float(res.loss.detach()) if ok else float("nan")
+            vals = _all_mean([loss_val, stats["loss_sem"], stats["loss_off"], points * world / dt], device)
+            rec = {"step": step, "epoch": (step - 1) // sampler.steps_per_epoch, "loss": vals[0],
+                   "loss_sem": vals[1], "loss_off": vals[2], "lr": opt.param_groups[-1]["lr"], "weight_decay": wd,
+                   "grad_norm": gnorm, "points_per_s": vals[3], "step_s": dt, "skipped": not ok}  # fmt: skip
+            rec.update({k: v for k, v in stats.items() if k not in rec})
+            last = rec
+            if rank == 0:
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    log.write(rec)
+                bar.update(1)
+                bar.set_postfix(loss=f"{vals[0]:.3f}", sem=f"{vals[1]:.3f}", off=f"{vals[2]:.3f}",
+                                pts_s=f"{vals[3]:.0f}")  # fmt: skip
+                if want_vis and res.details is not None:
+                    from pointins.ssl.visualize import teacher_look
+
+                    model.eval()
+                    teacher_look(model, res.details, batch, out / "vis" / f"step_{step:07d}")
+                    model.train()
+            if cfg.ckpt_every and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+                _save(cfg, model, opt, sched, step, bad, out, rank, keys, in_ch)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    if rank == 0:
+        _atomic_save({"format": "pointins-backbone-1", "backbone": model.student.backbone.state_dict(),
+                      "backbone_config": asdict(backbone.config), "feat_keys": list(keys), "in_channels": in_ch,
+                      "config": cfg.to_dict(), "step": step}, out / "backbone.pt")  # fmt: skip
+    _barrier()
+    return {"out": str(out), "step": step, "last": last, "world": world, "device": str(device)}
+
+
+def _save(cfg, model, opt, sched, step, bad, out: Path, rank: int, keys, in_ch) -> None:
+    if rank == 0:
+        name = f"ckpt_{step:07d}.pt"
+        state = {
+            "format": CKPT_FORMAT, "step": step, "bad_steps": bad, "config": cfg.to_dict(),
+            "student": model.student.state_dict(), "teacher": model.teacher.state_dict(),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
+            "backbone_config": asdict(model.student.backbone.config), "feat_keys": list(keys), "in_channels": in_ch,
+        }  # fmt: skip
+        _atomic_save(state, out / name)
+        _atomic_text(out / "latest", name + "\n")
+        if cfg.keep_checkpoints > 0:
+            for old in sorted(out.glob("ckpt_*.pt"))[: -cfg.keep_checkpoints]:
+                old.unlink(missing_ok=True)
+    _barrier()
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pointins.train",
+        description="PointINS self-supervised pretraining of a PTv3 encoder. Extra key=value arguments override "
+        "settings (e.g. steps=2000 batch_size=4 ssl.prototypes=4096 views.grid_size=0.05).",
+    )
+    p.add_argument("--preset", default=None, choices=list(PRESETS),
+                   help="cpu-demo (default without a GPU), indoor-base / outdoor-base (GPU; indoor-base is the "
+                   "default with one)")  # fmt: skip
+    p.add_argument("--data", default=None, help="dataset root the readers accept (default: built-in synthetic scenes)")
+    p.add_argument("--out", default=None, help="run folder (default runs/<preset>)")
+    p.add_argument("--steps", type=int, default=None, help="total training steps")
+    p.add_argument("--variant", default=None, choices=list(VARIANTS), help="method variant / ablation")
+    p.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="resume from a checkpoint file, or (no value) from OUT/latest")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    preset = args.preset or ("indoor-base" if torch.cuda.is_available() else "cpu-demo")
+    try:
+        cfg = resolve(preset, args.overrides, variant=args.variant)
+        extra = []
+        if args.out or not any(o.startswith("out=") for o in args.overrides):
+            extra.append(f"out={args.out or 'runs/' + preset}")
+        if args.data:
+            extra.append(f"data={args.data}")
+        if args.steps:
+            extra.append(f"steps={args.steps}")
+        cfg = apply_overrides(cfg, extra)
+    except (KeyError, ValueError) as e:
+        print(f"pointins.train: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    resume = None
+    if args.resume:
+        resume = Path(cfg.out) if args.resume == "auto" else Path(args.resume)
+    t0 = time.perf_counter()
+    summary = run(cfg, resume=resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        last = summary["last"]
+        msg = (f"pointins.train: {summary['step']} steps in {time.perf_counter() - t0:.0f} s on {summary['device']}"
+               f" x{summary['world']}; ")  # fmt: skip
+        if last:
+            msg += (f"last loss {last['loss']:.4f} (semantic {last['loss_sem']:.4f}, offset {last['loss_off']:.4f}), "
+                    f"{last['points_per_s']:.0f} points/s; ")  # fmt: skip
+        print(msg + f"outputs in {summary['out']}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
