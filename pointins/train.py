@@ -298,14 +298,15 @@ class MetricLog:
                 self.tb = None
 
     def _truncate(self, start_step: int) -> None:
-        """Drop records of steps >= start_step (written after the checkpoint we resume from)."""
+        """Drop records after ``start_step`` (written after the checkpoint we resume from; a record's step counts
+        the steps done)."""
         if self.jsonl.exists():
             lines = self.jsonl.read_text().splitlines()
-            keep = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] < start_step]
+            keep = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= start_step]
             _atomic_text(self.jsonl, "".join(ln + "\n" for ln in keep))
         if self.csv.exists():
             rows = list(csv.reader(self.csv.read_text().splitlines()))
-            keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) < start_step]
+            keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= start_step]
             _atomic_text(self.csv, "".join(",".join(r) + "\n" for r in keep))
 
     def write(self, rec: dict) -> None:
@@ -422,6 +423,7 @@ def run(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
     last: dict = {}
     t_last = time.perf_counter()
     step = start
+    pending = False
     try:
         for batch in loader:
             progress_frac = step / cfg.steps
@@ -482,7 +484,10 @@ def run(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
                     teacher_look(model, res.details, batch, out / "vis" / f"step_{step:07d}")
                     model.train()
             if cfg.ckpt_every and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+                pending = True
+            if pending and bad == 0:  # never checkpoint in the middle of a run of skipped steps
                 _save(cfg, model, opt, sched, step, bad, out, rank, keys, in_ch)
+                pending = False
     finally:
         bar.close()
         if log is not None:

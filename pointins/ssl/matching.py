@@ -73,9 +73,10 @@ def match_views(
         return Matches(empty, empty, empty)
     if not cell > 0:
         raise ValueError(f"match_views: cell must be > 0, got {cell}.")
-    lo = torch.minimum(s_xyz.min(0).values, t_xyz.min(0).values).double()
-    gs = torch.floor((s_xyz.double() - lo) / cell).long()
-    gt = torch.floor((t_xyz.double() - lo) / cell).long()
+    gs = torch.floor(s_xyz.double() / cell).long()  # absolute cells: matches do not depend on the batch
+    gt = torch.floor(t_xyz.double() / cell).long()
+    lo = torch.minimum(gs.min(0).values, gt.min(0).values)
+    gs, gt = gs - lo, gt - lo
     span = torch.maximum(gs.max(0).values, gt.max(0).values) + 1
     views = torch.unique(t_view)
     nv = int(views.numel())

@@ -1,0 +1,360 @@
+"""The PointINS method pieces against plain references: Sinkhorn, losses, EMA, ODR, SCR, frames, matching."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from pointins.data import synthetic
+from pointins.data.collate import collate
+from pointins.data.views import ViewConfig, ViewDataset, make_views, prepare_scene
+from pointins.models import build_backbone
+from pointins.ssl import (
+    EmpiricalPrior,
+    LogNormalPrior,
+    PointINS,
+    SSLConfig,
+    WeibullPrior,
+    ema_update,
+    get_prior,
+    match_views,
+    odr,
+    offset_loss,
+    param_groups,
+    points_to_original,
+    rank_within,
+    scr,
+    semantic_loss,
+    sinkhorn_knopp,
+    vectors_to_original,
+    vectors_to_view,
+    zipf_marginal,
+)
+from pointins.ssl.teacher import layer_id
+
+# --- semantic branch -------------------------------------------------------------------------------------------
+
+
+def _sinkhorn_reference(scores, temp, iters, marginal=None):
+    """DINOv2-style Sinkhorn-Knopp written with plain loops (K x B layout)."""
+    q = torch.exp(scores.double() / temp).t()
+    k, b = q.shape
+    q /= q.sum()
+    for _ in range(iters):
+        r = q.sum(1, keepdim=True)
+        q /= r
+        if marginal is None:
+            q /= k
+        else:
+            order = torch.argsort(r.flatten(), descending=True, stable=True)
+            w = torch.empty(k, dtype=torch.float64)
+            w[order] = marginal
+            q *= w[:, None]
+        q /= q.sum(0, keepdim=True)
+        q /= b
+    return (q * b).t()
+
+
+@pytest.mark.parametrize("zipf", [0.0, 1.3])
+def test_sinkhorn_matches_reference_and_balances(zipf):
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(300, 16, generator=g) * 0.3
+    q = sinkhorn_knopp(s, 0.05, iters=3, zipf_alpha=zipf)
+    ref = _sinkhorn_reference(s, 0.05, 3, zipf_marginal(16, zipf) if zipf else None)
+    torch.testing.assert_close(q.double(), ref, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(q.sum(1), torch.ones(300), rtol=1e-5, atol=1e-5)
+    many = sinkhorn_knopp(s, 0.05, iters=200, zipf_alpha=zipf).double()
+    col = many.sum(0) / 300
+    want = zipf_marginal(16, zipf) if zipf else torch.full((16,), 1 / 16, dtype=torch.float64)
+    torch.testing.assert_close(torch.sort(col, descending=True).values, torch.sort(want, descending=True).values,
+                               rtol=1e-3, atol=1e-4)  # fmt: skip
+
+
+def test_sinkhorn_errors_and_empty():
+    with pytest.raises(ValueError, match="temperature"):
+        sinkhorn_knopp(torch.randn(4, 3), 0.0)
+    with pytest.raises(ValueError, match=r"\(N, K\)"):
+        sinkhorn_knopp(torch.randn(4), 0.1)
+    assert sinkhorn_knopp(torch.zeros(0, 5), 0.1).shape == (0, 5)
+
+
+def test_semantic_loss_is_per_scene_mean_of_cross_entropy():
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(10, 6, generator=g)
+    q = torch.softmax(torch.randn(10, 6, generator=g), 1)
+    sample = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1, 1, 1])
+    ce = -(q * torch.log_softmax(s / 0.1, 1)).sum(1)
+    want = (ce[:3].mean() + ce[3:].mean()) / 2
+    torch.testing.assert_close(semantic_loss(s, q, sample, 0.1, 3), want)
+
+
+def test_offset_loss_formula():
+    p = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    t = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    torch.testing.assert_close(offset_loss(p, t), torch.tensor([2.0 + 1.0, 1.0 + 0.0]))
+
+
+# --- priors and ODR --------------------------------------------------------------------------------------------
+
+
+def test_prior_quantile_functions_match_scipy():
+    u = torch.linspace(0.001, 0.999, 101, dtype=torch.float64)
+    ln = LogNormalPrior(-0.5, 0.7).ppf(u).numpy()
+    np.testing.assert_allclose(ln, stats.lognorm.ppf(u.numpy(), s=0.7, scale=math.exp(-0.5)), rtol=1e-9)
+    wb = WeibullPrior(0.8, 1.7).ppf(u).numpy()
+    np.testing.assert_allclose(wb, stats.weibull_min.ppf(u.numpy(), 1.7, scale=0.8), rtol=1e-9)
+    emp = EmpiricalPrior([0.0, 1.0, 3.0])
+    torch.testing.assert_close(emp.ppf(torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])),
+                               torch.tensor([0.0, 0.5, 1.0, 2.0, 3.0]))  # fmt: skip
+
+
+def test_get_prior_forms_and_errors(tmp_path):
+    assert isinstance(get_prior("indoor"), LogNormalPrior)
+    assert get_prior("lognormal:-1,0.5") == LogNormalPrior(-1.0, 0.5)
+    assert get_prior("weibull:1,2") == WeibullPrior(1.0, 2.0)
+    f = tmp_path / "p.json"
+    f.write_text('{"family": "empirical", "quantiles": [0, 0.5, 2.0]}')
+    assert isinstance(get_prior(str(f)), EmpiricalPrior)
+    with pytest.raises(ValueError, match="neither a preset"):
+        get_prior("nonsense")
+    with pytest.raises(ValueError, match="two numbers"):
+        get_prior("lognormal:1")
+    with pytest.raises(ValueError, match="non-decreasing"):
+        EmpiricalPrior([0.0, 2.0, 1.0])
+    f.write_text("{broken")
+    with pytest.raises(ValueError, match="not a prior file"):
+        get_prior(str(f))
+
+
+def test_rank_within_matches_numpy():
+    g = torch.Generator().manual_seed(2)
+    v = torch.randint(0, 5, (50,), generator=g).float()  # ties
+    off = torch.tensor([0, 7, 7, 30, 50])
+    r = rank_within(v, off)
+    for a, b in zip(off[:-1].tolist(), off[1:].tolist(), strict=True):
+        want = np.argsort(np.argsort(v[a:b].numpy(), kind="stable"), kind="stable")
+        np.testing.assert_array_equal(r[a:b].numpy(), want)
+
+
+@pytest.mark.parametrize("prior", [LogNormalPrior(-0.6, 0.5), EmpiricalPrior([0.0, 0.1, 0.4, 2.0])])
+@pytest.mark.parametrize("directions", [True, False])
+def test_odr_gives_exact_prior_quantiles_in_order(prior, directions):
+    g = torch.Generator().manual_seed(3)
+    o = torch.randn(120, 3, generator=g) * torch.rand(120, 1, generator=g) * 0.01  # collapsed offsets
+    off = torch.tensor([0, 1, 40, 120])
+    out = odr(o, off, prior, directions=directions)
+    r_in, r_out = o.norm(dim=1), out.norm(dim=1)
+    for a, b in zip(off[:-1].tolist(), off[1:].tolist(), strict=True):
+        n = b - a
+        want = prior.ppf((torch.arange(n, dtype=torch.float64) + 0.5) / n).float()
+        torch.testing.assert_close(torch.sort(r_out[a:b]).values, want, rtol=1e-5, atol=1e-6)
+        # order preserved: the i-th smallest input magnitude gets the i-th quantile
+        torch.testing.assert_close(r_out[a:b][torch.argsort(r_in[a:b], stable=True)], want, rtol=1e-5, atol=1e-6)
+    if not directions:  # directions untouched
+        torch.testing.assert_close(out / r_out[:, None], o / r_in[:, None], rtol=1e-4, atol=1e-5)
+
+
+def test_odr_directions_spread_over_the_sphere():
+    g = torch.Generator().manual_seed(4)
+    o = torch.randn(4000, 3, generator=g) * torch.tensor([1.0, 0.05, 0.05]) + torch.tensor([0.5, 0.0, 0.0])
+    d = odr(o, torch.tensor([0, 4000]), "indoor")
+    u = d / d.norm(dim=1, keepdim=True)
+    assert u.mean(0).abs().max() < 0.05  # the input all pointed roughly along +x
+    assert (u.abs() > 0.5).float().mean(0).min() > 0.2
+
+
+# --- SCR -------------------------------------------------------------------------------------------------------
+
+
+def test_scr_targets_are_means_of_pseudo_instances():
+    g = torch.Generator().manual_seed(5)
+    n = 400
+    x = torch.rand(n, 3, generator=g) * 4
+    feat = torch.randn(n, 8, generator=g)
+    o = torch.randn(n, 3, generator=g) * 0.3
+    off = torch.tensor([0, 150, 400])
+    res = scr(feat, x, o, off, k=3, iters=4, radius=0.3, min_size=3, seed=1)
+    lab = res.instances.numpy()
+    t = res.target.numpy()
+    assert res.num_instances == len(set(lab[lab >= 0]))
+    for i in set(lab[lab >= 0].tolist()):
+        m = lab == i
+        # one segment and one cloud per pseudo-instance, target = mean of x over it minus x
+        assert len(set(res.segments.numpy()[m])) == 1 and len(set((np.nonzero(m)[0] >= 150).tolist())) == 1
+        np.testing.assert_allclose(t[m], x.numpy()[m].mean(0) - x.numpy()[m], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(t[lab < 0], o.numpy()[lab < 0])
+    torch.testing.assert_close(res.centres, x + o)
+
+
+def test_scr_recovers_two_objects_from_good_centres():
+    g = torch.Generator().manual_seed(6)
+    a = torch.rand(60, 3, generator=g) * 0.5
+    b = torch.rand(60, 3, generator=g) * 0.5 + torch.tensor([0.7, 0.0, 0.0])  # close neighbours
+    x = torch.cat([a, b])
+    centre = torch.cat([a.mean(0).expand(60, 3), b.mean(0).expand(60, 3)])
+    o = centre - x + torch.randn(120, 3, generator=g) * 0.01
+    feat = torch.ones(120, 4)  # one semantic segment: only the offsets separate the two
+    res = scr(feat, x, o, torch.tensor([0, 120]), k=1, radius=0.1, min_size=5)
+    assert res.num_instances == 2
+    torch.testing.assert_close(res.target + x, centre, rtol=1e-5, atol=1e-5)
+
+
+# --- frames and matching ---------------------------------------------------------------------------------------
+
+
+def _two_views(seed=0, jitter=0.0):
+    rng = np.random.default_rng(seed)
+    scene = prepare_scene(synthetic.indoor_scene(0, 0), 0.05, rng)
+    cfg = ViewConfig(grid_size=0.05, max_points=6000, global_views=2, local_views=1, jitter_sigma=jitter,
+                     global_ratio=(0.8, 1.0))  # fmt: skip
+    return scene, collate([{**make_views(scene, cfg, rng), "scene_points": len(scene["coord"])}])
+
+
+def test_points_and_offsets_map_between_frames():
+    scene, b = _two_views()
+    g = b["global"]
+    cloud = torch.repeat_interleave(torch.arange(2), g["offsets"].diff())
+    orig = points_to_original(g["coord"], g["transform"], g["shift"], cloud)
+    torch.testing.assert_close(orig, torch.from_numpy(scene["coord"][g["source"].numpy()]).float(),
+                               rtol=0, atol=2e-5)  # fmt: skip
+    # an offset to a scene point, expressed in each view, maps back to the same original vector
+    target = torch.from_numpy(scene["coord"][0]).float()
+    off_orig = target - orig
+    tv = (torch.einsum("cij,j->ci", g["transform"], target.double()) + g["shift"]).float()  # target in each view
+    off_view = tv[cloud] - g["coord"]
+    torch.testing.assert_close(vectors_to_original(off_view, g["transform"], cloud), off_orig, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(vectors_to_view(off_orig, g["transform"], cloud), off_view, rtol=1e-4, atol=1e-4)
+    # consistency between the two views: the same original vector seen from view 0 and view 1
+    v = torch.randn(1, 3).expand(len(cloud), 3)
+    both = vectors_to_original(vectors_to_view(v, g["transform"], cloud), g["transform"], cloud)
+    torch.testing.assert_close(both, v, rtol=1e-5, atol=1e-5)
+
+
+def test_match_views_equals_brute_force():
+    g = torch.Generator().manual_seed(7)
+    s_xyz, t_xyz = torch.rand(300, 3, generator=g) * 2, torch.rand(200, 3, generator=g) * 2
+    s_sample, t_sample = torch.randint(0, 2, (300,), generator=g), torch.randint(0, 2, (200,), generator=g)
+    s_view, t_view = torch.randint(-1, 2, (300,), generator=g), torch.randint(0, 2, (200,), generator=g)
+    for same in (True, False):
+        m = match_views(s_xyz, s_sample, s_view, t_xyz, t_sample, t_view, 0.25, same_view=same)
+        cs, ct = torch.floor(s_xyz / 0.25).long(), torch.floor(t_xyz / 0.25).long()
+        want = set()
+        for i in range(300):
+            for v in (0, 1):
+                if not same and s_view[i] == v:
+                    continue
+                hits = [j for j in range(200) if t_sample[j] == s_sample[i] and t_view[j] == v and
+                        bool((ct[j] == cs[i]).all())]  # fmt: skip
+                if hits:
+                    want.add((i, hits[0]))
+        assert set(zip(m.student.tolist(), m.teacher.tolist(), strict=True)) == want
+        torch.testing.assert_close(m.sample, s_sample[m.student])
+
+
+# --- teacher, optimiser, one step ------------------------------------------------------------------------------
+
+
+def test_ema_formula():
+    torch.manual_seed(0)
+    s, t = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    old = [p.clone() for p in t.parameters()]
+    ema_update(t, s, 0.9)
+    for p_t, p_o, p_s in zip(t.parameters(), old, s.parameters(), strict=True):
+        torch.testing.assert_close(p_t, 0.9 * p_o + 0.1 * p_s)
+
+
+def test_param_groups_layer_decay_and_weight_decay():
+    bb = build_backbone("tiny", in_channels=6)
+    model = PointINS(bb, SSLConfig(prototypes=8, head_hidden=16, head_dim=8)).student
+    groups = param_groups(model, bb.config.depths, lr=1.0, weight_decay=0.1, layer_decay=0.5)
+    seen = [id(p) for g in groups for p in g["params"]]
+    assert sorted(seen) == sorted(id(p) for p in model.parameters()) and len(seen) == len(set(seen))
+    top = sum(bb.config.depths) + 1
+    assert layer_id("embedding.stem.linear.weight", bb.config.depths) == 0
+    assert layer_id("enc.enc1.block0.attn.qkv.weight", bb.config.depths) == 2
+    assert layer_id("enc.enc1.down.proj.weight", bb.config.depths) == 2
+    for g in groups:
+        assert g["lr"] == pytest.approx(0.5 ** (top - g["layer"]))
+        assert all((p.ndim >= 2) == g["apply_wd"] for p in g["params"])
+        assert g["weight_decay"] == (0.1 if g["apply_wd"] else 0.0)
+    heads = [g for g in groups if g["layer"] == top]
+    assert heads and all(g["lr"] == 1.0 for g in heads)
+
+
+def _batch(n_scenes=2, seed=0):
+    scenes = [synthetic.indoor_scene(0, i) for i in range(n_scenes)]
+    ds = ViewDataset(scenes, ViewConfig(grid_size=0.05, max_points=5000, local_views=2), seed=seed)
+    return collate([ds[i] for i in range(n_scenes)])
+
+
+@pytest.fixture(scope="module")
+def small_batch():
+    return _batch()
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    bb = build_backbone("tiny", in_channels=9, grid_size=0.05)
+    return PointINS(bb, SSLConfig(prototypes=32, head_hidden=64, head_dim=16, **kw))
+
+
+def test_step_updates_student_and_teacher_follows_ema(small_batch):
+    m = _model()
+    opt = torch.optim.AdamW(m.student.parameters(), lr=1e-3)
+    s0 = [p.detach().clone() for p in m.student.parameters()]
+    t0 = [p.detach().clone() for p in m.teacher.parameters()]
+    out = m.step_losses(small_batch, 0.5, step=3, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out.loss) and out.stats["pairs"] > 100 and out.stats["loss_off"] > 0
+    out.loss.backward()
+    grads = [p.grad for p in m.student.parameters()]
+    assert all(g is not None for g in grads)
+    assert m.student.offset.mlp[2].weight.grad.abs().sum() > 0
+    assert m.student.backbone.embedding.stem.linear.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in m.teacher.parameters())
+    opt.step()
+    s1 = [p.detach().clone() for p in m.student.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(s0, s1, strict=True))
+    mom = m.schedule(0.5)["momentum"]
+    assert 0.994 < mom < 1.0
+    m.update_teacher(mom)
+    for p_t, a, b in zip(m.teacher.parameters(), t0, s1, strict=True):
+        torch.testing.assert_close(p_t, mom * a + (1 - mom) * b)
+
+
+def test_offset_warmup_and_variants(small_batch):
+    m = _model()
+    early = m.step_losses(small_batch, 0.05, generator=torch.Generator().manual_seed(0))
+    assert early.stats["loss_off"] == 0.0 and m.schedule(0.05)["offset_on"] == 0.0
+    early.loss.backward()  # the offset head is in the graph (zero gradient): DDP needs every parameter used
+    assert torch.count_nonzero(m.student.offset.mlp[2].weight.grad) == 0
+    sem = _model(offset=False)
+    assert sem.student.offset is None
+    out = sem.step_losses(small_batch, 0.5, generator=torch.Generator().manual_seed(0))
+    assert out.stats["loss_off"] == 0.0 and "pseudo_instances" not in out.stats
+    for kw in ({"odr": False, "scr": False}, {"scr_before_odr": True}, {"odr_side": "student"}, {"odr": False}):
+        o = _model(**kw).step_losses(small_batch, 0.5, generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(o.loss) and o.stats["loss_off"] > 0
+        o.loss.backward()
+
+
+def test_student_never_sees_masked_points(small_batch):
+    m = _model()
+    sb = m._student_batch(small_batch["global"], small_batch["local"], 0.2, 0.6, torch.Generator().manual_seed(1))
+    ng = small_batch["global"]["coord"].shape[0]
+    vis = sb["visible"]
+    assert 0.3 < 1 - vis.float().mean() < 0.8
+    torch.testing.assert_close(sb["coord"][: int(vis.sum())], small_batch["global"]["coord"][vis])
+    assert sb["coord"].shape[0] == int(vis.sum()) + small_batch["local"]["coord"].shape[0]
+    assert int(sb["offsets"][-1]) == sb["coord"].shape[0] and vis.numel() == ng
+    assert (sb["view"][sb["offsets"].numel() - 1 - small_batch["local"]["offsets"].numel() + 1 :] < 0).all()
+
+
+def test_ssl_config_validation():
+    with pytest.raises(ValueError, match="odr_side"):
+        SSLConfig(odr_side="both")
+    with pytest.raises(ValueError, match="start, end"):
+        SSLConfig(ema=(0.9,))
