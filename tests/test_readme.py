@@ -29,6 +29,7 @@ def test_readme_python_blocks_run():
         "pointins.models",
         "pointins.data.synthetic",
         "pointins.data.readers",
+        "pointins.config",
     ],
 )
 def test_docstring_examples(module):

@@ -358,3 +358,34 @@ def test_ssl_config_validation():
         SSLConfig(odr_side="both")
     with pytest.raises(ValueError, match="start, end"):
         SSLConfig(ema=(0.9,))
+
+
+# --- priors CLI ------------------------------------------------------------------------------------------------
+
+
+def test_priors_cli_fits_known_radii(tmp_path, capsys):
+    from pointins.data import write
+    from pointins.priors import fit_prior, main
+
+    rng = np.random.default_rng(0)
+    for s in range(2):  # instances = points on spheres of radius 0.3 and 0.9: offsets have exactly those lengths
+        pts, inst = [], []
+        for i, r in enumerate((0.3, 0.9)):
+            d = rng.normal(size=(500, 3))
+            d = np.concatenate([d, -d])  # symmetric: the centroid is the sphere centre
+            pts.append(d / np.linalg.norm(d, axis=1, keepdims=True) * r + [5.0 * i, s, 0])
+            inst.append(np.full(1000, i))
+        pts.append(rng.uniform(-1, 1, (300, 3)))
+        inst.append(np.full(300, -1))  # stuff: ignored
+        write(tmp_path / "data" / f"scene_{s}", {"coord": np.concatenate(pts).astype(np.float32),
+                                                  "instance": np.concatenate(inst)})  # fmt: skip
+    out = tmp_path / "prior.json"
+    assert main(["--data", str(tmp_path / "data"), "--out", str(out), "--no-progress"]) == 0
+    assert "4000 instance points" in capsys.readouterr().out
+    p = get_prior(str(out))
+    u = torch.tensor([0.1, 0.4, 0.6, 0.9], dtype=torch.float64)
+    want = torch.tensor([0.3, 0.3, 0.9, 0.9], dtype=torch.float64)
+    torch.testing.assert_close(p.ppf(u), want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="instance labels"):
+        fit_prior(np.zeros(1))
+    assert main(["--data", str(tmp_path / "missing"), "--no-progress"]) == 2

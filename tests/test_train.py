@@ -18,7 +18,7 @@ from pointins.config import apply_overrides, from_dict, resolve
 
 FAST = [
     "synthetic_scenes=4", "views.max_points=3000", "views.local_views=1", "batch_size=2", "num_workers=0",
-    "log_every=1", "ckpt_every=2", "vis_every=0", "ssl.offset_warmup=0.2", "deterministic=true",
+    "log_every=1", "ckpt_every=2", "vis_every=0", "ssl.offset_warmup=0.2", "deterministic=true", "device=cpu",
 ]  # fmt: skip
 
 
@@ -192,8 +192,8 @@ def test_cli_reports_bad_overrides(cache):
 def test_ddp_two_processes_gloo(cache, tmp_path):
     """torchrun with 2 CPU processes (gloo): Sinkhorn sums and gradients are all-reduced; the run completes."""
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "pointins.train", "--out", str(out), "--steps", "4", "--no-progress", *FAST, "batch_size=1"]  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "pointins.train", "--out", str(out), "--steps", "4", "--no-progress", *FAST, "batch_size=1"]  # fmt: skip
     env = _env(cache)
     env["OMP_NUM_THREADS"] = "1"
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
