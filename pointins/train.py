@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import os
@@ -46,13 +47,17 @@ from pointins.models import build_backbone
 from pointins.ssl import VARIANTS, PointINS, param_groups
 from pointins.ssl.teacher import cosine
 
-__all__ = ["TrainingDiverged", "load_checkpoint", "main", "open_dataset", "run"]
+__all__ = ["CheckpointError", "TrainingDiverged", "load_checkpoint", "main", "open_dataset", "run"]
 
 CKPT_FORMAT = "pointins-train-1"
 
 
 class TrainingDiverged(RuntimeError):
     """Raised after ``max_bad_steps`` consecutive non-finite losses/gradients."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or is not a pointins training checkpoint."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -253,6 +258,10 @@ def _set_rng_state(st: dict) -> None:
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load a training checkpoint (``weights_only=True``) with a clear error for corrupt or foreign files."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"pointins.train: nothing to resume: {path} does not exist (no 'latest' checkpoint); run without --resume."
+        )
     if path.is_dir():
         latest = path / "latest"
         if not latest.exists():
@@ -263,12 +272,12 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     except FileNotFoundError:
         raise
     except Exception as e:
-        raise RuntimeError(
+        raise CheckpointError(
             f"pointins.train: cannot read checkpoint {path} ({type(e).__name__}: {e}); it is corrupt or not a "
             "pointins checkpoint. Resume from an older ckpt_*.pt in the same folder."
         ) from e
     if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
-        raise RuntimeError(f"pointins.train: {path} is not a pointins training checkpoint ({CKPT_FORMAT}).")
+        raise CheckpointError(f"pointins.train: {path} is not a pointins training checkpoint ({CKPT_FORMAT}).")
     ck["path"] = str(path)
     return ck
 
@@ -411,9 +420,8 @@ def run(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
     sampler = EpochSampler(len(views), cfg.batch_size, cfg.seed, rank, world, start, cfg.steps)
     loader = torch.utils.data.DataLoader(
         views, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-        collate_fn=lambda s: collate(s, feat_keys=keys), worker_init_fn=seed_worker,
-        pin_memory=device.type == "cuda", persistent_workers=False,
-        multiprocessing_context="fork" if cfg.num_workers and sys.platform == "linux" else None,
+        collate_fn=functools.partial(collate, feat_keys=keys), worker_init_fn=seed_worker,
+        pin_memory=device.type == "cuda",
     )  # fmt: skip
     log = MetricLog(out, start, cfg.tensorboard) if rank == 0 else None
     from pointins._progress import progress_bar
@@ -566,7 +574,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume:
         resume = Path(cfg.out) if args.resume == "auto" else Path(args.resume)
     t0 = time.perf_counter()
-    summary = run(cfg, resume=resume, progress=not args.no_progress)
+    from pointins.data import DataError
+
+    try:
+        summary = run(cfg, resume=resume, progress=not args.no_progress)
+    except (FileNotFoundError, CheckpointError, DataError, TrainingDiverged) as e:
+        print(f"{e}", file=sys.stderr)
+        return 2
     if int(os.environ.get("RANK", "0")) == 0:
         last = summary["last"]
         msg = (f"pointins.train: {summary['step']} steps in {time.perf_counter() - t0:.0f} s on {summary['device']}"

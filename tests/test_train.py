@@ -227,3 +227,20 @@ def test_sinkhorn_all_reduced_equals_single_process(tmp_path):
     mp.start_processes(_sinkhorn_worker, args=(2, tmp_path / "store", scores, result), nprocs=2, start_method="fork")
     both = torch.cat([result[0], result[1]])
     torch.testing.assert_close(both, sinkhorn_knopp(scores, 0.05, iters=3, zipf_alpha=1.3), rtol=1e-5, atol=1e-7)
+
+
+def test_outdoor_preset_and_clean_cli_errors(cache, tmp_path):
+    """outdoor-base shrunk for a CPU: LiDAR scenes (xyz + strength = 4 inputs), 5 cm grid, outdoor prior."""
+    out = tmp_path / "lidar"
+    r = _cli(["--preset", "outdoor-base", "--out", str(out), "--steps", "3", "--no-progress", "backbone=tiny",
+              "synthetic_scenes=2", "batch_size=1", "num_workers=0", "views.max_points=4000", "views.local_views=1",
+              "ssl.offset_warmup=0.0", "device=cpu", "ckpt_every=3", "vis_every=0", "ssl.prototypes=32",
+              "ssl.head_hidden=64"], cache)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    bb = torch.load(out / "backbone.pt", weights_only=True)
+    assert bb["in_channels"] == 4 and bb["feat_keys"] == ["coord", "strength"]
+    assert bb["config"]["views"]["grid_size"] == 0.05 and _records(out)[-1]["loss_off"] > 0
+    r = _cli(["--out", str(tmp_path / "empty"), "--resume", "--no-progress", *FAST], cache)
+    assert r.returncode == 2 and "no 'latest' checkpoint" in r.stderr and "Traceback" not in r.stderr
+    r = _cli(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x"), "--no-progress", *FAST], cache)
+    assert r.returncode == 2 and "does not exist" in r.stderr
