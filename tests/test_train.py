@@ -205,27 +205,29 @@ def test_ddp_two_processes_gloo(cache, tmp_path):
     assert ck["config"]["batch_size"] == 1 and ck["step"] == 4
 
 
-def _sinkhorn_worker(rank, world, path, scores, result):
-    import torch.distributed as dist
+_SINKHORN_RANK = """
+import sys, torch, torch.distributed as dist
+from pointins.ssl import sinkhorn_knopp
+dist.init_process_group("gloo")
+scores = torch.load(sys.argv[1])
+part = scores.chunk(dist.get_world_size())[dist.get_rank()]
+torch.save(sinkhorn_knopp(part, 0.05, iters=3, zipf_alpha=1.3), f"{sys.argv[2]}{dist.get_rank()}.pt")
+dist.destroy_process_group()
+"""
 
-    from pointins.ssl import sinkhorn_knopp
 
-    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=world)
-    part = scores.chunk(world)[rank]
-    result[rank] = sinkhorn_knopp(part, 0.05, iters=3, zipf_alpha=1.3)
-    dist.destroy_process_group()
-
-
-def test_sinkhorn_all_reduced_equals_single_process(tmp_path):
-    import torch.multiprocessing as mp
-
+def test_sinkhorn_all_reduced_equals_single_process(cache, tmp_path):
     from pointins.ssl import sinkhorn_knopp
 
     scores = torch.randn(64, 10, generator=torch.Generator().manual_seed(0))
-    mgr = mp.Manager()
-    result = mgr.dict()
-    mp.start_processes(_sinkhorn_worker, args=(2, tmp_path / "store", scores, result), nprocs=2, start_method="fork")
-    both = torch.cat([result[0], result[1]])
+    torch.save(scores, tmp_path / "scores.pt")
+    script = tmp_path / "rank.py"
+    script.write_text(_SINKHORN_RANK)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(tmp_path / "scores.pt"), str(tmp_path / "q")]  # fmt: skip
+    r = subprocess.run(cmd, env=_env(cache), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    both = torch.cat([torch.load(tmp_path / "q0.pt"), torch.load(tmp_path / "q1.pt")])
     torch.testing.assert_close(both, sinkhorn_knopp(scores, 0.05, iters=3, zipf_alpha=1.3), rtol=1e-5, atol=1e-7)
 
 
