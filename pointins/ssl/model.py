@@ -20,7 +20,7 @@ One step on a collated multi-view batch (:func:`pointins.data.collate.collate`):
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -299,7 +299,3 @@ class PointINS(nn.Module):
             info = run_scr(t)
             t = info.target
         return t, info
-
-
-def config_fields() -> list[str]:
-    return [f.name for f in fields(SSLConfig)]
