@@ -503,7 +503,8 @@ def run(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
     if rank == 0:
         _atomic_save({"format": "pointins-backbone-1", "backbone": model.student.backbone.state_dict(),
                       "backbone_config": asdict(backbone.config), "feat_keys": list(keys), "in_channels": in_ch,
-                      "config": cfg.to_dict(), "step": step}, out / "backbone.pt")  # fmt: skip
+                      "heads": {"offset": model.student.offset.state_dict()} if model.student.offset is not None
+                      else {}, "config": cfg.to_dict(), "step": step}, out / "backbone.pt")  # fmt: skip
     _barrier()
     return {"out": str(out), "step": step, "last": last, "world": world, "device": str(device)}
 
