@@ -66,7 +66,11 @@ def _datasets(root: Path, train_split: str, val_split: str):
     cut = max(1, int(round(0.8 * len(every))))
     cut = min(cut, len(every) - 1)
     idx = list(range(len(every)))
-    return _Subset(every, idx[:cut]), _Subset(every, idx[cut:]), f"no {train_split}/{val_split} splits: first {cut} scenes train"
+    return (
+        _Subset(every, idx[:cut]),
+        _Subset(every, idx[cut:]),
+        f"no {train_split}/{val_split} splits: first {cut} scenes train",
+    )
 
 
 class _Subset:
@@ -253,7 +257,7 @@ def evaluate(
         radius = radius if radius is not None else 6.0 * grid  # 0.3 m at 0.05 m
         min_points = min_points if min_points is not None else 50
     elif task == "unsupervised":
-        up = 2 ** enc.backbone.config.upcast_stage
+        up = 2**enc.backbone.config.upcast_stage
         radius = radius if radius is not None else 2.0 * up * grid  # SCR's link distance: 2 up-cast cells
     bar = progress_bar(total=len(val), desc="predict", enabled=progress)
     for s in val:
@@ -282,13 +286,15 @@ def evaluate(
         m, per = miou(sem_pred, gts, ncls, ignore)
         acc_num = sum(int(((p == g) & (g != ignore)).sum()) for p, g in zip(sem_pred, gts, strict=True))
         acc_den = sum(int((g != ignore).sum()) for g in gts)
-        result.update(miou=m, accuracy=acc_num / max(acc_den, 1), per_class_iou=dict(zip(names, map(float, per), strict=True)))
+        result.update(
+            miou=m, accuracy=acc_num / max(acc_den, 1), per_class_iou=dict(zip(names, map(float, per), strict=True))
+        )
     if task == "semseg":
         header = ["class", "IoU"]
         rows = [[n, _fmt(v)] for n, v in zip(names, per, strict=True)] + [["**mean**", _fmt(m)]]
         summary = f"mIoU {_fmt(m)}, accuracy {_fmt(result['accuracy'])}"
     elif task in ("insseg", "unsupervised"):
-        ap = (instance_ap(per_scene, things) if task == "insseg" else class_agnostic_ap(per_scene, things))
+        ap = instance_ap(per_scene, things) if task == "insseg" else class_agnostic_ap(per_scene, things)
         result.update(ap=ap["ap"], ap50=ap["ap50"], ap25=ap["ap25"], radius=radius,
                       num_proposals=sum(len(p["pred"]) for p in per_scene), num_gt_instances=sum(ap["num_gt"].values()))  # fmt: skip
         result["per_class_ap"] = {(names[c] if task == "insseg" else "instance"): v for c, v in ap["per_class"].items()}
@@ -317,7 +323,9 @@ def evaluate(
         if task == "semseg":
             gt_c, pr_c = label_colors(s.point_segment), label_colors(sem_pred[k])
         elif task == "panoptic":
-            gt_c = np.where((s.point_instance >= 0)[:, None], instance_colors(s.point_instance), label_colors(s.point_segment))
+            gt_c = np.where(
+                (s.point_instance >= 0)[:, None], instance_colors(s.point_instance), label_colors(s.point_segment)
+            )
             pr_c = np.where((pan_p_ins[k] >= 0)[:, None], instance_colors(pan_p_ins[k]), label_colors(pan_p_sem[k]))
         else:
             lab = np.full(len(s.point_coord), -1, np.int64)
@@ -364,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=float, default=None,
                    help="clustering radius in metres (default: 1.5 x grid indoors = 0.03 m at 0.02 m; 6 x grid for "
                    "panoptic; 2 up-cast cells unsupervised)")  # fmt: skip
-    p.add_argument("--min-points", type=int, default=None, help="PQ minimum segment size (50 SemanticKITTI, 15 nuScenes)")
+    p.add_argument(
+        "--min-points", type=int, default=None, help="PQ minimum segment size (50 SemanticKITTI, 15 nuScenes)"
+    )
     p.add_argument("--kmeans-k", type=int, default=20, help="unsupervised: K-means segments per scene (as SCR)")
     p.add_argument("--render", type=int, default=4, help="PNG renders of the first N val scenes")
     p.add_argument("--backbone", default="tiny", help="preset of the 'scratch' encoder")

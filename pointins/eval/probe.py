@@ -244,7 +244,9 @@ class ProbeHeads(nn.Module):
         def head(out):
             if kind == "linear":
                 return nn.Linear(in_channels, out)
-            return nn.Sequential(nn.Linear(in_channels, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, out))
+            return nn.Sequential(
+                nn.Linear(in_channels, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, out)
+            )
 
         self.kind = kind
         self.register_buffer("mean", torch.zeros(in_channels))
@@ -282,7 +284,7 @@ def lovasz_softmax(probs: torch.Tensor, labels: torch.Tensor, ignore_index: int 
         return probs.sum() * 0.0
     losses = []
     for c in torch.unique(labels).tolist():
-        fg = (labels == c).float()
+        fg = (labels == c).to(probs.dtype)
         err = (fg - probs[:, c]).abs()
         err_sorted, perm = torch.sort(err, descending=True)
         losses.append(torch.dot(err_sorted, _lovasz_grad(fg[perm])))

@@ -1,0 +1,233 @@
+"""Probes, proposals and ``python -m pointins.evaluate`` end to end on tiny checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pointins.eval import instance as inst
+from pointins.eval.metrics import instance_ap, miou, panoptic_quality
+from pointins.eval.probe import EvalError, ProbeHeads, Scene, load_encoder, lovasz_softmax, prepare, train_probe
+
+# ------------------------------------------------------------------------------------------------
+# losses and heads
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lovasz_on_hard_predictions_is_one_minus_iou(seed):
+    """On one-hot probabilities the Lovasz extension equals the Jaccard loss: mean over present classes of
+    1 - IoU."""
+    rng = np.random.default_rng(seed)
+    c = 5
+    gt = rng.integers(-1, c, 400)
+    pred = np.where(rng.random(400) < 0.7, np.maximum(gt, 0), rng.integers(0, c, 400))
+    probs = torch.nn.functional.one_hot(torch.from_numpy(pred), c).double()
+    loss = lovasz_softmax(probs, torch.from_numpy(gt), ignore_index=-1)
+    _, iou = miou(pred, gt, c)
+    present = np.unique(gt[gt >= 0])
+    assert float(loss) == pytest.approx(float(np.mean(1 - iou[present])))
+    # differentiable, zero when perfect, ignores everything when all labels are ignored
+    p = torch.rand(50, 3, requires_grad=True)
+    lovasz_softmax(p.softmax(-1), torch.randint(0, 3, (50,))).backward()
+    assert p.grad is not None and torch.isfinite(p.grad).all()
+    lab = torch.randint(0, 3, (50,))
+    assert float(lovasz_softmax(torch.nn.functional.one_hot(lab, 3).float(), lab)) == 0.0
+    assert float(lovasz_softmax(torch.rand(4, 3), torch.full((4,), -1))) == 0.0
+
+
+def _blob_scene(seed=0, n_inst=6, per=300):
+    """Instances as tight blobs of class 2 on a floor (class 0); voxels = points (inverse = identity)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 10, (n_inst, 3))
+    pts = [c + rng.normal(0, 0.15, (per, 3)) for c in centres]
+    floor = np.c_[rng.uniform(0, 10, (2000, 2)), np.full(2000, -1.0)]
+    coord = np.concatenate([*pts, floor]).astype(np.float32)
+    ins = np.concatenate([np.full(per, i) for i in range(n_inst)] + [np.full(2000, -1)])
+    sem = np.where(ins >= 0, 2, 0)
+    cen = np.zeros_like(coord)
+    for i in range(n_inst):
+        cen[ins == i] = coord[ins == i].mean(0) - coord[ins == i]
+    return coord, sem, ins, cen
+
+
+def test_proposals_with_perfect_offsets_recover_the_instances():
+    coord, sem, ins, cen = _blob_scene()
+    probs = np.eye(3, dtype=np.float32)[sem] * 0.9 + 0.05
+    inv = np.arange(len(coord))
+    props = inst.proposals(coord, probs, cen, inv, thing_classes=[2], radius=0.03)
+    assert len(props) == 6 and all(p["label"] == 2 and p["score"] == pytest.approx(0.95) for p in props)
+    r = instance_ap([{"gt_semantic": sem, "gt_instance": ins, "pred": props}], class_ids=[2])
+    assert r["ap"] == 1.0
+    # no offsets: blobs closer than the radius merge, far ones stay apart; nothing under 100 points is kept
+    props = inst.proposals(coord, probs, np.zeros_like(cen), inv, [2], radius=0.03, min_cluster=1)
+    assert all(p["mask"].sum() > 100 for p in props)
+    # predicted classes split clusters: the same blob with two classes gives no cross-class proposal
+    probs2 = probs.copy()
+    probs2[:150] = np.array([0.05, 0.05, 0.0], np.float32) + np.array([0, 0.9, 0], np.float32)
+    props = inst.proposals(coord, probs2, cen, inv, thing_classes=[1, 2], radius=0.03, min_cluster=10)
+    first = [p for p in props if p["mask"][:300].any()]  # blob 0: 150 points of class 1, 150 of class 2
+    assert sorted(p["label"] for p in first) == [1, 2] and all(p["mask"].sum() == 150 for p in first)
+    assert not (first[0]["mask"] & first[1]["mask"]).any()
+
+
+def test_panoptic_and_agnostic_with_perfect_offsets():
+    coord, sem, ins, cen = _blob_scene(1)
+    probs = np.eye(3, dtype=np.float32)[sem]
+    inv = np.arange(len(coord))
+    ps, pi = inst.panoptic_labels(coord, probs, cen, inv, thing_classes=[2], radius=0.05, min_cluster=1)
+    r = panoptic_quality(ps, pi, sem, ins, num_classes=3, thing_classes=[2], min_points=15)
+    assert r["pq"] == 1.0 and r["per_class"][2]["tp"] == 6
+    props = inst.agnostic_proposals(coord, cen, inv, radius=0.05, group=(sem == 2).astype(np.int64))
+    assert len(props) == 6  # the sparse floor (0.2 m spacing) forms no cluster of 50
+    r = instance_ap([{"gt_semantic": sem, "gt_instance": ins, "pred": props}], class_ids=[2], class_agnostic=True)
+    assert r["ap"] == 1.0
+    seg = inst.feature_segments(torch.randn(len(coord), 16), k=5)
+    assert seg.shape == (len(coord),) and set(np.unique(seg)) <= set(range(5))
+
+
+def _scene_from(coord, sem, ins, c=8, seed=0):
+    rng = np.random.default_rng(seed)
+    feat = torch.from_numpy(np.c_[np.eye(3)[sem] * 2, rng.normal(0, 1, (len(coord), c - 3))]).half()
+    cen = np.where((ins >= 0)[:, None], inst_cen(coord, ins), np.nan).astype(np.float32)
+    s = Scene("s", {}, coord, sem, ins, cen, np.arange(len(coord)), sem, ins, coord)
+    s.feat = feat
+    return s
+
+
+def inst_cen(coord, ins):
+    out = np.zeros_like(coord)
+    for i in np.unique(ins[ins >= 0]):
+        out[ins == i] = coord[ins == i].mean(0) - coord[ins == i]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["linear", "decoder"])
+def test_probe_training_reduces_the_loss(kind):
+    torch.manual_seed(0)
+    scenes = [_scene_from(*_blob_scene(i)[:3], seed=i) for i in range(2)]
+    heads = ProbeHeads(8, 3, offsets=True, kind=kind)
+    losses = train_probe(scenes, heads, epochs=30, lr=3e-3, batch_points=1024, progress=False, lovasz=True)
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+    logits, off = heads(scenes[0].feat)
+    assert off.shape == (len(scenes[0]), 3)
+    assert (logits.argmax(1).numpy() == scenes[0].segment).mean() > 0.95
+
+
+def test_prepare_maps_every_point_and_checks_input():
+    from pointins.data import synthetic
+
+    room = synthetic.indoor_scene(0, 0, synthetic.IndoorConfig(points=(6000, 8000)))
+    s = prepare(room, 0.05, ("coord", "color", "normal"))
+    assert len(s.inverse) == len(room["coord"]) and s.inverse.max() == len(s) - 1
+    assert s.batch["feat"].shape == (len(s), 9) and s.batch["coord"][:, 2].min() == 0  # centre-shifted like views
+    # the voxel's own point is one of the points mapped to it; centroid offsets land on the instance centre
+    has = np.isfinite(s.centroid_offset).all(1)
+    j = np.flatnonzero(has)[0]
+    members = room["coord"][room["instance"] == s.instance[j]]
+    np.testing.assert_allclose(s.coord[j] + s.centroid_offset[j], members.mean(0), atol=1e-4)
+    bad = dict(room, coord=room["coord"].copy())
+    bad["coord"][3, 0] = np.nan
+    with pytest.raises(EvalError, match="NaN"):
+        prepare(bad, 0.05, ("coord",))
+    with pytest.raises(EvalError, match="no points"):
+        prepare({k: v[:0] for k, v in room.items()}, 0.05, ("coord",))
+
+
+def test_load_encoder_errors(tmp_path):
+    with pytest.raises(EvalError, match="does not exist"):
+        load_encoder(tmp_path / "nope.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(EvalError, match="cannot read"):
+        load_encoder(tmp_path / "junk.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(EvalError, match="not a pointins checkpoint"):
+        load_encoder(tmp_path / "other.pt")
+    with pytest.raises(EvalError, match="run folder"):
+        load_encoder(tmp_path)
+    enc = load_encoder("scratch", feat_keys=("coord", "strength"), backbone="tiny", grid_size=0.05)
+    assert enc.backbone.config.in_channels == 4 and enc.offset_head is None
+
+
+# ------------------------------------------------------------------------------------------------
+# end to end: tiny pretraining runs, then every task
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Tiny indoor and outdoor datasets and a 2-step PointINS run on each."""
+    from pointins.config import resolve
+    from pointins.data import synthetic
+    from pointins.train import run
+
+    root = tmp_path_factory.mktemp("eval")
+    synthetic.generate("indoor", root / "indoor", 4, seed=3, val_fraction=0.25, workers=1, progress=False,
+                       config=synthetic.IndoorConfig(points=(8000, 12000)))  # fmt: skip
+    synthetic.generate("outdoor", root / "outdoor", 3, seed=3, val_fraction=0.34, workers=1, progress=False,
+                       config=synthetic.OutdoorConfig(beams=32, columns=600))  # fmt: skip
+    small = ["steps=2", "batch_size=1", "num_workers=0", "views.max_points=3000", "views.local_views=1",
+             "ssl.offset_warmup=0.0", "device=cpu", "ckpt_every=2", "vis_every=0", "ssl.prototypes=32",
+             "ssl.head_hidden=64", "log_every=1"]  # fmt: skip
+    run(resolve("cpu-demo", [*small, f"data={root / 'indoor'}", f"out={root / 'run_in'}"]), progress=False)
+    out = resolve("outdoor-base", [*small, "backbone=tiny", f"data={root / 'outdoor'}", f"out={root / 'run_out'}"])
+    run(out, progress=False)
+    return root
+
+
+def _cli(args, _where=None):
+    cwd = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    env.pop("TRITON_INTERPRET", None)
+    return subprocess.run([sys.executable, "-m", "pointins.evaluate", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=600)  # fmt: skip
+
+
+def test_evaluate_cli_semseg_and_insseg(runs):
+    for task in ("semseg", "insseg"):
+        out = runs / f"ev_{task}"
+        r = _cli(["--checkpoint", str(runs / "run_in"), "--data", str(runs / "indoor"), "--task", task, "--out",
+                  str(out), "--epochs", "2", "--no-progress", "--render", "1"], runs)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        res = json.loads((out / "results.json").read_text())
+        assert res["task"] == task and res["train_scenes"] == 3 and res["val_scenes"] == 1
+        assert 0.0 <= res["miou"] <= 1.0 and len(res["per_class_iou"]) == 10
+        assert res["probe_loss_last"] < res["probe_loss_first"]
+        assert (out / "results.md").read_text().count("|") > 20 and len(list((out / "renders").glob("*.png"))) == 1
+        if task == "insseg":
+            assert "ap50" in res and res["num_gt_instances"] > 0 and "AP50" in r.stdout
+        lines = (out / "probe_log.jsonl").read_text().splitlines()
+        assert len(lines) == res["probe_steps"] and "ce" in json.loads(lines[0])
+
+
+def test_evaluate_unsupervised_finetune_scratch_and_panoptic(runs):
+    from pointins.evaluate import evaluate
+
+    r = evaluate(runs / "run_in", runs / "indoor", "unsupervised", out=runs / "ev_u", progress=False, render=1)
+    assert r["probe"] is None and r["num_proposals"] >= 0 and list(r["per_class_ap"]) == ["instance"]
+    r = evaluate(runs / "run_in" / "backbone.pt", runs / "indoor", "semseg", out=runs / "ev_ft", probe="finetune",
+                 epochs=1, progress=False, render=0)  # fmt: skip
+    assert r["probe_steps"] == 3 and np.isfinite(r["miou"])
+    r = evaluate("scratch", runs / "indoor", "semseg", out=runs / "ev_s", epochs=1, progress=False, render=0,
+                 grid_size=0.05)  # fmt: skip
+    assert r["encoder"].startswith("scratch") and r["grid_size"] == 0.05
+    r = evaluate(runs / "run_out", runs / "outdoor", "panoptic", out=runs / "ev_p", epochs=2, progress=False,
+                 render=1, min_points=15)  # fmt: skip
+    assert r["min_points"] == 15 and 0.0 <= r["pq"] <= 1.0 and "pq_dagger" in r
+    assert set(r["per_class_pq"]) == set(r["classes"]) and r["radius"] == pytest.approx(0.3)
+
+
+def test_evaluate_clean_errors(runs, tmp_path):
+    r = _cli(["--checkpoint", str(tmp_path / "missing"), "--data", str(runs / "indoor"), "--task", "semseg"], runs)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = _cli(["--checkpoint", str(runs / "run_out"), "--data", str(runs / "indoor"), "--task", "semseg"], runs)
+    assert r.returncode == 2 and "strength" in r.stderr  # an outdoor encoder on indoor data
+    r = _cli(["--checkpoint", "scratch", "--data", str(tmp_path / "nowhere"), "--task", "semseg"], runs)
+    assert r.returncode == 2 and "does not exist" in r.stderr
