@@ -63,7 +63,7 @@ def _datasets(root: Path, train_split: str, val_split: str):
     if len(every) < 2:
         raise EvalError(f"pointins.evaluate: {root} has {len(every)} scene(s); the probe needs at least 2 "
                         "(train + val).")  # fmt: skip
-    cut = max(1, int(round(0.8 * len(every))))
+    cut = max(1, round(0.8 * len(every)))
     cut = min(cut, len(every) - 1)
     idx = list(range(len(every)))
     return (
@@ -216,8 +216,9 @@ def evaluate(
     for s in train + val:
         bad = (s.point_segment != ignore) & ((s.point_segment < 0) | (s.point_segment >= ncls))
         if bad.any():
-            raise EvalError(f"pointins.evaluate: scene {s.name} has labels outside [0, {ncls}) "
-                            f"(e.g. {int(s.point_segment[bad][0])}); check the dataset's meta.json classes.")  # fmt: skip
+            example = int(s.point_segment[bad][0])
+            raise EvalError(f"pointins.evaluate: scene {s.name} has labels outside [0, {ncls}) (e.g. {example}); "
+                            "check the dataset's meta.json classes.")  # fmt: skip
         s.segment = np.where(s.segment == ignore, -1, s.segment)
     if task in ("insseg", "panoptic", "unsupervised") and not things:
         raise EvalError(f"pointins.evaluate: task {task} needs thing classes (instances) but none were found.")
@@ -228,7 +229,7 @@ def evaluate(
         "grid_size": grid, "probe": probe if need_train else None, "classes": names, "thing_classes": things,
         "device": str(dev),
     }  # fmt: skip
-    log_f = open(out / "probe_log.jsonl", "w")  # noqa: SIM115 - closed below
+    log_f = open(out / "probe_log.jsonl", "w")
     try:
         heads = None
         tune = probe == "finetune"
@@ -295,8 +296,9 @@ def evaluate(
         summary = f"mIoU {_fmt(m)}, accuracy {_fmt(result['accuracy'])}"
     elif task in ("insseg", "unsupervised"):
         ap = instance_ap(per_scene, things) if task == "insseg" else class_agnostic_ap(per_scene, things)
-        result.update(ap=ap["ap"], ap50=ap["ap50"], ap25=ap["ap25"], radius=radius,
-                      num_proposals=sum(len(p["pred"]) for p in per_scene), num_gt_instances=sum(ap["num_gt"].values()))  # fmt: skip
+        n_prop = sum(len(p["pred"]) for p in per_scene)
+        result.update(ap=ap["ap"], ap50=ap["ap50"], ap25=ap["ap25"], radius=radius, num_proposals=n_prop,
+                      num_gt_instances=sum(ap["num_gt"].values()))  # fmt: skip
         result["per_class_ap"] = {(names[c] if task == "insseg" else "instance"): v for c, v in ap["per_class"].items()}
         header = ["class", "AP", "AP50", "AP25"]
         rows = [[k, _fmt(v["ap"]), _fmt(v["ap50"]), _fmt(v["ap25"])] for k, v in result["per_class_ap"].items()]
@@ -314,7 +316,8 @@ def evaluate(
                  _fmt(v["iou"])] for c, v in pq["per_class"].items()]  # fmt: skip
         rows.append(["**mean**", "", _fmt(pq["pq"]), _fmt(pq["sq"]), _fmt(pq["rq"]), _fmt(pq["miou"])])
         summary = (f"PQ {_fmt(pq['pq'])}, SQ {_fmt(pq['sq'])}, RQ {_fmt(pq['rq'])}, PQ-dagger "
-                   f"{_fmt(pq['pq_dagger'])}, things {_fmt(pq['pq_things'])}, stuff {_fmt(pq['pq_stuff'])}")  # fmt: skip
+                   f"{_fmt(pq['pq_dagger'])}, things {_fmt(pq['pq_things'])}, "
+                   f"stuff {_fmt(pq['pq_stuff'])}")  # fmt: skip
 
     # ---- renders: ground truth | prediction (classes for semseg, instances otherwise)
     from pointins.data.show import instance_colors, label_colors
@@ -393,8 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         r = evaluate(a.checkpoint, a.data, a.task, out=a.out, probe=a.probe, epochs=a.epochs, lr=a.lr,
                      batch_points=a.batch_points, lovasz=a.lovasz, train_split=a.train_split, val_split=a.val_split,
                      max_train_scenes=a.max_train_scenes, max_val_scenes=a.max_val_scenes, radius=a.radius,
-                     min_points=a.min_points, kmeans_k=a.kmeans_k, render=a.render, backbone=a.backbone, grid_size=a.grid_size,
-                     device=a.device, seed=a.seed, progress=not a.no_progress)  # fmt: skip
+                     min_points=a.min_points, kmeans_k=a.kmeans_k, render=a.render, backbone=a.backbone,
+                     grid_size=a.grid_size, device=a.device, seed=a.seed, progress=not a.no_progress)  # fmt: skip
     except (EvalError, DataError, ValueError) as e:
         print(f"{e}", file=sys.stderr)
         return 2

@@ -61,7 +61,7 @@ class Encoder:
 def _read(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a corrupt file
+    except Exception as e:  # torch raises many kinds for a corrupt file
         raise EvalError(f"pointins.evaluate: cannot read checkpoint {path}: {type(e).__name__}: {e}. "
                         "Pass a backbone.pt or ckpt_*.pt written by python -m pointins.train.") from e  # fmt: skip
     if not isinstance(obj, dict) or "backbone_config" not in obj:
@@ -212,8 +212,10 @@ def extract(encoder: Encoder, scenes: list[Scene], device="cpu", progress: bool 
     model = encoder.backbone.to(device).eval()
     head = encoder.offset_head.to(device).eval() if (ssl_offsets and encoder.offset_head is not None) else None
     if ssl_offsets and head is None:
-        raise EvalError(f"pointins.evaluate: {encoder.source} has no SSL offset head (a semantic-only run, or an "
-                        "old backbone.pt); unsupervised instances need a PointINS run with the offset branch.")  # fmt: skip
+        raise EvalError(
+            f"pointins.evaluate: {encoder.source} has no SSL offset head (a semantic-only run, or an old "
+            "backbone.pt); unsupervised instances need a PointINS run with the offset branch."
+        )
     bar = progress_bar(total=len(scenes), desc="features", enabled=progress)
     for s in scenes:
         out = model(_to(s.batch, device), return_upcast=head is not None, return_full=True)
