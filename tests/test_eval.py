@@ -231,3 +231,22 @@ def test_evaluate_clean_errors(runs, tmp_path):
     assert r.returncode == 2 and "strength" in r.stderr  # an outdoor encoder on indoor data
     r = _cli(["--checkpoint", "scratch", "--data", str(tmp_path / "nowhere"), "--task", "semseg"], runs)
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_ablation_smoke(tmp_path):
+    """Every variant pretrains, evaluates and lands in the table, plots and JSON (numbers meaningless here)."""
+    from pointins.experiments.ablation import ORDER, main, ordering, svg_bars
+
+    assert main(["--scale", "smoke", "--out", str(tmp_path), "--no-progress", "--skip-outdoor",
+                 "--variants", "scratch", "semantic-only", "pointins"]) == 0  # fmt: skip
+    res = json.loads((tmp_path / "ablation.json").read_text())
+    assert set(res["runs"]) == {f"indoor/{v}/seed0" for v in ("scratch", "semantic-only", "pointins")}
+    assert all(0 <= r["miou"] <= 1 for r in res["runs"].values())
+    md = (tmp_path / "ablation.md").read_text()
+    assert "| pointins |" in md and "Ordering by AP" in md
+    assert (tmp_path / "ablation_indoor.svg").read_text().startswith("<svg")
+    assert (tmp_path / "indoor" / "pointins" / "seed0" / "backbone.pt").exists()
+    assert ordering(["a", "b", "c"], [0.2, 0.2, 0.1]) == "c < a = b"
+    assert svg_bars("t", list(ORDER), {"AP": [0.1] * 6}, {"AP": [0.01] * 6}).count("<rect") == 8
+    with pytest.raises(SystemExit):
+        main(["--variants", "nonsense"])

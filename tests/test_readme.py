@@ -30,6 +30,8 @@ def test_readme_python_blocks_run():
         "pointins.data.synthetic",
         "pointins.data.readers",
         "pointins.config",
+        "pointins.eval.metrics",
+        "pointins.experiments.ablation",
     ],
 )
 def test_docstring_examples(module):

@@ -1,0 +1,1 @@
+"""Experiments built on the package: :mod:`pointins.experiments.ablation` (what each part of PointINS adds)."""

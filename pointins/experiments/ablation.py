@@ -1,0 +1,346 @@
+"""``python -m pointins.experiments.ablation``: what each part of PointINS adds (METHOD.md section 7).
+
+On the built-in synthetic benchmark, with one fixed pretraining budget and fixed seeds, pretrain each variant
+and score its frozen encoder:
+
+* indoor rooms: linear-probe mIoU and instance AP / AP50 / AP25 (one linear semantic + offset probe; its
+  semantic head is trained exactly as the semantic linear probe, the heads share nothing);
+* outdoor sweeps: linear-probe panoptic PQ (SemanticKITTI protocol, ``min_points`` 50).
+
+Variants: ``scratch`` (random encoder, no pretraining), ``semantic-only``, ``offset`` (+ offset branch, raw
+teacher offsets), ``offset+odr``, ``offset+scr``, ``pointins`` (offset branch with SCR then ODR).
+
+    python -m pointins.experiments.ablation --out runs/ablation            # CPU scale (tiny, minutes)
+    python -m pointins.experiments.ablation --scale gpu --out runs/abl-gpu # GPU scale
+    python -m pointins.experiments.ablation --seeds 0 1 2 --steps 400 --skip-outdoor
+
+Writes ``ablation.md`` (the tables, mean +- std over seeds), ``ablation.json`` (every number) and
+``ablation_indoor.svg`` / ``ablation_outdoor.svg`` (bar charts); each run keeps its folder under ``--out``.
+Finished runs are reused when the command is repeated with the same settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ORDER", "SCALES", "main", "ordering", "run_ablation", "svg_bars"]
+
+ORDER = ("scratch", "semantic-only", "offset", "offset+odr", "offset+scr", "pointins")
+
+# (pretraining overrides, dataset sizes, probe epochs) per scale
+SCALES = {
+    "cpu": {
+        "indoor": [
+            "backbone=tiny",
+            "views.max_points=8000",
+            "views.local_views=2",
+            "num_workers=0",
+            "device=cpu",
+            "ckpt_every=0",
+            "vis_every=0",
+            "log_every=10",
+        ],
+        "outdoor": [
+            "backbone=tiny",
+            "views.max_points=8000",
+            "views.local_views=2",
+            "batch_size=2",
+            "lr=0.002",
+            "lr_batch=2",
+            "ssl.prototypes=256",
+            "ssl.head_hidden=512",
+            "ssl.head_dim=64",
+            "ssl.offset_hidden=128",
+            "num_workers=0",
+            "device=cpu",
+            "ckpt_every=0",
+            "vis_every=0",
+            "log_every=10",
+        ],
+        "steps": 150,
+        "indoor_scenes": 24,
+        "outdoor_scenes": 16,
+        "indoor_points": (20_000, 40_000),
+        "probe_epochs": 10,
+    },
+    "smoke": {  # the tests: seconds, numbers meaningless
+        "indoor": [
+            "backbone=tiny",
+            "views.max_points=2000",
+            "views.local_views=1",
+            "batch_size=1",
+            "num_workers=0",
+            "device=cpu",
+            "ckpt_every=0",
+            "vis_every=0",
+            "ssl.prototypes=32",
+            "ssl.head_hidden=64",
+            "ssl.offset_warmup=0.0",
+        ],
+        "outdoor": [
+            "backbone=tiny",
+            "views.max_points=2000",
+            "views.local_views=1",
+            "batch_size=1",
+            "num_workers=0",
+            "device=cpu",
+            "ckpt_every=0",
+            "vis_every=0",
+            "ssl.prototypes=32",
+            "ssl.head_hidden=64",
+            "ssl.offset_warmup=0.0",
+        ],
+        "steps": 2,
+        "indoor_scenes": 4,
+        "outdoor_scenes": 4,
+        "indoor_points": (8_000, 12_000),
+        "probe_epochs": 1,
+    },
+    "gpu": {
+        "indoor": [
+            "backbone=small",
+            "views.max_points=60000",
+            "batch_size=8",
+            "num_workers=8",
+            "ckpt_every=0",
+            "vis_every=0",
+            "log_every=50",
+        ],
+        "outdoor": ["backbone=small", "batch_size=8", "num_workers=8", "ckpt_every=0", "vis_every=0", "log_every=50"],
+        "steps": 3000,
+        "indoor_scenes": 400,
+        "outdoor_scenes": 300,
+        "indoor_points": (50_000, 200_000),
+        "probe_epochs": 20,
+    },
+}
+
+
+def _data(root: Path, kind: str, n: int, points, seed: int, progress: bool) -> Path:
+    from pointins.data import synthetic
+
+    out = root / f"{kind}-n{n}-seed{seed}"
+    if (out / "meta.json").exists():
+        return out
+    cfg = synthetic.IndoorConfig(points=tuple(points)) if kind == "indoor" else synthetic.OutdoorConfig(beams=32)
+    tmp = out.with_name(out.name + ".tmp")
+    synthetic.generate(kind, tmp, n, seed=seed, val_fraction=0.25, config=cfg, progress=progress, workers=1)
+    tmp.rename(out)
+    return out
+
+
+def _pretrain(kind: str, variant: str, seed: int, steps: int, data: Path, out: Path, over: list[str], progress):
+    from pointins.config import resolve
+    from pointins.train import run
+
+    if (out / "backbone.pt").exists() and (out / "done.json").exists():
+        return out
+    preset = "cpu-demo" if kind == "indoor" else "outdoor-base"
+    cfg = resolve(preset, [*over, f"steps={steps}", f"seed={seed}", f"data={data}", f"out={out}"],
+                  variant=None if variant == "pointins" else variant)  # fmt: skip
+    t0 = time.perf_counter()
+    summary = run(cfg, progress=progress)
+    (out / "done.json").write_text(json.dumps({"seconds": time.perf_counter() - t0, "step": summary["step"]}) + "\n")
+    return out
+
+
+def _stats(vals: list[float]) -> tuple[float, float]:
+    a = np.asarray(vals, np.float64)
+    return float(np.mean(a)), (float(np.std(a, ddof=1)) if len(a) > 1 else 0.0)
+
+
+def _cell(vals: list[float]) -> str:
+    m, s = _stats(vals)
+    if not math.isfinite(m):
+        return "-"
+    return f"{100 * m:.1f}" + (f" ± {100 * s:.1f}" if len(vals) > 1 else "")
+
+
+def svg_bars(
+    title: str,
+    groups: list[str],
+    series: dict[str, list[float]],
+    errors: dict[str, list[float]] | None = None,
+    width: int = 760,
+    height: int = 320,
+) -> str:
+    """A grouped bar chart as SVG text: ``groups`` on the x axis (variants), one bar per ``series`` entry
+    (metric -> value per group, 0-1 shown as %), optional error bars."""
+    colors = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2"]
+    left, right, top, bottom = 50, 150, 30, 70
+    pw, ph = width - left - right, height - top - bottom
+    vals = [v for s in series.values() for v in s if math.isfinite(v)]
+    vmax = max([0.05, *[v + (max(errors[k]) if errors else 0) for k in series for v in series[k] if math.isfinite(v)]])
+    vmax = min(1.0, math.ceil(vmax * 10) / 10) if vals else 1.0
+    gw = pw / max(1, len(groups))
+    bw = gw * 0.8 / max(1, len(series))
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+           'font-size="11">', f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{left}" y="18" font-size="13" font-weight="bold">{title}</text>']  # fmt: skip
+    for t in range(0, 11, 2):
+        y = top + ph - ph * (t / 10)
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{100 * vmax * t / 10:.0f}</text>')
+    for si, (name, v) in enumerate(series.items()):
+        for gi, x in enumerate(v):
+            if not math.isfinite(x):
+                continue
+            h = ph * min(x, vmax) / vmax
+            x0 = left + gi * gw + gw * 0.1 + si * bw
+            out.append(f'<rect x="{x0:.1f}" y="{top + ph - h:.1f}" width="{bw - 1:.1f}" height="{h:.1f}" '
+                       f'fill="{colors[si % len(colors)]}"/>')  # fmt: skip
+            if errors and errors.get(name) and errors[name][gi] > 0:
+                e = ph * errors[name][gi] / vmax
+                cx = x0 + bw / 2
+                out.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{top + ph - h - e:.1f}" y2="{top + ph - h + e:.1f}" '
+                           'stroke="black"/>')  # fmt: skip
+        ly = top + 16 * si
+        out.append(f'<rect x="{left + pw + 12}" y="{ly}" width="10" height="10" fill="{colors[si % len(colors)]}"/>')
+        out.append(f'<text x="{left + pw + 26}" y="{ly + 9}">{name}</text>')
+    for gi, g in enumerate(groups):
+        out.append(f'<text x="{left + gi * gw + gw / 2:.1f}" y="{top + ph + 16}" text-anchor="middle">{g}</text>')
+    out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="black"/>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def run_ablation(
+    out,
+    scale: str = "cpu",
+    seeds=(0,),
+    steps: int | None = None,
+    variants=ORDER,
+    indoor: bool = True,
+    outdoor: bool = True,
+    data_seed: int = 100,
+    device: str = "auto",
+    progress: bool = True,
+    extra: list[str] | None = None,
+) -> dict:
+    """Pretrain + evaluate every variant (see the module docstring); returns the results dict."""
+    from pointins.evaluate import evaluate
+
+    if scale not in SCALES:
+        raise ValueError(f"ablation: scale must be one of {list(SCALES)}, got {scale!r}.")
+    bad = [v for v in variants if v not in ORDER]
+    if bad:
+        raise ValueError(f"ablation: unknown variants {bad}; choose from {list(ORDER)}.")
+    sc = SCALES[scale]
+    steps = steps or sc["steps"]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    kinds = [k for k, on in (("indoor", indoor), ("outdoor", outdoor)) if on]
+    res: dict = {"scale": scale, "steps": steps, "seeds": list(seeds), "variants": list(variants), "runs": {}}
+    t0 = time.perf_counter()
+    for kind in kinds:
+        n = sc[f"{kind}_scenes"]
+        data = _data(out / "data", kind, n, sc["indoor_points"], data_seed, progress)
+        over = [*sc[kind], *(extra or [])]
+        if device != "auto":
+            over.append(f"device={device}")
+        for v in variants:
+            for seed in seeds:
+                tag = f"{kind}/{v}/seed{seed}"
+                print(f"ablation: {tag} ({steps} pretraining steps)", file=sys.stderr)
+                run_dir = out / kind / v / f"seed{seed}"
+                if v == "scratch":
+                    ckpt, grid = "scratch", (0.04 if kind == "indoor" else 0.05)
+                else:
+                    ckpt, grid = _pretrain(kind, v, seed, steps, data, run_dir, over, progress), None
+                task = "insseg" if kind == "indoor" else "panoptic"
+                r = evaluate(ckpt, data, task, out=run_dir / f"eval-{task}", epochs=sc["probe_epochs"], seed=seed,
+                             grid_size=grid, device=device, progress=progress, render=1, min_points=50,
+                             backbone="tiny" if scale == "cpu" else "small")  # fmt: skip
+                keep = ("miou", "ap", "ap50", "ap25") if kind == "indoor" else ("pq", "sq", "rq", "pq_dagger", "miou")
+                res["runs"][tag] = {k: r[k] for k in keep}
+                res["runs"][tag]["probe_loss_last"] = r["probe_loss_last"]
+                (out / "ablation.json").write_text(json.dumps(res, indent=2) + "\n")
+    res["seconds"] = time.perf_counter() - t0
+    _report(out, res, kinds)
+    return res
+
+
+def ordering(names: list[str], values: list[float], tol: float = 5e-4) -> str:
+    """``"a < b = c"``: names sorted by value, ties (within ``tol``) joined by ``=``.
+
+    >>> ordering(["x", "y", "z"], [0.3, 0.1, 0.1])
+    'y = z < x'
+    """
+    pairs = sorted(zip(values, names, strict=True), key=lambda p: p[0])
+    text = pairs[0][1] if pairs else ""
+    for (v0, _), (v1, n1) in itertools.pairwise(pairs):
+        text += (" = " if abs(v1 - v0) <= tol else " < ") + n1
+    return text
+
+
+def _report(out: Path, res: dict, kinds: list[str]) -> None:
+    variants, seeds = res["variants"], res["seeds"]
+    md = [f"# PointINS ablation ({res['scale']} scale)", "",
+          f"{res['steps']} pretraining steps per variant, seeds {seeds}, linear probes on frozen features "
+          "(mean ± std over seeds where more than one). Numbers in %.", ""]  # fmt: skip
+    summary = {}
+    for kind in kinds:
+        metrics = ("miou", "ap", "ap50", "ap25") if kind == "indoor" else ("pq", "sq", "rq", "pq_dagger", "miou")
+        label = {"miou": "mIoU", "ap": "AP", "ap50": "AP50", "ap25": "AP25", "pq": "PQ", "sq": "SQ", "rq": "RQ",
+                 "pq_dagger": "PQ†"}  # fmt: skip
+        proto = "ScanNet-protocol instance AP" if kind == "indoor" else "SemanticKITTI-protocol PQ"
+        md += [f"## {kind} ({proto})", "", "| variant | " + " | ".join(label[m] for m in metrics) + " |",
+               "|---|" + "---|" * len(metrics)]  # fmt: skip
+        means: dict[str, list[float]] = {m: [] for m in metrics}
+        stds: dict[str, list[float]] = {m: [] for m in metrics}
+        for v in variants:
+            vals = {m: [res["runs"][f"{kind}/{v}/seed{s}"][m] for s in seeds] for m in metrics}
+            md.append(f"| {v} | " + " | ".join(_cell(vals[m]) for m in metrics) + " |")
+            for m in metrics:
+                mu, sd = _stats(vals[m])
+                means[m].append(mu)
+                stds[m].append(sd)
+        key = "ap" if kind == "indoor" else "pq"
+        summary[kind] = ordering(variants, means[key])
+        md += ["", f"Ordering by {label[key]} (low to high; = within 0.05 points): {summary[kind]}", ""]
+        shown = ("miou", "ap", "ap50") if kind == "indoor" else ("pq", "pq_dagger", "miou")
+        svg = svg_bars(f"{kind}: linear probe ({res['steps']} pretraining steps)", variants,
+                       {label[m]: means[m] for m in shown}, {label[m]: stds[m] for m in shown})  # fmt: skip
+        (out / f"ablation_{kind}.svg").write_text(svg)
+        md += [f"![{kind}](ablation_{kind}.svg)", ""]
+    md.append(f"Total time {res.get('seconds', 0):.0f} s.")
+    res["ordering"] = summary
+    (out / "ablation.md").write_text("\n".join(md) + "\n")
+    (out / "ablation.json").write_text(json.dumps(res, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pointins.experiments.ablation", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/ablation")
+    p.add_argument("--scale", default="cpu", choices=list(SCALES))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--steps", type=int, default=None, help="pretraining steps per variant (default: the scale's)")
+    p.add_argument("--variants", nargs="+", default=list(ORDER), choices=list(ORDER))
+    p.add_argument("--skip-indoor", action="store_true")
+    p.add_argument("--skip-outdoor", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="extra pretraining settings for every run")
+    a = p.parse_args(argv)
+    try:
+        res = run_ablation(a.out, a.scale, a.seeds, a.steps, a.variants, not a.skip_indoor, not a.skip_outdoor,
+                           device=a.device, progress=not a.no_progress, extra=a.overrides)  # fmt: skip
+    except (ValueError, FileNotFoundError) as e:
+        print(f"ablation: {e}", file=sys.stderr)
+        return 2
+    print((Path(a.out) / "ablation.md").read_text())
+    for kind, order in res["ordering"].items():
+        print(f"{kind}: {order}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
