@@ -34,6 +34,14 @@ def cluster(coord, offsets, group, radius: float, min_cluster: int = 50) -> np.n
     return cc.labels.numpy()
 
 
+def _class_clusters(coord, probs, offsets, thing_classes, radius: float, min_cluster: int):
+    """Predicted class of each voxel and its cluster among the voxels of the same thing class."""
+    probs = np.asarray(probs, np.float32)
+    sem = probs.argmax(1) if len(probs) else np.zeros(0, np.int64)
+    group = np.where(np.isin(sem, np.asarray(list(thing_classes), np.int64)), sem, -1)
+    return sem, cluster(coord, offsets, group, radius, min_cluster)
+
+
 def _masks(labels_v: np.ndarray, inverse: np.ndarray, min_proposal: int):
     """Per-point cluster ids and the clusters with more than ``min_proposal`` points."""
     lab_p = labels_v[inverse]
@@ -55,9 +63,7 @@ def proposals(
     """Instance proposals ``[{"mask": (N,) bool, "label", "score"}]`` of one scene (see the module docstring).
     ``coord``/``probs``/``offsets`` are per voxel, ``inverse`` maps the N original points to voxels."""
     probs = np.asarray(probs, np.float32)
-    sem = probs.argmax(1) if len(probs) else np.zeros(0, np.int64)
-    group = np.where(np.isin(sem, np.asarray(list(thing_classes), np.int64)), sem, -1)
-    lab_v = cluster(coord, offsets, group, radius, min_cluster)
+    sem, lab_v = _class_clusters(coord, probs, offsets, thing_classes, radius, min_cluster)
     lab_p, keep = _masks(lab_v, inverse, min_proposal)
     out = []
     for c in keep:
@@ -78,10 +84,7 @@ def panoptic_labels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per original point: predicted class and instance id (clusters of thing classes; -1 for stuff and for
     thing points left out of every cluster)."""
-    probs = np.asarray(probs, np.float32)
-    sem = probs.argmax(1) if len(probs) else np.zeros(0, np.int64)
-    group = np.where(np.isin(sem, np.asarray(list(thing_classes), np.int64)), sem, -1)
-    lab_v = cluster(coord, offsets, group, radius, min_cluster)
+    sem, lab_v = _class_clusters(coord, probs, offsets, thing_classes, radius, min_cluster)
     return sem[inverse].astype(np.int64), lab_v[inverse].astype(np.int64)
 
 

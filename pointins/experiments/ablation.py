@@ -35,6 +35,20 @@ __all__ = ["ORDER", "SCALES", "main", "ordering", "run_ablation", "svg_bars"]
 
 ORDER = ("scratch", "semantic-only", "offset", "offset+odr", "offset+scr", "pointins")
 
+_SMOKE = [
+    "backbone=tiny",
+    "views.max_points=2000",
+    "views.local_views=1",
+    "batch_size=1",
+    "num_workers=0",
+    "device=cpu",
+    "ckpt_every=0",
+    "vis_every=0",
+    "ssl.prototypes=32",
+    "ssl.head_hidden=64",
+    "ssl.offset_warmup=0.0",
+]
+
 # (pretraining overrides, dataset sizes, probe epochs) per scale
 SCALES = {
     "cpu": {
@@ -72,32 +86,8 @@ SCALES = {
         "probe_epochs": 10,
     },
     "smoke": {  # the tests: seconds, numbers meaningless
-        "indoor": [
-            "backbone=tiny",
-            "views.max_points=2000",
-            "views.local_views=1",
-            "batch_size=1",
-            "num_workers=0",
-            "device=cpu",
-            "ckpt_every=0",
-            "vis_every=0",
-            "ssl.prototypes=32",
-            "ssl.head_hidden=64",
-            "ssl.offset_warmup=0.0",
-        ],
-        "outdoor": [
-            "backbone=tiny",
-            "views.max_points=2000",
-            "views.local_views=1",
-            "batch_size=1",
-            "num_workers=0",
-            "device=cpu",
-            "ckpt_every=0",
-            "vis_every=0",
-            "ssl.prototypes=32",
-            "ssl.head_hidden=64",
-            "ssl.offset_warmup=0.0",
-        ],
+        "indoor": _SMOKE,
+        "outdoor": _SMOKE,
         "steps": 2,
         "indoor_scenes": 4,
         "outdoor_scenes": 4,
