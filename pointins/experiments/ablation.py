@@ -131,14 +131,17 @@ def _pretrain(kind: str, variant: str, seed: int, steps: int, data: Path, out: P
     from pointins.config import resolve
     from pointins.train import run
 
-    if (out / "backbone.pt").exists() and (out / "done.json").exists():
-        return out
     preset = "cpu-demo" if kind == "indoor" else "outdoor-base"
     cfg = resolve(preset, [*over, f"steps={steps}", f"seed={seed}", f"data={data}", f"out={out}"],
                   variant=None if variant == "pointins" else variant)  # fmt: skip
+    done = out / "done.json"
+    if (out / "backbone.pt").exists() and done.exists():  # reuse a finished run of exactly this config
+        if json.loads(done.read_text()).get("config") == cfg.to_dict():
+            return out
     t0 = time.perf_counter()
     summary = run(cfg, progress=progress)
-    (out / "done.json").write_text(json.dumps({"seconds": time.perf_counter() - t0, "step": summary["step"]}) + "\n")
+    rec = {"seconds": time.perf_counter() - t0, "step": summary["step"], "config": cfg.to_dict()}
+    done.write_text(json.dumps(rec) + "\n")
     return out
 
 
