@@ -32,7 +32,7 @@ from pointins.eval import instance as inst
 from pointins.eval.metrics import class_agnostic_ap, instance_ap, miou, panoptic_quality
 from pointins.eval.probe import EvalError, ProbeHeads, extract, load_encoder, predict, prepare, train_probe
 
-__all__ = ["TASKS", "evaluate", "main"]
+__all__ = ["TASKS", "evaluate", "main", "offset_agreement"]
 
 TASKS = ("semseg", "insseg", "panoptic", "unsupervised")
 
@@ -122,6 +122,31 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 # ------------------------------------------------------------------------------------------------
 # the evaluation
 # ------------------------------------------------------------------------------------------------
+
+
+def offset_agreement(pred, target) -> dict:
+    """How well predicted offsets point at the ground-truth instance centres, over the voxels that have one
+    (``target`` finite; lists of per-scene (V, 3) arrays or single arrays): ``cosine`` = mean cosine similarity
+    (0 for random directions, 1 when every offset points at its centre), ``l1_ratio`` = mean L1 error divided by
+    that of predicting zero offsets (< 1: better than no offset at all), ``points``. A label-using diagnostic of
+    what the self-supervised offset branch learned; the unsupervised AP itself uses no labels."""
+
+    def stack(x):
+        parts = [x] if isinstance(x, np.ndarray) and x.ndim == 2 else list(x)
+        return np.concatenate([np.asarray(a, np.float64).reshape(-1, 3) for a in parts]) if parts else np.zeros((0, 3))
+
+    p, t = stack(pred), stack(target)
+    if p.shape != t.shape:
+        raise ValueError(f"offset_agreement: {p.shape[0]} predicted offsets but {t.shape[0]} targets.")
+    keep = np.isfinite(t).all(1)
+    p, t = p[keep], t[keep]
+    if len(t) == 0:
+        return {"cosine": float("nan"), "l1_ratio": float("nan"), "points": 0}
+    den = np.linalg.norm(p, axis=1) * np.linalg.norm(t, axis=1)
+    cos = np.where(den > 0, (p * t).sum(1) / np.maximum(den, 1e-12), 0.0)
+    zero = np.abs(t).sum(1).mean()
+    ratio = float(np.abs(p - t).sum(1).mean() / zero) if zero > 0 else float("nan")
+    return {"cosine": float(cos.mean()), "l1_ratio": ratio, "points": len(t)}
 
 
 def _device(pref: str) -> torch.device:
@@ -306,6 +331,11 @@ def evaluate(
         summary = f"AP {_fmt(ap['ap'])}, AP50 {_fmt(ap['ap50'])}, AP25 {_fmt(ap['ap25'])}"
         if task == "insseg":
             summary += f" (probe mIoU {_fmt(result['miou'])})"
+        else:
+            diag = offset_agreement([s.ssl_offsets for s in val], [s.centroid_offset for s in val])
+            result.update({f"ssl_offset_{k}": v for k, v in diag.items()})
+            summary += (f"; SSL offsets vs ground-truth centroid offsets: cosine {diag['cosine']:.3f}, "
+                        f"L1 {diag['l1_ratio']:.3f} of the zero offset's")  # fmt: skip
     else:
         pq = panoptic_quality(pan_p_sem, pan_p_ins, gts, [s.point_instance for s in val], ncls, things, ignore,
                               min_points)  # fmt: skip

@@ -212,6 +212,7 @@ def test_evaluate_unsupervised_finetune_scratch_and_panoptic(runs):
 
     r = evaluate(runs / "run_in", runs / "indoor", "unsupervised", out=runs / "ev_u", progress=False, render=1)
     assert r["probe"] is None and r["num_proposals"] >= 0 and list(r["per_class_ap"]) == ["instance"]
+    assert -1 <= r["ssl_offset_cosine"] <= 1 and r["ssl_offset_points"] > 0 and "cosine" in r["summary"]
     r = evaluate(runs / "run_in" / "backbone.pt", runs / "indoor", "semseg", out=runs / "ev_ft", probe="finetune",
                  epochs=1, progress=False, render=0)  # fmt: skip
     assert r["probe_steps"] == 3 and np.isfinite(r["miou"])
@@ -246,7 +247,40 @@ def test_ablation_smoke(tmp_path):
     assert "| pointins |" in md and "Ordering by AP" in md
     assert (tmp_path / "ablation_indoor.svg").read_text().startswith("<svg")
     assert (tmp_path / "indoor" / "pointins" / "seed0" / "backbone.pt").exists()
+    # the offset head alone: unsupervised AP and agreement with the true centres, for offset variants only
+    assert "offset cosine" in md and "| pointins |" in md.split("offset head alone")[1]
+    assert -1 <= res["runs"]["indoor/pointins/seed0"]["offset_cos"] <= 1
+    assert "offset_cos" not in res["runs"]["indoor/semantic-only/seed0"]
+    # a repeated command reuses finished pretraining and evaluations
+    ev = tmp_path / "indoor" / "pointins" / "seed0" / "eval-unsupervised" / "results.json"
+    stamp = ev.stat().st_mtime_ns
+    assert main(["--scale", "smoke", "--out", str(tmp_path), "--no-progress", "--skip-outdoor",
+                 "--variants", "scratch", "semantic-only", "pointins"]) == 0  # fmt: skip
+    assert ev.stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "ablation.json").read_text())["runs"] == res["runs"]
     assert ordering(["a", "b", "c"], [0.2, 0.2, 0.1]) == "c < a = b"
     assert svg_bars("t", list(ORDER), {"AP": [0.1] * 6}, {"AP": [0.01] * 6}).count("<rect") == 8
     with pytest.raises(SystemExit):
         main(["--variants", "nonsense"])
+
+
+def test_offset_agreement():
+    from pointins.evaluate import offset_agreement
+
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(200, 3))
+    t[:20] = np.nan  # voxels without an instance are left out
+    ok = t[20:]
+    r = offset_agreement(t.copy(), t)
+    assert r["cosine"] == pytest.approx(1.0) and r["l1_ratio"] == 0.0 and r["points"] == 180
+    r = offset_agreement(np.zeros_like(t), t)
+    assert r["cosine"] == 0.0 and r["l1_ratio"] == pytest.approx(1.0)
+    r = offset_agreement([-t[:100], -t[100:]], [t[:100], t[100:]])  # lists of scenes
+    assert r["cosine"] == pytest.approx(-1.0) and r["l1_ratio"] == pytest.approx(2.0)
+    half = ok * 0.5
+    r = offset_agreement(half, ok)
+    assert r["cosine"] == pytest.approx(1.0) and r["l1_ratio"] == pytest.approx(0.5)
+    assert abs(offset_agreement(rng.normal(size=ok.shape), ok)["cosine"]) < 0.15  # random directions
+    assert np.isnan(offset_agreement(np.zeros((3, 3)), np.full((3, 3), np.nan))["cosine"])
+    with pytest.raises(ValueError, match="targets"):
+        offset_agreement(np.zeros((3, 3)), np.zeros((4, 3)))
