@@ -327,7 +327,7 @@ def _report(out: Path, res: dict, kinds: list[str]) -> None:
         key = "ap" if kind == "indoor" else "pq"
         summary[kind] = ordering(variants, means[key])
         md += ["", f"Ordering by {label[key]} (low to high; = within 0.05 points): {summary[kind]}", ""]
-        shown = ("miou", "ap", "ap50") if kind == "indoor" else ("pq", "pq_dagger", "miou")
+        shown = ("miou", "ap", "ap50", "ap25") if kind == "indoor" else ("pq", "pq_dagger", "miou")
         svg = svg_bars(f"{kind}: linear probe ({res['steps']} pretraining steps)", variants,
                        {label[m]: means[m] for m in shown}, {label[m]: stds[m] for m in shown})  # fmt: skip
         (out / f"ablation_{kind}.svg").write_text(svg)
