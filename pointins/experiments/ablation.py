@@ -10,7 +10,7 @@ and score its frozen encoder:
 Variants: ``scratch`` (random encoder, no pretraining), ``semantic-only``, ``offset`` (+ offset branch, raw
 teacher offsets), ``offset+odr``, ``offset+scr``, ``pointins`` (offset branch with SCR then ODR).
 
-    python -m pointins.experiments.ablation --out runs/ablation            # CPU scale (tiny, minutes)
+    python -m pointins.experiments.ablation --out runs/ablation            # CPU scale (tiny, ~45 min/seed)
     python -m pointins.experiments.ablation --scale gpu --out runs/abl-gpu # GPU scale
     python -m pointins.experiments.ablation --seeds 0 1 2 --steps 400 --skip-outdoor
 
