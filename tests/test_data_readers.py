@@ -186,7 +186,7 @@ def test_las_round_trip(tmp_path, suffix):
     r = read(tmp_path / f"a{suffix}")
     _same(r, d, ["coord", "color", "strength", "segment"], atol=1e-4)
     (tmp_path / "bad.las").write_bytes(b"LASF" + bytes(50))
-    with pytest.raises(DataError, match=r"bad\.las: laspy cannot read it"):
+    with pytest.raises(DataError, match=r"bad\.las: not a LAS/LAZ file"):
         read(tmp_path / "bad.las")
 
 
@@ -252,7 +252,7 @@ def test_nuscenes(tmp_path):
     assert len(ds) == 1
     np.testing.assert_array_equal(ds[0]["instance"], i)
     (root / "panoptic/v1.0-mini/tok1_panoptic.npz").write_bytes(b"PK\x03\x04 broken")
-    with pytest.raises(DataError, match=r"tok1_panoptic\.npz: corrupt nuScenes panoptic file"):
+    with pytest.raises(DataError, match=r"tok1_panoptic\.npz: corrupt"):
         ds[0]
 
 
@@ -376,6 +376,6 @@ def test_npz_aliases_and_zip_member_corruption(tmp_path):
     assert r["strength"].shape == (4, 1) and list(r["segment"]) == [0, 1, 2, 3]
     with zipfile.ZipFile(tmp_path / "b.npz", "w") as z:
         z.writestr("coord.npy", b"\x93NUMPY garbage")
-    with pytest.raises(DataError, match=r"b\.npz: corrupt"):
+    with pytest.raises(DataError, match=r"b\.npz: (member coord\.npy: )?corrupt"):
         read(tmp_path / "b.npz")
     assert R.SUFFIXES  # the list the errors quote
