@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -64,22 +65,41 @@ class TrainConfig:
     vis_every: int = 200  # 0: never; PNG/PLY of the teacher's segments, pseudo-instances and centres
     max_bad_steps: int = 5  # consecutive non-finite losses before aborting
     tensorboard: bool = True  # when the tensorboard package is installed
+    data_nan: str = "drop"  # drop (and count) points with NaN/Inf values | raise: skip such scans
+    min_scene_points: int = 100  # a scan with fewer points (after dropping) is skipped
     views: ViewConfig = field(default_factory=ViewConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
 
     def __post_init__(self):
+        from pointins._validate import check_fields
+        from pointins.models import PRESETS as BACKBONES
+
+        self.weight_decay = tuple(self.weight_decay)
+        check_fields("TrainConfig", self, {
+            "synthetic_scenes": ("int", 1, None), "steps": ("int", 1, None), "batch_size": ("int", 1, None),
+            "num_workers": ("int", 0, 256), "seed": ("int", 0, 2**63 - 1), "lr": ("float", 0, None, "lo-open"),
+            "lr_batch": ("int", 1, None), "layer_decay": ("float", 0, 1, "lo-open"),
+            "weight_decay": ("two", 0, None), "warmup": ("float", 0, 1, "hi-open"),
+            "div_factor": ("float", 1, None), "final_div_factor": ("float", 1, None),
+            "clip_grad": ("float", 0, None, "lo-open"), "deterministic": ("bool", 0, 0),
+            "drop_path": ("opt-float", 0, 1, "hi-open"), "log_every": ("int", 1, None),
+            "ckpt_every": ("int", 0, None), "keep_checkpoints": ("int", 0, None), "vis_every": ("int", 0, None),
+            "max_bad_steps": ("int", 1, None), "tensorboard": ("bool", 0, 0), "min_scene_points": ("int", 1, None),
+        })  # fmt: skip
+        if self.data_nan not in ("drop", "raise"):
+            raise ValueError(f"TrainConfig: data_nan must be 'drop' or 'raise', got {self.data_nan!r}.")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"TrainConfig: backbone must be one of {list(BACKBONES)}, got {self.backbone!r}.")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise ValueError(f"TrainConfig: device must be auto, cpu, cuda or cuda:N, got {self.device!r}.")
+        if not isinstance(self.out, str) or not self.out.strip():
+            raise ValueError(f"TrainConfig: out must be a folder path, got {self.out!r}.")
         if self.variant not in VARIANTS:
             raise ValueError(f"TrainConfig: unknown variant {self.variant!r}; choose from {list(VARIANTS)}.")
         if self.kind not in ("indoor", "outdoor"):
             raise ValueError(f"TrainConfig: kind must be 'indoor' or 'outdoor', got {self.kind!r}.")
         if self.amp not in ("auto", "bf16", "off"):
             raise ValueError(f"TrainConfig: amp must be auto, bf16 or off, got {self.amp!r}.")
-        for name in ("steps", "batch_size", "log_every", "max_bad_steps", "lr_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}.")
-        if self.ckpt_every < 0 or self.vis_every < 0 or self.num_workers < 0:
-            raise ValueError("TrainConfig: ckpt_every, vis_every and num_workers must be >= 0.")
-        self.weight_decay = tuple(self.weight_decay)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -47,7 +47,17 @@ from pointins.models import build_backbone
 from pointins.ssl import VARIANTS, PointINS, param_groups
 from pointins.ssl.teacher import cosine
 
-__all__ = ["CheckpointError", "TrainingDiverged", "load_checkpoint", "main", "open_dataset", "run"]
+__all__ = [
+    "CheckpointError",
+    "RunFolderBusy",
+    "RunLock",
+    "TrainingDiverged",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "main",
+    "open_dataset",
+    "run",
+]
 
 CKPT_FORMAT = "pointins-train-1"
 
@@ -58,6 +68,69 @@ class TrainingDiverged(RuntimeError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or is not a pointins training checkpoint."""
+
+
+class RunFolderBusy(RuntimeError):
+    """Another live process is writing to the same run folder."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``OUT/.lock``) for as long as a run writes to it.
+
+    It is an ``flock`` on the file, so the kernel releases it when the process dies: a lock left by a killed run
+    is stale by construction, and the next run takes it over (it says so). The file itself is never deleted
+    (deleting it would let two runs lock two different files of the same name); it records who holds it."""
+
+    def __init__(self, folder: Path):
+        self.path, self.fd = Path(folder) / ".lock", None
+
+    def acquire(self) -> str | None:
+        """Take the lock; raises :class:`RunFolderBusy` when a live run holds it. Returns a note when a stale lock
+        of a run that is gone was taken over."""
+        import fcntl
+        import socket
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = self._holder(fd)
+            os.close(fd)
+            who = (f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}" if holder
+                   else "another process")  # fmt: skip
+            raise RunFolderBusy(
+                f"pointins.train: {self.path.parent} is in use by another run ({who}); two runs in one folder would "
+                "overwrite each other's checkpoints and logs. Wait for it to finish, stop it, or pass another --out."
+            ) from None
+        old = self._holder(fd)
+        note = None
+        if old:
+            note = (f"pointins.train: took over the stale lock of pid {old.get('pid')} on {old.get('host')} (started "
+                    f"{old.get('started')}; that run is gone)")  # fmt: skip
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        self.fd = fd
+        return note
+
+    @staticmethod
+    def _holder(fd: int) -> dict:
+        try:
+            data = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+            return json.loads(data) if data else {}
+        except (OSError, ValueError):
+            return {}
+
+    def release(self) -> None:
+        if self.fd is not None:
+            import fcntl
+
+            try:
+                os.ftruncate(self.fd, 0)
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -149,12 +222,13 @@ def open_dataset(cfg: TrainConfig, rank: int = 0, progress: bool = True):
     root = Path(cfg.data).expanduser() if cfg.data else _ensure_synthetic(cfg, rank, progress)
     if not root.exists():
         raise FileNotFoundError(f"pointins.train: --data {root} does not exist.")
+    kw = {"on_error": "skip", "nan": cfg.data_nan, "min_points": cfg.min_scene_points}
     if cfg.split:
         try:
-            return PointCloudDataset(root, split=cfg.split, on_error="skip")
+            return PointCloudDataset(root, split=cfg.split, **kw)
         except DataError:
             pass
-    return PointCloudDataset(root, on_error="skip")
+    return PointCloudDataset(root, **kw)
 
 
 def feature_keys(scene: dict) -> tuple[str, ...]:
@@ -255,6 +329,34 @@ def _set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+def latest_checkpoint(folder: str | os.PathLike) -> Path:
+    """The checkpoint a run folder's ``latest`` file names. The name must be a plain file name inside the folder
+    (no path, no ``..``): a ``latest`` that points elsewhere is refused, never followed."""
+    folder = Path(folder)
+    latest = folder / "latest"
+    try:
+        from pointins.data._safeio import open_regular
+
+        with open_regular(latest) as f:
+            text = f.read(4097)
+    except Exception as e:
+        raise CheckpointError(f"pointins: cannot read {latest} ({getattr(e, 'problem', e)}).") from None
+    name = text.decode("utf-8", "replace").strip()
+    if len(text) > 4096 or not name or "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
+        raise CheckpointError(f"pointins: {latest} must name a checkpoint file inside {folder} (e.g. ckpt_0000100.pt), "
+                              f"got {name[:80]!r}; it is corrupt or was tampered with.")  # fmt: skip
+    path = folder / name
+    try:
+        inside = path.resolve().parent == folder.resolve()
+    except OSError:
+        inside = False
+    if not inside:
+        raise CheckpointError(
+            f"pointins: {latest} names {name!r}, which resolves outside {folder}; refusing to follow it."
+        )
+    return path
+
+
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load a training checkpoint (``weights_only=True``) with a clear error for corrupt or foreign files."""
     path = Path(path)
@@ -263,21 +365,31 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
             f"pointins.train: nothing to resume: {path} does not exist (no 'latest' checkpoint); run without --resume."
         )
     if path.is_dir():
-        latest = path / "latest"
-        if not latest.exists():
+        if not (path / "latest").exists():
             raise FileNotFoundError(f"pointins.train: {path} has no 'latest' checkpoint to resume from.")
-        path = path / latest.read_text().strip()
+        path = latest_checkpoint(path)
+    from pointins._torchio import CheckpointReadError, torch_load
+
     try:
-        ck = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:
+        ck = torch_load(path, map_location=map_location)
+    except CheckpointReadError as e:
         raise CheckpointError(
-            f"pointins.train: cannot read checkpoint {path} ({type(e).__name__}: {e}); it is corrupt or not a "
-            "pointins checkpoint. Resume from an older ckpt_*.pt in the same folder."
-        ) from e
+            f"pointins.train: {e}; it is corrupt, tampered with or not a pointins checkpoint. Resume from an older "
+            "ckpt_*.pt in the same folder."
+        ) from None
     if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
         raise CheckpointError(f"pointins.train: {path} is not a pointins training checkpoint ({CKPT_FORMAT}).")
+    want = {"step": int, "config": dict, "student": dict, "teacher": dict, "optimizer": dict, "scheduler": dict,
+            "rng": dict}  # fmt: skip
+    for key, typ in want.items():
+        if not isinstance(ck.get(key), typ) or isinstance(ck.get(key), bool):
+            raise CheckpointError(f"pointins.train: {path} is damaged: its {key!r} entry is missing or not a "
+                                  f"{typ.__name__}. Resume from an older ckpt_*.pt in the same folder.")  # fmt: skip
+    for key in ("student", "teacher"):
+        if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ck[key].items()):
+            raise CheckpointError(f"pointins.train: {path} is damaged: {key!r} is not a state dict of tensors.")
+    if ck["step"] < 0:
+        raise CheckpointError(f"pointins.train: {path} is damaged: negative step {ck['step']}.")
     ck["path"] = str(path)
     return ck
 
@@ -364,10 +476,34 @@ def run(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
     folder (its ``latest``)."""
     rank, world, device = _dist_setup(cfg.device)
     out = Path(cfg.out)
+    lock = None
+    if rank == 0:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise FileNotFoundError(f"pointins.train: cannot create the run folder {out} ({e.strerror or e}); "
+                                    "pass a writable --out.") from None  # fmt: skip
+        if not out.is_dir():
+            raise FileNotFoundError(f"pointins.train: --out {out} exists and is not a folder; pass another --out.")
+        lock = RunLock(out)
+        note = lock.acquire()
+        if note:
+            print(note, file=sys.stderr)
+    try:
+        return _run(cfg, resume, progress, rank, world, device, out)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device, out: Path) -> dict:
     ck = None
     if resume is not None:
         ck = load_checkpoint(resume)
-        saved = from_dict(ck["config"])
+        try:
+            saved = from_dict(ck["config"])
+        except (TypeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"pointins.train: the config stored in {ck['path']} is invalid ({e}).") from None
         if asdict(saved) != asdict(cfg):  # resuming with a different config: keep the checkpoint's
             diff = [k for k, v in asdict(saved).items() if asdict(cfg)[k] != v and k not in ("out", "steps")]
             if diff:
@@ -376,7 +512,6 @@ def run(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
             saved.out, saved.steps = cfg.out, cfg.steps
             cfg = saved
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
         _atomic_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -402,12 +537,17 @@ def run(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
     start = 0
     bad = 0
     if ck is not None:
-        model.student.load_state_dict(ck["student"])
-        model.teacher.load_state_dict(ck["teacher"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        _set_rng_state(ck["rng"])
-        start, bad = int(ck["step"]), int(ck.get("bad_steps", 0))
+        try:
+            model.student.load_state_dict(ck["student"])
+            model.teacher.load_state_dict(ck["teacher"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            _set_rng_state(ck["rng"])
+            start, bad = int(ck["step"]), int(ck.get("bad_steps", 0))
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise CheckpointError(f"pointins.train: cannot restore {ck['path']} ({type(e).__name__}: "
+                                  f"{str(e)[:300]}); it does not match this model or is damaged."
+                                  ) from None  # fmt: skip
         if rank == 0:
             print(f"pointins.train: resumed from {ck['path']} at step {start}", file=sys.stderr)
     student = model.student
@@ -429,6 +569,7 @@ def run(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
     bar = progress_bar(total=cfg.steps, desc="pretrain", enabled=progress and rank == 0, initial=start)
     model.train()
     last: dict = {}
+    dropped = int(ck.get("dropped_points", 0)) if ck is not None else 0
     t_last = time.perf_counter()
     step = start
     pending = False
@@ -437,6 +578,7 @@ def run(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
             progress_frac = step / cfg.steps
             batch = _to(batch, device)
             points = float(sum(batch[k]["coord"].shape[0] for k in ("global", "local") if k in batch))
+            step_dropped = float(batch.get("dropped_points", 0))  # non-finite points the readers dropped
             torch.manual_seed(_step_seed(cfg.seed, step, rank))
             gen = torch.Generator().manual_seed(_step_seed(cfg.seed + 1, step, rank))
             wd = cosine(cfg.weight_decay[0], cfg.weight_decay[1], progress_frac)
@@ -473,10 +615,13 @@ def run(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
             dt, t_last = now - t_last, now
             stats = dict(res.stats)
             loss_val = float(res.loss.detach()) if ok else float("nan")
-            vals = _all_mean([loss_val, stats["loss_sem"], stats["loss_off"], points * world / dt], device)
+            vals = _all_mean([loss_val, stats["loss_sem"], stats["loss_off"], points * world / dt, step_dropped],
+                             device)  # fmt: skip
+            dropped += round(vals[4] * world)  # all ranks' scans
             rec = {"step": step, "epoch": (step - 1) // sampler.steps_per_epoch, "loss": vals[0],
                    "loss_sem": vals[1], "loss_off": vals[2], "lr": opt.param_groups[-1]["lr"], "weight_decay": wd,
-                   "grad_norm": gnorm, "points_per_s": vals[3], "step_s": dt, "skipped": not ok}  # fmt: skip
+                   "grad_norm": gnorm, "points_per_s": vals[3], "step_s": dt, "skipped": not ok,
+                   "dropped_points": dropped}  # fmt: skip
             rec.update({k: v for k, v in stats.items() if k not in rec})
             last = rec
             if rank == 0:
@@ -494,7 +639,7 @@ def run(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
             if cfg.ckpt_every and (step % cfg.ckpt_every == 0 or step == cfg.steps):
                 pending = True
             if pending and bad == 0:  # never checkpoint in the middle of a run of skipped steps
-                _save(cfg, model, opt, sched, step, bad, out, rank, keys, in_ch)
+                _save(cfg, model, opt, sched, step, bad, out, rank, keys, in_ch, dropped)
                 pending = False
     finally:
         bar.close()
@@ -509,11 +654,11 @@ def run(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
     return {"out": str(out), "step": step, "last": last, "world": world, "device": str(device)}
 
 
-def _save(cfg, model, opt, sched, step, bad, out: Path, rank: int, keys, in_ch) -> None:
+def _save(cfg, model, opt, sched, step, bad, out: Path, rank: int, keys, in_ch, dropped: int = 0) -> None:
     if rank == 0:
         name = f"ckpt_{step:07d}.pt"
         state = {
-            "format": CKPT_FORMAT, "step": step, "bad_steps": bad, "config": cfg.to_dict(),
+            "format": CKPT_FORMAT, "step": step, "bad_steps": bad, "config": cfg.to_dict(), "dropped_points": dropped,
             "student": model.student.state_dict(), "teacher": model.teacher.state_dict(),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
             "backbone_config": asdict(model.student.backbone.config), "feat_keys": list(keys), "in_channels": in_ch,
@@ -554,6 +699,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.resume not in (None, "auto") and "=" in args.resume and not Path(args.resume).exists():
+        # argparse hands the first key=value after a bare --resume to --resume: it is an override
+        args.overrides.insert(0, args.resume)
+        args.resume = "auto"
     preset = args.preset or ("indoor-base" if torch.cuda.is_available() else "cpu-demo")
     try:
         cfg = resolve(preset, args.overrides, variant=args.variant)
@@ -565,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.steps:
             extra.append(f"steps={args.steps}")
         cfg = apply_overrides(cfg, extra)
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError) as e:
         print(f"pointins.train: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     if args.print_config:
@@ -579,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = run(cfg, resume=resume, progress=not args.no_progress)
-    except (FileNotFoundError, CheckpointError, DataError, TrainingDiverged) as e:
+    except (FileNotFoundError, CheckpointError, DataError, TrainingDiverged, RunFolderBusy) as e:
         print(f"{e}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:

@@ -165,6 +165,6 @@ def test_cli_outdoor_and_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit, match="bad override"):
         S.main(["--kind", "outdoor", "--out", str(tmp_path), "--scenes", "1", "nonsense=3"])
     assert S.main(["--kind", "indoor", "--out", str(tmp_path / "x"), "--scenes", "0"]) == 2
-    assert "--scenes must be >= 1" in capsys.readouterr().err
+    assert "--scenes must be an integer >= 1" in capsys.readouterr().err
     with pytest.raises(ValueError, match="beams must be 32 or 64"):
         S.outdoor_scene(0, 0, S.OutdoorConfig(beams=16))

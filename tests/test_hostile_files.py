@@ -70,7 +70,9 @@ def test_read_limit(tmp_path, monkeypatch):
 
 # ---- PLY ------------------------------------------------------------------------------------------------
 
-HEAD = "ply\nformat binary_little_endian 1.0\nelement vertex {n}\nproperty float x\nproperty float y\nproperty float z\n"
+HEAD = (
+    "ply\nformat binary_little_endian 1.0\nelement vertex {n}\nproperty float x\nproperty float y\nproperty float z\n"
+)
 
 
 def test_ply_duplicate_property_and_negative_counts(tmp_path):
@@ -324,7 +326,9 @@ def test_fuzz_oracle_catches_a_lenient_reader(tmp_path, monkeypatch):
     assert fuzz._judge({"outcome": "crash"}, "pcd-binary", [f]) is not None
     assert fuzz._judge({"outcome": "DataError"}, "pcd-binary", [f]) is None
     assert "ply-le" in seeds
-    data, what = fuzz.mutate(b"ply\nformat ascii 1.0\nelement vertex 3\nend_header\n1 2 3\n", __import__("random").Random(1))
+    data, what = fuzz.mutate(
+        b"ply\nformat ascii 1.0\nelement vertex 3\nend_header\n1 2 3\n", __import__("random").Random(1)
+    )
     assert isinstance(data, bytes) and what
 
 

@@ -209,7 +209,7 @@ _SINKHORN_RANK = """
 import sys, torch, torch.distributed as dist
 from pointins.ssl import sinkhorn_knopp
 dist.init_process_group("gloo")
-scores = torch.load(sys.argv[1])
+scores = torch.load(sys.argv[1], weights_only=True)
 part = scores.chunk(dist.get_world_size())[dist.get_rank()]
 torch.save(sinkhorn_knopp(part, 0.05, iters=3, zipf_alpha=1.3), f"{sys.argv[2]}{dist.get_rank()}.pt")
 dist.destroy_process_group()
@@ -227,7 +227,9 @@ def test_sinkhorn_all_reduced_equals_single_process(cache, tmp_path):
            str(tmp_path / "scores.pt"), str(tmp_path / "q")]  # fmt: skip
     r = subprocess.run(cmd, env=_env(cache), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    both = torch.cat([torch.load(tmp_path / "q0.pt"), torch.load(tmp_path / "q1.pt")])
+    both = torch.cat(
+        [torch.load(tmp_path / "q0.pt", weights_only=True), torch.load(tmp_path / "q1.pt", weights_only=True)]
+    )
     torch.testing.assert_close(both, sinkhorn_knopp(scores, 0.05, iters=3, zipf_alpha=1.3), rtol=1e-5, atol=1e-7)
 
 

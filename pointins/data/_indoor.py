@@ -49,6 +49,20 @@ class IndoorConfig:
     items_per_m2: float = 0.45  # furniture instances per m^2 of floor (upper bound; placement may fail)
     max_items: int = 60
 
+    def __post_init__(self):
+        from pointins._validate import check_fields
+
+        for name in ("room_size", "height", "points", "hole_radius"):
+            setattr(self, name, tuple(getattr(self, name)))
+        check_fields("IndoorConfig", self, {
+            "room_size": ("pair", 1.0, 1000.0), "height": ("pair", 1.0, 100.0), "points": ("pair", 100, 2**26),
+            "density": ("float", 0, None, "lo-open"), "noise": ("float", 0, 1), "normal_noise": ("float", 0, 10),
+            "holes_per_m2": ("float", 0, 100), "hole_radius": ("pair", 0, 10), "items_per_m2": ("float", 0, 100),
+            "max_items": ("int", 0, 10_000),
+        })  # fmt: skip
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in self.points):
+            raise TypeError(f"IndoorConfig: points must be two integers, got {self.points!r}.")
+
 
 @dataclass
 class Item:

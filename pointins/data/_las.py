@@ -153,7 +153,8 @@ def read_las(path) -> dict:
         most = (h.count + chunk_size - 1) // chunk_size + 1 if fixed else max(1, h.count)
         if version != 0 or chunks > most or chunks * 1 > h.size - table:
             raise _error(path, f"corrupt LAZ chunk table at byte {table} (version {version}, {chunks} chunks for "
-                         f"{h.count} points in chunks of {chunk_size}); the file was altered after compression")  # fmt: skip
+                         f"{h.count} points in chunks of {chunk_size}); the file was altered after "
+                         "compression")  # fmt: skip
     del raw
     return _decode_laz(path, h)
 

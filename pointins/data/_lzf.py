@@ -8,7 +8,6 @@ writes, which repeats a pattern).
 
 from __future__ import annotations
 
-
 # The densest token is a long back-reference: 3 input bytes (control, length, distance) yield 7 + 255 + 2 = 264
 # output bytes. So n compressed bytes never decode to more than 88 n: a larger size header is corrupt.
 MAX_RATIO = 88

@@ -40,6 +40,26 @@ class OutdoorConfig:
     pedestrians: tuple[int, int] = (3, 14)
     cyclists: tuple[int, int] = (1, 5)
 
+    def __post_init__(self):
+        from pointins._validate import check_fields
+
+        for name in ("cars", "pedestrians", "cyclists"):
+            setattr(self, name, tuple(getattr(self, name)))
+        if self.beams not in (32, 64):
+            raise ValueError(f"OutdoorConfig: beams must be 32 or 64, got {self.beams!r}.")
+        check_fields("OutdoorConfig", self, {
+            "columns": ("opt-int", 16, 100_000), "sensor_height": ("float", 0, 100, "lo-open"),
+            "max_range": ("float", 0, 10_000, "lo-open"), "min_range": ("float", 0, 10_000),
+            "range_noise": ("float", 0, 10), "dropout": ("float", 0, 1, "hi-open"),
+            "street_length": ("float", 1, 100_000), "cars": ("pair", 0, 10_000), "pedestrians": ("pair", 0, 10_000),
+            "cyclists": ("pair", 0, 10_000),
+        })  # fmt: skip
+        if self.min_range >= self.max_range:
+            raise ValueError(f"OutdoorConfig: min_range ({self.min_range}) must be below max_range ({self.max_range}).")
+        for name in ("cars", "pedestrians", "cyclists"):
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in getattr(self, name)):
+                raise TypeError(f"OutdoorConfig: {name} must be two integers, got {getattr(self, name)!r}.")
+
 
 class _Prims:
     """Primitives to ray-cast: oriented boxes, vertical cylinders, axis-aligned ellipsoids."""

@@ -128,12 +128,14 @@ def check_npy_header(f, path, available: int, member: str = "") -> tuple[tuple[i
         count *= int(s)
     need = count * dtype.itemsize
     if need > max_bytes():
-        raise _error(path, pre + f"the NPY header declares shape {shape} of {dtype} ({need} bytes), over the read limit "
+        raise _error(path, pre + f"the NPY header declares shape {shape} of {dtype} ({need} bytes), over the read "
+                     "limit "
                      f"of {max_bytes()} bytes")  # fmt: skip
     have = available - header_len
     if need != have:
         kind = "truncated" if have < need else "inconsistent"
-        raise _error(path, pre + f"{kind}: the NPY header declares shape {shape} of {dtype} ({need} bytes), the file holds "
+        raise _error(path, pre + f"{kind}: the NPY header declares shape {shape} of {dtype} ({need} bytes), the file "
+                     "holds "
                      f"{have} bytes of data")  # fmt: skip
     return tuple(int(s) for s in shape), dtype, bool(fortran)
 
@@ -184,7 +186,8 @@ def load_npz(path, wanted: dict[str, str]) -> tuple[dict[str, np.ndarray], list[
                     raise _error(path, f"member {info.filename} declares {info.file_size} bytes, over the read limit")
                 if info.file_size > _RATIO_MIN_BYTES and info.file_size > MAX_NPZ_RATIO * max(1, info.compress_size):
                     raise _error(path, f"member {info.filename} expands {info.compress_size} bytes to "
-                                 f"{info.file_size} (ratio over {MAX_NPZ_RATIO}): a zip bomb, not point data")  # fmt: skip
+                                 f"{info.file_size} (ratio over {MAX_NPZ_RATIO}): a zip bomb, not point "
+                                 "data")  # fmt: skip
                 try:
                     with z.open(info) as m:
                         headers[key] = check_npy_header(m, path, info.file_size, info.filename)
@@ -207,4 +210,3 @@ def load_npz(path, wanted: dict[str, str]) -> tuple[dict[str, np.ndarray], list[
                         raise
                     raise _error(path, f"corrupt member {info.filename} ({type(e).__name__}: {e})") from None
     return out, names
-

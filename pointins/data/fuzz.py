@@ -144,7 +144,8 @@ def make_seeds(folder: Path, seed: int = 0, n: int = 40) -> dict[str, dict]:
 # ------------------------------------------------------------------------------------------------
 
 _BOUNDARY = ("-1", "0", "1", "-2147483649", "2147483647", "2147483648", "4294967295", "4294967296",
-             "1000000000000", "9223372036854775807", "18446744073709551616", "1e30", "nan", "-0", "3.5", "")  # fmt: skip
+             "1000000000000", "9223372036854775807", "18446744073709551616", "1e30", "nan", "-0", "3.5",
+             "")  # fmt: skip
 _BOUNDARY_INTS = (0, 1, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)
 
 
@@ -332,7 +333,8 @@ class _Worker:
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self.p = subprocess.Popen([sys.executable, "-c", _WORKER, str(mem_bytes)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True, bufsize=1)  # fmt: skip
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+                                  bufsize=1)  # fmt: skip
         ready = self._line(60.0)
         if ready is None or not ready.get("ready"):
             self.kill()

@@ -47,6 +47,7 @@ __all__ = [
     "SceneRef",
     "find_scenes",
     "read",
+    "read_counted",
 ]
 
 
@@ -212,9 +213,11 @@ def _finish(out: dict, path, nan: str) -> dict[str, np.ndarray]:
             if badk.any():
                 bad |= badk
                 what = "values"
+    res["_dropped"] = int(bad.sum())
     if bad.any():
         if nan == "drop":
-            res = {k: v[~bad] for k, v in res.items()}
+            res = {k: v[~bad] for k, v in res.items() if k != "_dropped"}
+            res["_dropped"] = int(bad.sum())
         else:
             first = int(np.flatnonzero(bad)[0])
             raise DataError(
@@ -324,7 +327,8 @@ def _read_ply_ascii(raw: bytes, body: int, elements, path) -> dict:
     total = sum(e[1] for e in elements)
     if len(lines) != total:
         kind = "truncated" if len(lines) < total else "inconsistent"
-        raise DataError(path, f"{kind}: the header declares {total} rows ({', '.join(f'{c} {n}' for n, c, _ in elements)})"
+        what = ", ".join(f"{c} {n}" for n, c, _ in elements)
+        raise DataError(path, f"{kind}: the header declares {total} rows ({what})"
                         f", the body has {len(lines)}")  # fmt: skip
     row = 0
     for name, count, props in elements:
@@ -793,10 +797,28 @@ def read(
     >>> sorted(data), data["coord"].dtype.name, data["segment"].tolist()
     (['coord', 'segment'], 'float32', [1, 2])
     """
+    data, _ = read_counted(path, kind=kind, segment_key=segment_key, learning_map=learning_map, nan=nan, **labels)
+    return data
+
+
+def read_counted(
+    path: str | os.PathLike,
+    *,
+    kind: str | None = None,
+    segment_key: str | None = None,
+    learning_map: bool = True,
+    nan: str = "raise",
+    **labels,
+) -> tuple[dict[str, np.ndarray], int]:
+    """:func:`read`, plus the number of points dropped for non-finite values (``nan="drop"``)."""
     path = Path(path)
     if nan not in ("raise", "drop"):
         raise ValueError(f"pointins.data.read: nan must be 'raise' or 'drop', got {nan!r}.")
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except (OSError, ValueError) as e:
+        raise DataError(path, f"cannot access ({e})") from None
+    if not exists:
         raise DataError(path, "no such file or folder")
     name = path.name.lower()
     if kind is None:
@@ -826,7 +848,8 @@ def read(
     if kind not in readers:
         raise DataError(path, f"unknown point-cloud format {path.suffix!r}; readable: {', '.join(SUFFIXES)}")
     try:
-        return _finish(readers[kind](), path, nan)
+        out = _finish(readers[kind](), path, nan)
+        return out, out.pop("_dropped")
     except DataError:
         raise
     except (OSError, MemoryError) as e:
@@ -913,26 +936,46 @@ def find_scenes(root: str | os.PathLike, split: str | None = None) -> list[Scene
 _KNOWN_LISTS = ("train", "val", "test", "trainval")
 
 
+def _json_records(f: Path) -> list[dict]:
+    try:
+        recs = json.loads(read_bytes(f).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f, f"not valid JSON ({e})") from None
+    if not isinstance(recs, list) or not all(isinstance(r, dict) for r in recs):
+        raise DataError(f, "a nuScenes table must be a JSON list of records")
+    return recs
+
+
+def _inside(root: Path, rel, table: Path) -> Path:
+    """``root / rel`` for a file name from a table, refusing names that leave the dataset root."""
+    if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise DataError(table, f"file name {rel!r} is not a relative path inside the dataset root")
+    return root / rel
+
+
 def _nuscenes_scenes(root: Path, tables: list[Path], split: str | None) -> list[SceneRef]:
     refs = []
     for table in tables:
-        records = json.loads(table.read_text())
+        records = _json_records(table)
         seg, pan = {}, {}
-        for fname, dest in (("lidarseg.json", seg), ("panoptic.json", pan)):
-            f = table.parent / fname
-            if f.exists():
-                for r in json.loads(f.read_text()):
-                    dest[r["sample_data_token"]] = root / r["filename"]
-        for r in records:
-            fn = r.get("filename", "")
-            if not fn.endswith(".pcd.bin") or not r.get("is_key_frame", True):
-                continue
-            labels = []
-            if r["token"] in pan:
-                labels.append(("panoptic", str(pan[r["token"]])))
-            elif r["token"] in seg:
-                labels.append(("lidarseg", str(seg[r["token"]])))
-            refs.append(SceneRef(str(root / fn), r["token"], "nuscenes", tuple(labels)))
+        try:
+            for fname, dest in (("lidarseg.json", seg), ("panoptic.json", pan)):
+                f = table.parent / fname
+                if f.exists():
+                    for r in _json_records(f):
+                        dest[r["sample_data_token"]] = _inside(root, r["filename"], f)
+            for r in records:
+                fn = r.get("filename", "")
+                if not isinstance(fn, str) or not fn.endswith(".pcd.bin") or not r.get("is_key_frame", True):
+                    continue
+                labels = []
+                if r["token"] in pan:
+                    labels.append(("panoptic", str(pan[r["token"]])))
+                elif r["token"] in seg:
+                    labels.append(("lidarseg", str(seg[r["token"]])))
+                refs.append(SceneRef(str(_inside(root, fn, table)), str(r["token"]), "nuscenes", tuple(labels)))
+        except (KeyError, TypeError) as e:
+            raise DataError(table, f"a record lacks a field or has the wrong type ({type(e).__name__}: {e})") from None
     names = _split_names(root, split) if split else None
     if split and names is None:
         raise DataError(root, f"nuScenes split {split!r}: write the sample_data tokens to {root / (split + '.txt')}")
@@ -944,31 +987,57 @@ def _nuscenes_scenes(root: Path, tables: list[Path], split: str | None) -> list[
 class PointCloudDataset:
     """A folder of scans as a map-style dataset (``torch.utils.data.Dataset`` protocol).
 
-    ``dataset[i]`` is :func:`read` of scene ``i`` plus ``name``, passed through ``transform`` when given.
-    With ``on_error="skip"`` a broken file is reported (a warning naming the file and the problem, and an
-    entry in :attr:`skipped`) and the next readable scene is returned instead; :meth:`check` reads every
-    scene up front and drops the broken ones.
+    ``dataset[i]`` is :func:`read` of scene ``i`` plus ``name`` and ``dropped_points``, passed through
+    ``transform`` when given.
+
+    Points with NaN/Inf coordinates or features are **dropped** by default (``nan="drop"``; organized scans
+    mark missing returns that way) and counted: ``dropped_points`` in each item, and the running total in
+    :attr:`dropped` (of this process). ``nan="raise"`` refuses such scans instead. A scan left with fewer than
+    ``min_points`` points is treated as unreadable. With ``on_error="skip"`` an unreadable scan is reported
+    (a warning naming the file and the problem, and an entry in :attr:`skipped`) and the next readable scene
+    is returned instead; :meth:`check` reads every scene up front and drops the broken ones.
     """
 
-    def __init__(self, root, split: str | None = None, transform=None, on_error: str = "raise", **read_kwargs):
+    def __init__(self, root, split: str | None = None, transform=None, on_error: str = "raise", *,
+                 nan: str = "drop", min_points: int = 1, **read_kwargs):  # fmt: skip
         if on_error not in ("raise", "skip"):
             raise ValueError(f"PointCloudDataset: on_error must be 'raise' or 'skip', got {on_error!r}.")
+        if nan not in ("raise", "drop"):
+            raise ValueError(f"PointCloudDataset: nan must be 'raise' or 'drop', got {nan!r}.")
+        if isinstance(min_points, bool) or not isinstance(min_points, int) or min_points < 1:
+            raise ValueError(f"PointCloudDataset: min_points must be an integer >= 1, got {min_points!r}.")
         self.root, self.split, self.transform, self.on_error = Path(root), split, transform, on_error
+        self.nan, self.min_points = nan, min_points
         self.read_kwargs = read_kwargs
         self.scenes = find_scenes(root, split)
         if not self.scenes:
             raise DataError(root, f"no scenes found{f' for split {split!r}' if split else ''} (readable: {SUFFIXES})")
         self.skipped: list[tuple[str, str]] = []
+        self.dropped = 0
         meta = self.root / "meta.json"
-        self.meta = json.loads(meta.read_text()) if self.root.is_dir() and meta.exists() else None
+        self.meta = None
+        if self.root.is_dir() and meta.is_file():
+            try:
+                self.meta = json.loads(read_bytes(meta).decode("utf-8"))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise DataError(meta, f"not valid JSON ({e}); fix or delete it") from None
+            if not isinstance(self.meta, dict):
+                raise DataError(meta, f"must hold a JSON object, got {type(self.meta).__name__}")
 
     def __len__(self) -> int:
         return len(self.scenes)
 
     def load(self, i: int) -> dict:
         ref = self.scenes[i]
-        data = read(ref.path, kind=ref.kind, **dict(ref.labels), **self.read_kwargs)
+        data, dropped = read_counted(
+            ref.path, kind=ref.kind, **dict(ref.labels), **{"nan": self.nan, **self.read_kwargs}
+        )
+        if len(data["coord"]) < self.min_points:
+            why = f" after dropping {dropped} with NaN/Inf values" if dropped else ""
+            raise DataError(ref.path, f"only {len(data['coord'])} points{why}; fewer than min_points={self.min_points}")
+        self.dropped += dropped
         data["name"] = ref.name
+        data["dropped_points"] = dropped
         return data
 
     def __getitem__(self, i: int) -> dict:

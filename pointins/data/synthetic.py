@@ -29,7 +29,9 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -132,20 +134,64 @@ def generate(
     workers: int | None = None,
     config=None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Write ``scenes`` synthetic scenes to ``out`` in Pointcept's folder format; returns a summary dict.
 
     The last ``round(scenes * val_fraction)`` scenes form the ``val`` split. ``workers`` processes
     (default: the CPU count, at most 8) generate scenes in parallel; the result does not depend on it.
+
+    The dataset is written to a temporary folder beside ``out`` and renamed into place when complete, so a
+    failure or an interruption leaves nothing half-written. A non-empty ``out`` is refused unless
+    ``overwrite=True`` (then it is replaced as a whole, never mixed with the new scenes).
     """
     if kind not in KINDS:
         raise ValueError(f"pointins.data.synthetic: --kind must be 'indoor' or 'outdoor', got {kind!r}.")
-    if scenes < 1:
-        raise ValueError(f"pointins.data.synthetic: --scenes must be >= 1, got {scenes}.")
+    if isinstance(scenes, bool) or not isinstance(scenes, int) or scenes < 1:
+        raise ValueError(f"pointins.data.synthetic: --scenes must be an integer >= 1, got {scenes!r}.")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"pointins.data.synthetic: --val-fraction must be in [0, 1), got {val_fraction}.")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"pointins.data.synthetic: --workers must be an integer >= 1, got {workers!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"pointins.data.synthetic: --seed must be an integer in [0, 2^63), got {seed!r}.")
+    if config is not None and not isinstance(config, IndoorConfig if kind == "indoor" else OutdoorConfig):
+        raise ValueError(f"pointins.data.synthetic: config must be an {'Indoor' if kind == 'indoor' else 'Outdoor'}"
+                         f"Config for kind={kind!r}, got {type(config).__name__}.")  # fmt: skip
+    final = Path(out)
+    if final.exists() and not final.is_dir():
+        raise ValueError(f"pointins.data.synthetic: --out {final} exists and is not a folder; pass another --out.")
+    if final.is_dir() and any(final.iterdir()) and not overwrite:
+        raise ValueError(f"pointins.data.synthetic: --out {final} is not empty; pass --overwrite to replace it, or "
+                         "another --out.")  # fmt: skip
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        out = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp", dir=final.parent))
+        mask = os.umask(0)
+        os.umask(mask)
+        out.chmod(0o777 & ~mask)  # mkdtemp makes it private; the dataset gets the usual permissions
+    except OSError as e:
+        raise ValueError(f"pointins.data.synthetic: cannot create {final} ({e.strerror or e}); pass a writable "
+                         "--out.") from None  # fmt: skip
+    try:
+        summary = _generate_into(kind, out, scenes, seed, val_fraction, workers, config, progress)
+        if final.is_dir() and any(final.iterdir()):  # overwrite: swap the new dataset in, then drop the old one
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old", dir=final.parent))
+            final.rename(old / "data")
+            out.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            if final.is_dir():
+                final.rmdir()
+            out.rename(final)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    summary["out"] = str(final)
+    return summary
+
+
+def _generate_into(kind, out: Path, scenes, seed, val_fraction, workers, config, progress) -> dict:
     n_val = round(scenes * val_fraction) if scenes > 1 else 0
     names = [f"scene_{i:05d}" for i in range(scenes)]
     splits = {"train": names[: scenes - n_val], "val": names[scenes - n_val :]}
@@ -203,7 +249,8 @@ def _config_overrides(kind: str, pairs: list[str]):
             parsed = json.loads(value)
         except json.JSONDecodeError as e:
             raise SystemExit(f"pointins.data.synthetic: cannot parse the value of {key}: {value!r} ({e}).") from e
-        setattr(cfg, key, tuple(parsed) if isinstance(current, tuple) else parsed)
+        setattr(cfg, key, tuple(parsed) if isinstance(current, tuple | list) and isinstance(parsed, list) else parsed)
+    cfg.__post_init__()  # range-check the overridden values
     return cfg
 
 
@@ -213,18 +260,20 @@ def main(argv: list[str] | None = None) -> int:
         description="Generate synthetic indoor rooms or outdoor LiDAR sweeps in Pointcept's folder format.",
     )
     p.add_argument("--kind", choices=KINDS, required=True)
-    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--out", required=True, help="output folder (created; must be empty unless --overwrite)")
     p.add_argument("--scenes", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count, at most 8)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (as a whole)")
     p.add_argument("overrides", nargs="*", help="generator settings, e.g. points=[30000,60000] beams=32")
     a = p.parse_args(argv)
-    cfg = _config_overrides(a.kind, a.overrides)
     try:
-        s = generate(a.kind, a.out, a.scenes, a.seed, a.val_fraction, a.workers, cfg, progress=not a.quiet)
-    except ValueError as e:
+        cfg = _config_overrides(a.kind, a.overrides)
+        s = generate(a.kind, a.out, a.scenes, a.seed, a.val_fraction, a.workers, cfg, progress=not a.quiet,
+                     overwrite=a.overwrite)  # fmt: skip
+    except (ValueError, TypeError) as e:
         print(e, file=sys.stderr)
         return 2
     print(

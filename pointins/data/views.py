@@ -47,6 +47,29 @@ class ViewConfig:
     color_jitter: bool = True
     elastic: tuple | None = None  # e.g. ((0.2, 0.4), (0.8, 1.6)); not part of the recorded map
 
+    def __post_init__(self):
+        from pointins._validate import check_fields
+
+        for name in ("global_ratio", "local_ratio", "scale"):
+            setattr(self, name, tuple(getattr(self, name)))
+        check_fields("ViewConfig", self, {
+            "grid_size": ("float", 0, None, "lo-open"), "max_points": ("int", 16, None),
+            "global_views": ("int", 1, 16), "local_views": ("int", 0, 64),
+            "global_ratio": ("pair", 0, 1, "lo-open"), "local_ratio": ("pair", 0, 1, "lo-open"),
+            "scale": ("pair", 0, None, "lo-open"), "rotate_z": ("float", 0, 2 * math.pi),
+            "rotate_z_p": ("float", 0, 1), "tilt": ("float", 0, math.pi), "flip_p": ("float", 0, 1),
+            "jitter_sigma": ("float", 0, None), "jitter_clip": ("float", 0, None), "color_jitter": ("bool", 0, 0),
+        })  # fmt: skip
+        if self.elastic is not None:
+            el = self.elastic
+            ok = isinstance(el, tuple | list) and all(
+                isinstance(p, tuple | list) and len(p) == 2 and all(isinstance(x, int | float) and not isinstance(
+                    x, bool) and math.isfinite(x) and x > 0 for x in p) for p in el)  # fmt: skip
+            if not ok:
+                raise ValueError(f"ViewConfig: elastic must be None or (granularity, magnitude) pairs of positive "
+                                 f"numbers, e.g. ((0.2, 0.4), (0.8, 1.6)); got {el!r}.")  # fmt: skip
+            self.elastic = tuple(tuple(p) for p in el)
+
     @classmethod
     def outdoor(cls, **kw) -> ViewConfig:
         kw.setdefault("grid_size", 0.05)
@@ -133,6 +156,7 @@ class ViewDataset:
         views = make_views(scene, self.cfg, rng)
         views["scene_points"] = len(scene["coord"])
         views["name"] = raw.get("name", str(i))
+        views["dropped_points"] = int(raw.get("dropped_points", 0))  # non-finite points the reader dropped
         return views
 
 

@@ -58,12 +58,24 @@ class Encoder:
     train_config: dict = field(default_factory=dict)
 
 
-def _read(path: Path) -> dict:
+def _latest(folder: Path) -> Path:
+    from pointins.train import CheckpointError, latest_checkpoint
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises many kinds for a corrupt file
-        raise EvalError(f"pointins.evaluate: cannot read checkpoint {path}: {type(e).__name__}: {e}. "
-                        "Pass a backbone.pt or ckpt_*.pt written by python -m pointins.train.") from e  # fmt: skip
+        return latest_checkpoint(folder)
+    except CheckpointError as e:
+        raise EvalError(str(e).replace("pointins:", "pointins.evaluate:", 1)) from None
+
+
+def _read(path: Path) -> dict:
+    # weights_only: a checkpoint is data. A pickle that would run code (os.system, eval, ...) is refused.
+    from pointins._torchio import CheckpointReadError, torch_load
+
+    try:
+        obj = torch_load(path)
+    except CheckpointReadError as e:
+        raise EvalError(f"pointins.evaluate: {e} Pass a backbone.pt or ckpt_*.pt written by python -m pointins.train."
+                        ) from None  # fmt: skip
     if not isinstance(obj, dict) or "backbone_config" not in obj:
         raise EvalError(f"pointins.evaluate: {path} is not a pointins checkpoint (no backbone_config); pass the "
                         "backbone.pt or ckpt_*.pt of a python -m pointins.train run.")  # fmt: skip
@@ -97,15 +109,26 @@ def load_encoder(
         if (path / "backbone.pt").exists():
             path = path / "backbone.pt"
         elif (path / "latest").exists():
-            path = path / (path / "latest").read_text().strip()
+            path = _latest(path)
         else:
             raise EvalError(f"pointins.evaluate: {path} has neither backbone.pt nor latest; is it a run folder?")
     if not path.exists():
         raise EvalError(f"pointins.evaluate: checkpoint {path} does not exist.")
     obj = _read(path)
+    try:
+        return _build_encoder(obj, path, grid_size, PointTransformerV3, PTv3Config, OffsetHead)
+    except EvalError:
+        raise
+    except (TypeError, ValueError, KeyError, RuntimeError, AttributeError, IndexError) as e:
+        raise EvalError(f"pointins.evaluate: {path} does not hold a usable encoder ({type(e).__name__}: "
+                        f"{str(e)[:300]}); it is damaged or not a pointins checkpoint.") from None  # fmt: skip
+
+
+def _build_encoder(obj: dict, path: Path, grid_size: float, PointTransformerV3, PTv3Config, OffsetHead) -> Encoder:
+    if not isinstance(obj["backbone_config"], dict):
+        raise EvalError(f"pointins.evaluate: {path}: backbone_config is not a dict.")
     cfg = dict(obj["backbone_config"])
     cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
-    model = PointTransformerV3(PTv3Config(**cfg))
     if "backbone" in obj:
         state, heads = obj["backbone"], obj.get("heads", {})
     elif "student" in obj:
@@ -114,6 +137,17 @@ def load_encoder(
         heads = {"offset": {k[len("offset.") :]: v for k, v in st.items() if k.startswith("offset.")}}
     else:
         raise EvalError(f"pointins.evaluate: {path} holds no encoder weights (neither 'backbone' nor 'student').")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise EvalError(f"pointins.evaluate: {path}: the encoder weights are not a state dict of tensors.")
+    with torch.device("meta"):  # shapes first: a crafted config cannot make us allocate a huge model
+        shape_only = PointTransformerV3(PTv3Config(**cfg))
+    want = {k: tuple(v.shape) for k, v in shape_only.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if want != got:
+        diff = sorted(set(want) ^ set(got))[:5] or [k for k in want if want[k] != got.get(k)][:5]
+        raise EvalError(f"pointins.evaluate: {path}: the weights do not match its backbone_config (first differences: "
+                        f"{diff}).")  # fmt: skip
+    model = PointTransformerV3(PTv3Config(**cfg))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise EvalError(f"pointins.evaluate: {path} does not match its backbone_config (missing {missing[:5]}, "
@@ -121,7 +155,7 @@ def load_encoder(
     if not heads.get("offset") and (path.parent / "latest").exists() and "backbone" in obj:
         # a backbone.pt written before the heads were saved: the run's latest checkpoint has them
         try:
-            ck = _read(path.parent / (path.parent / "latest").read_text().strip())
+            ck = _read(_latest(path.parent))
             heads = {"offset": {k[len("offset.") :]: v for k, v in ck["student"].items() if k.startswith("offset.")}}
         except (EvalError, KeyError, OSError):
             pass

@@ -328,7 +328,7 @@ class PointTransformerV3(nn.Module):
         self.config = cfg
         self.ops = ops
         self.embedding = Embedding(cfg.in_channels, cfg.channels[0], cfg.mask_token, cfg.layer_norm_eps)
-        rates = torch.linspace(0, cfg.drop_path, sum(cfg.depths)).tolist()
+        rates = torch.linspace(0, cfg.drop_path, sum(cfg.depths), device="cpu").tolist()
         self.enc = nn.ModuleDict()
         start = 0
         for s, d in enumerate(cfg.depths):
@@ -512,11 +512,19 @@ def load_pointcept_state_dict(
     Returns ``(missing, unexpected)`` key lists (``strict=True`` raises on either).
     """
     if isinstance(state_dict, (str, Path)):
-        obj = torch.load(state_dict, map_location="cpu", weights_only=True)
+        from pointins._torchio import torch_load
+
+        obj = torch_load(state_dict)
         for key in ("state_dict", "model", "student", "backbone"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):
                 obj = obj[key]
         state_dict = obj
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"load_pointcept_state_dict: expected a state dict (name -> tensor), got "
+                         f"{type(state_dict).__name__}.")  # fmt: skip
+    bad = [k for k, v in state_dict.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"load_pointcept_state_dict: entry {bad[0]!r} is not a named tensor; not a model state dict.")
     own = model.state_dict()
     out: dict[str, torch.Tensor] = {}
     unexpected = []

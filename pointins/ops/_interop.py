@@ -65,3 +65,36 @@ def results(out: Any, kind: str) -> Any:
     if isinstance(out, tuple):
         return tuple(from_tensor(t, kind) for t in out)
     return from_tensor(out, kind)
+
+
+def device_memory(device: torch.device) -> int:
+    """Total memory of ``device`` in bytes (physical RAM for the CPU)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        import os
+
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 46
+
+
+def check_alloc(count: int, row_bytes: int, what: str, op: str, device: torch.device, fix: str) -> None:
+    """ValueError (naming the argument and the fix) when an output of ``count`` rows of ``row_bytes`` each could
+    not fit in the device's memory: a huge id becomes a clear error instead of an allocator failure."""
+    need = int(count) * max(1, int(row_bytes))
+    have = device_memory(device)
+    if need > have:
+        raise ValueError(
+            f"pointins.{op}: {what} asks for {count} output rows ({need / 2**30:.1f} GiB), more than the "
+            f"{have / 2**30:.0f} GiB of {device.type} memory; {fix}"
+        )
+
+
+def check_seed(seed: Any, op: str, name: str = "seed") -> int:
+    """``seed`` as an int in [0, 2^63) (TypeError / ValueError naming it otherwise)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"pointins.{op}: {name} must be an integer, got {type(seed).__name__}.")
+    if not 0 <= int(seed) < 2**63:
+        raise ValueError(f"pointins.{op}: {name} must be in [0, 2^63), got {seed}.")
+    return int(seed)

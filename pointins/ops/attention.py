@@ -38,6 +38,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import torch
@@ -179,6 +180,9 @@ def patch_attention(
     be = _select(backend, qkv_t.device)
     _check_shapes(qkv_t, order, pad, unpad, cu, num_heads, be)
     d = qkv_t.shape[1] // 3 // num_heads
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int | float)
+                              or not math.isfinite(scale) or scale <= 0):  # fmt: skip
+        raise ValueError(f"pointins.{OP}: scale must be a finite number > 0 (default head_dim ** -0.5), got {scale!r}.")
     scale = float(d**-0.5 if scale is None else scale)
     order, pad, unpad = order.long(), pad.long(), unpad.long()
     cu = cu.to(torch.int32)

@@ -23,7 +23,7 @@ import torch
 
 from pointins import _ext
 from pointins.ops import _dispatch, reference
-from pointins.ops._interop import to_tensor
+from pointins.ops._interop import check_seed, to_tensor
 from pointins.ops.keys import _offsets_and_perm
 from pointins.ops.segment import segment_reduce
 
@@ -141,6 +141,7 @@ def kmeans(
     be = _dispatch.select(backend, xt.device, op, ("cpu", "cuda", "triton", "reference"))
     compiled = be in ("cpu", "cuda") or (be == "triton" and _compiled_available(xt.device))
 
+    seed = check_seed(seed, op)
     if isinstance(init, str):
         if init not in INITS:
             raise ValueError(f"pointins.{op}: init must be one of {INITS} or a tensor of centroids, got {init!r}.")
@@ -272,9 +273,11 @@ def connected_components(
             raise ValueError(f"pointins.{op}: group must have shape ({n},), got {tuple(g.shape)}.")
         g = g.to(device=c.device, dtype=torch.long)
         valid = g >= 0
-        # dense ids of the (sample, group) pairs: components never cross either
-        pair = sample * (int(g.max()) + 1 if n else 1) + g
-        dense = torch.unique(pair[valid], return_inverse=True)[1]
+        # dense ids of the (sample, group) pairs: components never cross either. Groups are made dense first,
+        # so the pair key stays below n^2 whatever the ids (ids near 2^62 would overflow sample * (gmax + 1)).
+        gd = torch.unique(g[valid], return_inverse=True)[1]
+        pair = sample[valid] * (int(gd.max()) + 1 if gd.numel() else 1) + gd
+        dense = torch.unique(pair, return_inverse=True)[1]
         gid = torch.full_like(g, -1)
         gid[valid] = dense
     be = _dispatch.select(backend, c.device, op, ("cpu", "cuda", "reference"))

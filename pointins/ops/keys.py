@@ -29,7 +29,7 @@ import torch
 
 from pointins import _ext
 from pointins.ops import _dispatch, reference
-from pointins.ops._interop import results, to_tensor
+from pointins.ops._interop import check_alloc, results, to_tensor
 
 DEFAULT_BITS = reference.DEFAULT_KEY_BITS
 
@@ -86,6 +86,9 @@ def _offsets_and_perm(
         return torch.zeros(1, dtype=torch.long, device=device), None
     if bool((b < 0).any()):
         raise ValueError(f"pointins.{op}: batch ids must be >= 0, got min {int(b.min())}.")
+    top = int(b.max())
+    check_alloc(top + 2, 8, f"batch (largest sample id {top})", op, device,
+                "renumber the samples 0..B-1 (torch.unique(batch, return_inverse=True)[1]).")  # fmt: skip
     perm = None
     if not bool((b[1:] >= b[:-1]).all()):
         b, perm = torch.sort(b, stable=True)

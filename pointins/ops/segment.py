@@ -40,7 +40,7 @@ import torch
 
 from pointins import _ext
 from pointins.ops import _dispatch, reference
-from pointins.ops._interop import results, to_tensor
+from pointins.ops._interop import check_alloc, results, to_tensor
 
 __all__ = ["REDUCTIONS", "segment_reduce"]
 
@@ -104,11 +104,18 @@ def segment_reduce(
         idx = _index_arg(index, "index", op, x.device)
         if idx.dim() != 1 or idx.shape[0] != n:
             raise ValueError(f"pointins.{op}: index must have shape ({n},) (one id per row), got {tuple(idx.shape)}.")
+        given = num_segments is not None
         if num_segments is None:
             num_segments = int(idx.max()) + 1 if n else 0
             num_segments = max(num_segments, 0)
+        if isinstance(num_segments, bool) or not isinstance(num_segments, int):
+            raise TypeError(f"pointins.{op}: num_segments must be an int, got {type(num_segments).__name__}.")
         if num_segments < 0:
             raise ValueError(f"pointins.{op}: num_segments must be >= 0, got {num_segments}.")
+        check_alloc(num_segments, x2.shape[1] * x2.element_size() * (2 if base in ("max", "min") else 1),
+                    "num_segments" if given else f"index (largest id {num_segments - 1})", op, x.device,
+                    "pass compact segment ids (torch.unique(index, return_inverse=True)[1]) or a smaller "
+                    "num_segments.")  # fmt: skip
         if be == "reference":
             out, arg = reference.segment_reduce(x2, idx, int(num_segments), base, correction)
             return _finish(out, arg, reduce, return_arg, trailing, kind)

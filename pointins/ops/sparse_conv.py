@@ -91,8 +91,9 @@ def _check(feat, kmap, weight, bias, kmap_t, backend) -> None:
         raise TypeError(f"pointins.{OP}: the Triton kernels take float16/bfloat16/float32, got float64; cast feat.")
 
 
-def _check_values(feat, kmap, need_transpose: bool) -> None:
-    """Content checks (one sync): what the kernels would otherwise turn into garbage or a crash."""
+def _check_values(feat, kmap, need_transpose: bool, kmap_t=None) -> None:
+    """Content checks (one sync): what the kernels would otherwise turn into garbage or a crash. A given
+    ``kmap_t`` must be exactly the transpose of ``kmap`` (else the input gradient would be silently wrong)."""
     n = feat.shape[0]
     if kmap.numel() and bool(((kmap < -1) | (kmap >= n)).any()):
         raise ValueError(
@@ -108,6 +109,19 @@ def _check_values(feat, kmap, need_transpose: bool) -> None:
                 f"pointins.{OP}: a kernel-map column sends one input row to several outputs, so the input gradient "
                 "is not defined by a transposed map; this happens with duplicate voxels (voxelize / "
                 "unique the grid coordinates first)."
+            )
+    if kmap_t is not None:
+        m = kmap.shape[0]
+        if kmap_t.numel() and bool(((kmap_t < -1) | (kmap_t >= m)).any()):
+            raise ValueError(
+                f"pointins.{OP}: kernel_map_t entries must be -1 or output rows (0..{m - 1}); got values in "
+                f"[{int(kmap_t.min())}, {int(kmap_t.max())}]."
+            )
+        if not torch.equal(transpose_map(kmap, n), kmap_t):
+            raise ValueError(
+                f"pointins.{OP}: kernel_map_t is not the transpose of kernel_map (T[kernel_map[i, k], k] == i, -1 "
+                "elsewhere), so the input gradient would be wrong. Build it with "
+                "pointins.ops.transpose_kernel_map(kernel_map, feat.shape[0]), or pass None to have it computed."
             )
     if not bool(torch.isfinite(feat).all()):
         row = int(torch.nonzero(~torch.isfinite(feat).all(1))[0])
@@ -166,7 +180,7 @@ def sparse_conv(
     _check(feat_t, kmap, w, b, kt, be)
     needs_grad = torch.is_grad_enabled() and feat_t.requires_grad
     if validate:
-        _check_values(feat_t, kmap, needs_grad and kt is None and be != "reference")
+        _check_values(feat_t, kmap, needs_grad and kt is None and be != "reference", kt)
     if be == "reference":
         out = reference.sparse_conv(feat_t, kmap, w, b)
     else:

@@ -23,7 +23,7 @@ import torch
 
 from pointins import _ext
 from pointins.ops import _dispatch, reference
-from pointins.ops._interop import results, to_tensor
+from pointins.ops._interop import check_seed, results, to_tensor
 from pointins.ops.keys import _grid_size, _offsets_and_perm, grid_coord, pack_keys
 from pointins.ops.segment import segment_reduce
 
@@ -200,6 +200,8 @@ def voxelize(
     )
     if mode == "train" and seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
+    elif seed is not None:
+        seed = check_seed(seed, "voxelize")
     sel_seed = int(seed) if mode == "train" else None
     if be == "reference":
         inverse, first, counts = reference.voxel_group(keys)
@@ -278,6 +280,11 @@ def kernel_map_pairs(kmap: Any) -> tuple[Any, Any, Any]:
         raise TypeError(
             f"pointins.kernel_map_pairs: kmap must be a 2-D int64 kernel map, got {m.dtype} {tuple(m.shape)}."
         )
+    if m.numel() and bool((m < -1).any()):
+        raise ValueError(
+            f"pointins.kernel_map_pairs: kmap entries must be -1 (no neighbour) or row indices >= 0; found "
+            f"{int(m.min())}."
+        )
     mt = m.t()
     valid = mt >= 0
     k_idx, out_idx = valid.nonzero(as_tuple=True)  # row-major: by offset, then output
@@ -295,6 +302,8 @@ def transpose_kernel_map(kmap: Any, num_inputs: int) -> Any:
     m, kind = to_tensor(kmap, "kmap", "transpose_kernel_map")
     if m.dim() != 2 or m.dtype != torch.int64:
         raise TypeError("pointins.transpose_kernel_map: kmap must be a 2-D int64 kernel map.")
+    if m.numel() and int(m.min()) < -1:
+        raise ValueError(f"pointins.transpose_kernel_map: kmap entries must be -1 or >= 0; found {int(m.min())}.")
     if m.numel() and int(m.max()) >= num_inputs:
         raise ValueError(
             f"pointins.transpose_kernel_map: kmap indexes up to {int(m.max())} >= num_inputs={num_inputs}."

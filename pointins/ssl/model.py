@@ -82,8 +82,24 @@ class SSLConfig:
             if len(v) != 2:
                 raise ValueError(f"SSLConfig: {name} needs (start, end), got {v}.")
             setattr(self, name, v)
-        if self.prototypes < 1 or self.kmeans_k < 1:
-            raise ValueError("SSLConfig: prototypes and kmeans_k must be >= 1.")
+        from pointins._validate import check_fields
+
+        check_fields("SSLConfig", self, {
+            "prototypes": ("int", 1, 1 << 20), "head_hidden": ("int", 1, 1 << 16), "head_dim": ("int", 1, 1 << 16),
+            "student_temp": ("float", 0, None, "lo-open"), "teacher_temp": ("two", 0, None, "lo-open"),
+            "teacher_temp_warmup": ("float", 0, 1), "sinkhorn_iters": ("int", 1, 1000),
+            "zipf_alpha": ("float", 0, 10), "ema": ("two", 0, 1), "mask_size": ("pair", 0, None, "lo-open"),
+            "mask_ratio": ("two", 0, 1, "hi-open"), "mask_warmup": ("float", 0, 1), "mask_local": ("bool", 0, 0),
+            "offset": ("bool", 0, 0), "odr": ("bool", 0, 0), "scr": ("bool", 0, 0), "scr_before_odr": ("bool", 0, 0),
+            "odr_directions": ("bool", 0, 0), "offset_hidden": ("int", 1, 1 << 16),
+            "offset_weight": ("float", 0, None), "offset_warmup": ("float", 0, 1), "kmeans_k": ("int", 1, 1 << 16),
+            "kmeans_iters": ("int", 1, 1000), "scr_radius": ("opt-float", 0, None, "lo-open"),
+            "scr_min_size": ("int", 1, None), "match_cell": ("opt-float", 0, None, "lo-open"),
+            "same_view": ("bool", 0, 0),
+        })  # fmt: skip
+        if not isinstance(self.prior, str) or not self.prior:
+            raise ValueError(f"SSLConfig: prior must be indoor, outdoor, lognormal:MU,SIGMA, weibull:SCALE,SHAPE or a "
+                             f"prior.json path; got {self.prior!r}.")  # fmt: skip
 
 
 # Ablations of METHOD.md (overrides of SSLConfig).
