@@ -398,7 +398,8 @@ class MetricLog:
     """metrics.jsonl (every key) + metrics.csv (fixed columns) + TensorBoard when available."""
 
     COLUMNS = ("step", "epoch", "loss", "loss_sem", "loss_off", "lr", "weight_decay", "momentum", "teacher_temp",
-               "mask_ratio", "pairs", "pseudo_instances", "offset_norm", "points_per_s", "step_s")  # fmt: skip
+               "mask_ratio", "pairs", "pseudo_instances", "offset_norm", "points_per_s", "step_s",
+               "dropped_points")  # fmt: skip
 
     def __init__(self, out: Path, start_step: int, tensorboard: bool):
         self.jsonl, self.csv = out / "metrics.jsonl", out / "metrics.csv"
@@ -738,6 +739,8 @@ def main(argv: list[str] | None = None) -> int:
         if last:
             msg += (f"last loss {last['loss']:.4f} (semantic {last['loss_sem']:.4f}, offset {last['loss_off']:.4f}), "
                     f"{last['points_per_s']:.0f} points/s; ")  # fmt: skip
+            if last.get("dropped_points"):
+                msg += f"{last['dropped_points']} points with NaN/Inf values dropped by the readers; "
         print(msg + f"outputs in {summary['out']}")
     if dist.is_initialized():
         dist.destroy_process_group()

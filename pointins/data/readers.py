@@ -877,7 +877,8 @@ def _split_names(root: Path, split: str) -> set[str] | None:
     f = root / f"{split}.txt"
     if not f.exists():
         return None
-    return {Path(line.strip()).name.removesuffix(".pcd.bin") for line in f.read_text().splitlines() if line.strip()}
+    text = read_bytes(f).decode("utf-8", "replace")
+    return {Path(line.strip()).name.removesuffix(".pcd.bin") for line in text.splitlines() if line.strip()}
 
 
 def find_scenes(root: str | os.PathLike, split: str | None = None) -> list[SceneRef]:
