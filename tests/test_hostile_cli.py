@@ -252,3 +252,18 @@ def test_train_on_organized_scans_counts_dropped_points(tmp_path):
     assert not [w for w in rec if "skipping" in str(w.message)]
     logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert logs[-1]["dropped_points"] == 4 * 50  # two scans per step, two steps
+
+
+def test_checkpoint_zip_bomb_is_refused_before_torch_reads_it(tmp_path):
+    import zipfile
+
+    p = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("archive/data/0", "w", force_zip64=True) as m:
+            zero = bytes(2**22)
+            for _ in range(200_000_000 // len(zero)):
+                m.write(zero)
+        z.writestr("archive/data.pkl", pickle.dumps({"format": train.CKPT_FORMAT}))
+    assert p.stat().st_size < 1_000_000
+    with pytest.raises(train.CheckpointError, match="zip bomb"):
+        train.load_checkpoint(p)
