@@ -234,3 +234,28 @@ def test_cuda_kernel_path_matches_reference(dtype):
         b = model(p)
     err = float((a.full.float() - b.full.float()).norm() / b.full.float().norm())
     assert err < (2e-2 if dtype == torch.bfloat16 else 1e-4), err
+
+
+@pytest.mark.parametrize("top", [249, 255, 256, 127, 63, 64, 511, 1000, 1023, 31, 7])
+def test_serialization_depth_recomputed_per_level_like_pointcept(top):
+    """Pointcept's Point.serialization recomputes depth = bit_length(max grid coord + 1) at every level. 'One
+    less per pooling' differs when a pooled max + 1 is a power of two (a 4.98 m room at 2 cm: 8, 7, 6, 6, 5)."""
+    g = torch.Generator().manual_seed(top)
+    grid = torch.randint(0, top + 1, (3000, 3), generator=g, dtype=torch.int32)
+    grid[0] = top  # the maximum is reached
+    grid = torch.unique(grid, dim=0)
+    n = grid.shape[0]
+    model = build_backbone("tiny", in_channels=3, grid_size=0.02).eval()
+    levels = model.build_levels({"coord": grid.float() * 0.02, "feat": torch.zeros(n, 3),
+                                 "offsets": torch.tensor([0, n]), "grid_coord": grid})  # fmt: skip
+    depths = []
+    for lv in levels:
+        want = int(lv.grid_coord.max() + 1).bit_length()  # independent: from the level's own grid
+        assert lv.depth == want and lv.max_coord == int(lv.grid_coord.max())
+        ser = lv.serialization
+        assert ser.depth == want
+        for k, name in enumerate(ser.orders):  # the codes are those of the independent depth
+            assert torch.equal(ser.code[k], ops.encode(lv.grid_coord, offsets=lv.offsets, order=name, depth=want))
+        depths.append(lv.depth)
+    if top == 249:
+        assert depths == [8, 7, 6, 6, 5]

@@ -81,7 +81,9 @@ class Level:
     coord: torch.Tensor  # (N_s, 3) float: input coords (level 0) or segment means of the children
     grid_coord: torch.Tensor  # (N_s, 3) int32
     offsets: torch.Tensor  # (B+1,) int64
-    depth: int  # serialization bits per axis (PTv3: bit length of max grid coord + 1, minus 1 per pooling)
+    depth: int  # serialization bits per axis: bit length of (max grid coord + 1) of this level, as Pointcept
+    # recomputes it at every level (not "input depth minus one per pooling": they differ when a pooled max + 1
+    # is a power of two)
     serialization: Serialization  # codes / order / inverse per (shuffled) curve
     pad: torch.Tensor  # patch padding (pointins.ops.patch_partition)
     unpad: torch.Tensor
@@ -90,6 +92,7 @@ class Level:
     kernel_map: torch.Tensor  # (N_s, 27) CPE neighbours
     kernel_map_t: torch.Tensor  # its transpose (unique voxels: the flipped map)
     parent: torch.Tensor | None = None  # (N_{s-1},) this level's point of each finer point
+    max_coord: int = 0  # largest grid coordinate of this level (any axis, any cloud); max_{s+1} = max_s // 2
     _patch_index: dict[int, PatchIndex] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:

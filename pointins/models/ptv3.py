@@ -354,8 +354,9 @@ class PointTransformerV3(nn.Module):
     def _backend(self) -> str | None:
         return "reference" if self.ops == "reference" else None
 
-    def _level(self, coord, grid, offsets, depth, stage, parent=None) -> Level:
+    def _level(self, coord, grid, offsets, max_coord, stage, parent=None) -> Level:
         cfg, be = self.config, self._backend()
+        depth = max(1, max_coord + 1).bit_length()  # Pointcept's Point.serialization rule, at every level
         ser = ops.serialize(
             grid, offsets, orders=cfg.orders, depth=max(depth, 1),
             shuffle_orders=cfg.shuffle_orders and self.training, backend=be,
@@ -363,7 +364,8 @@ class PointTransformerV3(nn.Module):
         pad, unpad, cu = ops.patch_partition(offsets, cfg.patch_size[stage], backend=be)
         kmap = ops.kernel_map(grid, offsets, kernel_size=3, backend=be)
         return Level(
-            coord, grid, offsets, depth, ser, pad, unpad, cu, cfg.patch_size[stage], kmap, kmap.flip(1), parent
+            coord, grid, offsets, depth, ser, pad, unpad, cu, cfg.patch_size[stage], kmap, kmap.flip(1), parent,
+            max_coord,
         )
 
     def _input_level(self, p: Point) -> Level:
@@ -392,13 +394,14 @@ class PointTransformerV3(nn.Module):
             raise ValueError(
                 "PointTransformerV3: grid_coord has negative entries; use per-cloud grid coordinates >= 0."
             )
+        top = int(grid.max())
         depth = ops.auto_depth(grid)
         if depth > 16:
             raise ValueError(
-                f"PointTransformerV3: grid coordinates up to {int(grid.max())} need {depth} bits per axis (> 16, "
+                f"PointTransformerV3: grid coordinates up to {top} need {depth} bits per axis (> 16, "
                 "PTv3's limit); use a larger grid size or crop the scene."
             )
-        level = self._level(p.coord, grid, p.offsets, depth, 0)
+        level = self._level(p.coord, grid, p.offsets, top, 0)
         self._check_input(p, level)
         return level
 
@@ -425,7 +428,8 @@ class PointTransformerV3(nn.Module):
             coord = c.new_zeros((m, 3)).index_add_(0, down.parent, c) / cnt[:, None]
         else:
             coord = ops.segment_reduce(fine.coord, index=down.parent, num_segments=m, reduce="mean")
-        return self._level(coord, down.grid_coord, down.offsets, fine.depth - 1, stage, down.parent)
+        # the pooled grid is grid // 2, so its maximum is the finer maximum // 2: no device sync needed
+        return self._level(coord, down.grid_coord, down.offsets, fine.max_coord // 2, stage, down.parent)
 
     def build_levels(self, batch: Point | dict[str, Any]) -> list[Level]:
         """The per-resolution structure of a batch (what :meth:`forward` computes first); pass it
