@@ -65,6 +65,7 @@ class TrainConfig:
     vis_every: int = 200  # 0: never; PNG/PLY of the teacher's segments, pseudo-instances and centres
     max_bad_steps: int = 5  # consecutive non-finite losses before aborting
     tensorboard: bool = True  # when the tensorboard package is installed
+    init: str | None = None  # start student and teacher from this encoder (Pointcept / Sonata / pointins checkpoint)
     data_nan: str = "drop"  # drop (and count) points with NaN/Inf values | raise: skip such scans
     min_scene_points: int = 100  # a scan with fewer points (after dropping) is skipped
     views: ViewConfig = field(default_factory=ViewConfig)

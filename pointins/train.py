@@ -528,7 +528,9 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
     if cfg.drop_path is not None:
         over["drop_path"] = cfg.drop_path
     backbone = build_backbone(cfg.backbone, in_channels=in_ch, **over)
-    model = PointINS(backbone, cfg.ssl).to(device)
+    if cfg.init and ck is None:
+        _init_backbone(backbone, cfg, keys, rank)
+    model = PointINS(backbone, cfg.ssl).to(device)  # the teacher starts as a copy of the (initialised) student
     total_batch = cfg.batch_size * world
     peak = cfg.lr * total_batch / cfg.lr_batch
     groups = param_groups(model.student, backbone.config.depths, peak, cfg.weight_decay[0], cfg.layer_decay)
@@ -653,6 +655,57 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
                       else {}, "config": cfg.to_dict(), "step": step}, out / "backbone.pt")  # fmt: skip
     _barrier()
     return {"out": str(out), "step": step, "last": last, "world": world, "device": str(device)}
+
+
+def _init_backbone(backbone, cfg: TrainConfig, keys, rank: int) -> None:
+    """Load ``cfg.init`` (a Pointcept / Sonata checkpoint, or a pointins backbone.pt / ckpt / run folder) into
+    the student's encoder before the teacher is copied from it. Every encoder weight must be found with the
+    right shape; the error says which setting to change when not."""
+    from pointins._torchio import CheckpointReadError, torch_load
+    from pointins.models import PRESETS as BACKBONES
+    from pointins.models import load_pointcept_state_dict
+
+    path = Path(cfg.init).expanduser()
+    if path.is_dir():
+        path = path / "backbone.pt" if (path / "backbone.pt").exists() else latest_checkpoint(path)
+    if not path.exists():
+        raise FileNotFoundError(f"pointins.train: init={cfg.init}: no such checkpoint.")
+    try:
+        obj = torch_load(path)
+    except CheckpointReadError as e:
+        raise CheckpointError(f"pointins.train: init: {e}") from None
+    if isinstance(obj, dict) and obj.get("format") == CKPT_FORMAT and isinstance(obj.get("student"), dict):
+        obj = {k: v for k, v in obj["student"].items() if k.startswith("backbone.")}  # a pointins training checkpoint
+    state = obj
+    for key in ("state_dict", "model", "backbone"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"pointins.train: init={path} holds no state dict.")
+    stem = next((v for k, v in state.items() if k.endswith("embedding.stem.linear.weight")), None)
+    if stem is None or not isinstance(stem, torch.Tensor) or stem.dim() != 2:
+        raise CheckpointError(f"pointins.train: init={path} has no PTv3 encoder (no embedding.stem.linear.weight).")
+    want_in = _channels(keys)
+    if stem.shape[1] != want_in:
+        raise CheckpointError(
+            f"pointins.train: init={path}: its encoder takes {stem.shape[1]} input channels (Sonata: 9 = coord, "
+            f"color / 255, normal), but this data gives {want_in} ({', '.join(keys)}). Use data with the same "
+            "inputs (e.g. add normals) or pretrain from scratch."
+        )
+    widths = sorted({v.shape[0] for k, v in state.items() if k.endswith("down.proj.weight")} | {stem.shape[0]})
+    fits = [n for n, p in BACKBONES.items() if sorted(set(p["channels"])) == widths]
+    try:
+        missing, unexpected = load_pointcept_state_dict(backbone, state)
+    except ValueError as e:
+        hint = f" The checkpoint's widths match backbone={fits[0]}." if fits else ""
+        raise CheckpointError(f"pointins.train: init={path}: {e}{hint}") from None
+    if missing:
+        hint = f" Its widths match backbone={fits[0]}." if fits and fits[0] != cfg.backbone else ""
+        raise CheckpointError(f"pointins.train: init={path} lacks {len(missing)} encoder weights of backbone="
+                              f"{cfg.backbone} (e.g. {missing[:3]}).{hint}")  # fmt: skip
+    if rank == 0:
+        print(f"pointins.train: initialised student and teacher encoders from {path} ({len(unexpected)} other "
+              "entries, e.g. heads or a decoder, ignored)", file=sys.stderr)  # fmt: skip
 
 
 def _save(cfg, model, opt, sched, step, bad, out: Path, rank: int, keys, in_ch, dropped: int = 0) -> None:

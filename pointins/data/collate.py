@@ -1,7 +1,8 @@
 """Collate clouds (or multi-view samples) into one batch of torch tensors with CSR ``offsets``.
 
 A batch of clouds has every per-point array concatenated, ``offsets`` (B+1, int64, starting at 0) and a
-``feat`` matrix for the backbone: ``coord`` + ``color`` / 127.5 - 1 + ``normal`` indoors (9 channels),
+``feat`` matrix for the backbone: ``coord`` + ``color`` / 255 (Pointcept's ``NormalizeColor``: [0, 1], what
+Sonata's configs feed PT-v3m2) + ``normal`` indoors (9 channels),
 ``coord`` + ``strength`` outdoors (4), whichever of those the clouds have (choose with ``feat_keys``).
 Views also stack ``transform`` (B,3,3) and ``shift`` (B,3) (float64).
 
@@ -33,7 +34,7 @@ def features(cloud: dict, keys=None) -> np.ndarray:
             raise KeyError(f"features: the cloud has no {k!r} (it has {sorted(cloud)}); pass feat_keys=...")
         a = np.asarray(cloud[k], np.float32)
         if k == "color":
-            a = a / 127.5 - 1.0
+            a = a / 255.0  # Pointcept's NormalizeColor, as Sonata feeds its encoder
         parts.append(a.reshape(len(a), -1))
     return np.concatenate(parts, 1) if parts else np.zeros((len(cloud["coord"]), 0), np.float32)
 

@@ -22,6 +22,9 @@ from pointins.models.ptv3 import (
     build_backbone,
     config_dict,
     load_pointcept_state_dict,
+    pointcept_backbone_config,
+    pointcept_state_dict,
+    save_pointcept_state_dict,
 )
 
 __all__ = [
@@ -35,4 +38,7 @@ __all__ = [
     "build_backbone",
     "config_dict",
     "load_pointcept_state_dict",
+    "pointcept_backbone_config",
+    "pointcept_state_dict",
+    "save_pointcept_state_dict",
 ]

@@ -31,6 +31,7 @@ checkpoints onto them (see its doc for the key map).
 from __future__ import annotations
 
 import math
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -52,6 +53,9 @@ __all__ = [
     "SubMConv3d",
     "build_backbone",
     "load_pointcept_state_dict",
+    "pointcept_backbone_config",
+    "pointcept_state_dict",
+    "save_pointcept_state_dict",
 ]
 
 OPS_MODES = ("auto", "reference")
@@ -364,7 +368,18 @@ class PointTransformerV3(nn.Module):
         pad, unpad, cu = ops.patch_partition(offsets, cfg.patch_size[stage], backend=be)
         kmap = ops.kernel_map(grid, offsets, kernel_size=3, backend=be)
         return Level(
-            coord, grid, offsets, depth, ser, pad, unpad, cu, cfg.patch_size[stage], kmap, kmap.flip(1), parent,
+            coord,
+            grid,
+            offsets,
+            depth,
+            ser,
+            pad,
+            unpad,
+            cu,
+            cfg.patch_size[stage],
+            kmap,
+            kmap.flip(1),
+            parent,
             max_coord,
         )
 
@@ -532,7 +547,10 @@ def load_pointcept_state_dict(
     own = model.state_dict()
     out: dict[str, torch.Tensor] = {}
     unexpected = []
-    for key, value in state_dict.items():
+    # a Sonata checkpoint holds student.backbone.* and teacher.backbone.*: the student's weights win (as
+    # Pointcept's fine-tuning hook takes them); teacher copies of names already filled are reported unexpected
+    items = sorted(state_dict.items(), key=lambda kv: "teacher." in kv[0])
+    for key, value in items:
         name = key
         changed = True
         while changed:
@@ -540,7 +558,7 @@ def load_pointcept_state_dict(
             for pre in _PREFIXES:
                 if name not in own and name.startswith(pre):
                     name, changed = name[len(pre) :], True
-        if name not in own:
+        if name not in own or name in out:
             unexpected.append(key)
             continue
         target = own[name].shape
@@ -562,3 +580,53 @@ def load_pointcept_state_dict(
 def config_dict(model: PointTransformerV3) -> dict[str, Any]:
     """The model's config as plain data (saved beside checkpoints)."""
     return asdict(model.config)
+
+
+def pointcept_backbone_config(model: PointTransformerV3) -> dict[str, Any]:
+    """The ``backbone=dict(type="PT-v3m2", ...)`` entry of a Pointcept config that builds this encoder
+    (``enc_mode=True``: encoder only, as Sonata's linear-probe configs; a config with a decoder builds the same
+    encoder keys plus ``dec.*``)."""
+    c = model.config
+    n = len(c.depths)
+    return {
+        "type": "PT-v3m2", "in_channels": c.in_channels, "order": tuple(c.orders), "stride": (2,) * (n - 1),
+        "enc_depths": tuple(c.depths), "enc_channels": tuple(c.channels), "enc_num_head": tuple(c.num_heads),
+        "enc_patch_size": tuple(c.patch_size), "mlp_ratio": c.mlp_ratio, "qkv_bias": c.qkv_bias,
+        "qk_scale": c.qk_scale, "attn_drop": 0.0, "proj_drop": 0.0, "drop_path": c.drop_path, "layer_scale": None,
+        "pre_norm": True, "shuffle_orders": True, "enable_rpe": False, "enable_flash": True,
+        "upcast_attention": False, "upcast_softmax": False, "traceable": True, "mask_token": c.mask_token,
+        "enc_mode": True,
+    }  # fmt: skip
+
+
+def pointcept_state_dict(model: PointTransformerV3, prefix: str = "module.backbone.") -> dict[str, torch.Tensor]:
+    """The encoder's weights under Pointcept PT-v3m2's names and layouts (``prefix`` + name; the CPE conv in
+    spconv 2.x's (C_out, 3, 3, 3, C_in) layout), detached, contiguous, on the CPU. Our parameter names are
+    Pointcept's (see :func:`load_pointcept_state_dict`), so this is the identity map plus the wrapper prefix."""
+    return {prefix + k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_pointcept_state_dict(
+    model: PointTransformerV3, path: str | Path, *, prefix: str = "module.backbone.", meta: dict | None = None
+) -> Path:
+    """Write a checkpoint Pointcept loads: ``{"state_dict": {prefix + name: tensor}, "epoch": 0, ...}``.
+
+    The default prefix ``module.backbone.`` is what Pointcept's ``CheckpointLoader`` hook hands to a segmentor
+    (``DefaultSegmentorV2.backbone``): with Sonata's fine-tuning configs (``keywords="module.student.backbone"``)
+    and with the plain hook alike. ``prefix="module.student.backbone."`` writes Sonata's own pretraining layout.
+    The file is written atomically (temp file + rename) and holds only tensors and plain data (loads with
+    ``weights_only=True``). ``meta`` is stored under ``"pointins"`` (ignored by Pointcept)."""
+    path = Path(path)
+    obj = {"state_dict": pointcept_state_dict(model, prefix), "epoch": 0,
+           "pointins": {"backbone": pointcept_backbone_config(model), **(meta or {})}}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
