@@ -81,7 +81,7 @@ def test_export_round_trip_is_bitwise(tmp_path):
     # then DefaultSegmentorV2.backbone loads it: exactly the encoder's keys, nothing missing or unexpected
     loaded = {k.replace("module.student.backbone", "module.backbone", 1)[len("module."):]: v
               for k, v in obj["state_dict"].items()}  # fmt: skip
-    enc = {k[len("backbone."):]: tuple(v.shape) for k, v in loaded.items()}
+    enc = {k[len("backbone.") :]: tuple(v.shape) for k, v in loaded.items()}
     assert enc == pointcept_ptv3m2_encoder_keys(PRESETS["small"]["depths"], 9, PRESETS["small"]["channels"])
 
 
@@ -168,4 +168,4 @@ def test_train_with_init_end_to_end(tmp_path):
     assert "initialised student and teacher encoders" in r.stderr
     ck = train.load_checkpoint(out)
     w = "backbone.enc.enc3.block0.attn.qkv.weight"
-    torch.testing.assert_close(ck["teacher"][w], student.state_dict()[w[len("backbone."):]], rtol=0, atol=1e-6)
+    torch.testing.assert_close(ck["teacher"][w], student.state_dict()[w[len("backbone.") :]], rtol=0, atol=1e-6)
