@@ -69,6 +69,19 @@ __device__ int64_t uf_find(int64_t* parent, int64_t x) {
   }
 }
 
+// The root of x, reading only. The final pass must not compress paths: a halving write
+// parent[x] = gp can land after another thread stored the root in parent[x], leaving an inner node
+// there (a split component). Roots are fixed once linking is over, so a read-only walk is exact.
+__device__ int64_t uf_root(const int64_t* parent, int64_t x) {
+  const volatile int64_t* p = parent;
+  int64_t px = p[x];
+  while (px != x) {
+    x = px;
+    px = p[x];
+  }
+  return x;
+}
+
 __device__ void uf_union(int64_t* parent, int64_t a, int64_t b) {
   while (true) {
     a = uf_find(parent, a);
@@ -120,7 +133,7 @@ __global__ void link_kernel(const T* __restrict__ coord, const int64_t* __restri
 
 __global__ void finalize_kernel(const int64_t* __restrict__ group, int64_t n, int64_t* __restrict__ parent) {
   for (int64_t i = thread_index(); i < n; i += grid_stride())
-    if (group[i] >= 0) parent[i] = uf_find(parent, i);
+    if (group[i] >= 0) parent[i] = uf_root(parent, i);  // each thread writes only its own entry
 }
 
 }  // namespace

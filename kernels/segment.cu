@@ -138,6 +138,16 @@ __device__ __forceinline__ void finalize(const Partial<A>& p, int reduce, int co
   out[at] = from_acc<T>(v);
 }
 
+// Bounds of segment s clamped into [0, n]: the offsets are validated by check_offsets_kernel in the same
+// launch sequence, but its flag is read on the host only afterwards, so the reductions must never read
+// out of bounds whatever the offsets hold (0 <= start <= end <= n).
+__device__ __forceinline__ void segment_bounds(const int64_t* __restrict__ offsets, int64_t s, int64_t n,
+                                               int64_t* start, int64_t* end) {
+  const int64_t a = offsets[s], b = offsets[s + 1];
+  *start = a < 0 ? 0 : (a > n ? n : a);
+  *end = b < *start ? *start : (b > n ? n : b);
+}
+
 __global__ void check_offsets_kernel(const int64_t* __restrict__ offsets, int64_t num_segments, int64_t n,
                                      int exact_end, int32_t* __restrict__ flags) {
   for (int64_t s = thread_index(); s <= num_segments; s += grid_stride()) {
@@ -151,15 +161,17 @@ __global__ void check_offsets_kernel(const int64_t* __restrict__ offsets, int64_
 }
 
 template <typename T>
-__global__ void segment_chunk_kernel(const T* __restrict__ src, int64_t channels, const int64_t* __restrict__ offsets,
-                                     int64_t num_segments, const int64_t* __restrict__ perm, int reduce, int64_t slots,
+__global__ void segment_chunk_kernel(const T* __restrict__ src, int64_t n, int64_t channels,
+                                     const int64_t* __restrict__ offsets, int64_t num_segments,
+                                     const int64_t* __restrict__ perm, int reduce, int64_t slots,
                                      Partial<typename Acc<T>::type>* __restrict__ partials) {
   using A = typename Acc<T>::type;
   const int64_t total = slots * channels;
   for (int64_t t = thread_index(); t < total; t += grid_stride()) {
     const int64_t q = t / channels, c = t - q * channels;
     const int64_t s = pointins::chunk_segment(offsets, num_segments, q);
-    const int64_t start = offsets[s], end = offsets[s + 1];
+    int64_t start, end;
+    segment_bounds(offsets, s, n, &start, &end);
     if (!pointins::chunk_long(end - start)) continue;  // reduced directly by the combine kernel
     const int64_t j = q - pointins::chunk_base(start);
     if (j < 0 || j >= pointins::chunk_count(end - start)) continue;  // unused slot
@@ -170,7 +182,7 @@ __global__ void segment_chunk_kernel(const T* __restrict__ src, int64_t channels
 }
 
 template <typename T>
-__global__ void segment_combine_kernel(const T* __restrict__ src, int64_t channels,
+__global__ void segment_combine_kernel(const T* __restrict__ src, int64_t n, int64_t channels,
                                        const int64_t* __restrict__ offsets, int64_t num_segments,
                                        const int64_t* __restrict__ perm, int reduce, int correction,
                                        const Partial<typename Acc<T>::type>* __restrict__ partials,
@@ -179,7 +191,9 @@ __global__ void segment_combine_kernel(const T* __restrict__ src, int64_t channe
   const int64_t total = num_segments * channels;
   for (int64_t t = thread_index(); t < total; t += grid_stride()) {
     const int64_t s = t / channels, c = t - s * channels;
-    const int64_t start = offsets[s], len = offsets[s + 1] - start;
+    int64_t start, end;
+    segment_bounds(offsets, s, n, &start, &end);
+    const int64_t len = end - start;
     Partial<A> p;
     if (pointins::chunk_long(len)) {
       p = empty_partial<A>(reduce);
@@ -207,12 +221,13 @@ int launch_csr(const void* src_v, int64_t n, int64_t channels, const int64_t* of
   auto* partials = static_cast<Partial<A>*>(workspace);
   if (n >= 2 * POINTINS_SEGMENT_CHUNK) {  // a long segment is possible
     const int64_t slots = pointins::chunk_slots(n);
-    segment_chunk_kernel<T><<<grid_for(slots * channels), kThreads, 0, stream>>>(src, channels, offsets,
+    segment_chunk_kernel<T><<<grid_for(slots * channels), kThreads, 0, stream>>>(src, n, channels, offsets,
                                                                                 num_segments, perm, reduce, slots,
                                                                                 partials);
   }
-  segment_combine_kernel<T><<<grid_for(total), kThreads, 0, stream>>>(src, channels, offsets, num_segments, perm,
-                                                                      reduce, correction, partials, out, arg, mean);
+  segment_combine_kernel<T><<<grid_for(total), kThreads, 0, stream>>>(src, n, channels, offsets, num_segments,
+                                                                      perm, reduce, correction, partials, out, arg,
+                                                                      mean);
   return (int)cudaGetLastError();
 }
 

@@ -223,3 +223,31 @@ def test_cuda_lloyd_steps_never_synchronise(d):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert (n_iter.cpu() >= 1).all()
+
+
+@pytest.mark.triton
+def test_triton_set_with_points_but_no_clusters(triton_interpret):
+    """A set with points and k_b = 0 (the registered op is public: ops.kmeans never makes one) must leave its
+    points unlabelled and must not add them into the next set's first centroid (past the end for the last)."""
+    from pointins.triton import kmeans as tk
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 3, generator=g)
+    off = torch.tensor([0, 10, 30])
+    coff = torch.tensor([0, 0, 2])  # set 0: 10 points, no clusters; set 1: 2 clusters
+    cen = torch.randn(2, 3, generator=g)
+    labels, dist, sums, counts = tk.assign(x, off, coff, cen, None, True)
+    ref = ops.reference.kmeans_assign(x, off, coff, cen)
+    assert torch.equal(labels, ref[0])
+    assert (labels[:10] == -1).all() and (dist[:10] == 0).all()
+    assert torch.equal(counts, ref[3]) and counts.sum() == 20
+    torch.testing.assert_close(sums, ref[2], rtol=1e-5, atol=1e-5)
+    # the last set without clusters: nothing written past the end
+    labels, _, sums, counts = tk.assign(x, torch.tensor([0, 20, 30]), torch.tensor([0, 2, 2]), cen, None, True)
+    assert (labels[20:] == -1).all() and counts.sum() == 20
+
+
+def test_triton_feature_block_fits_small_dims():
+    from pointins.triton.kmeans import feature_block
+
+    assert [feature_block(d) for d in (1, 2, 3, 4, 5, 8, 9, 15, 16, 64)] == [2, 2, 4, 4, 8, 8, 16, 16, 32, 32]

@@ -27,6 +27,16 @@ inline int64_t uf_find(int64_t* parent, int64_t x) {
   }
 }
 
+// Read-only root walk for the final pass (no path halving: see kernels/components.cu uf_root).
+inline int64_t uf_root(const int64_t* parent, int64_t x) {
+  int64_t p = __atomic_load_n(&parent[x], __ATOMIC_RELAXED);
+  while (p != x) {
+    x = p;
+    p = __atomic_load_n(&parent[x], __ATOMIC_RELAXED);
+  }
+  return x;
+}
+
 inline void uf_union(int64_t* parent, int64_t a, int64_t b) {
   while (true) {
     a = uf_find(parent, a);
@@ -138,7 +148,7 @@ at::Tensor components_impl(const at::Tensor& coord, const at::Tensor& group, dou
   });
   at::parallel_for(0, n, 1 << 14, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i)
-      if (g[i] >= 0) parent[i] = uf_find(parent, i);
+      if (g[i] >= 0) __atomic_store_n(&parent[i], uf_root(parent, i), __ATOMIC_RELAXED);  // own entry only
   });
   return root;
 }

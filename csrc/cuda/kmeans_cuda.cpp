@@ -21,7 +21,15 @@ at::Tensor kmeans_init_cuda(const at::Tensor& x_in, const at::Tensor& offsets, c
   const c10::cuda::CUDAGuard guard(x_in.device());
   auto x = x_in.contiguous();
   auto off = offsets.contiguous(), co = coff.contiguous();
-  const int64_t K = co[-1].item<int64_t>();  // the output size (one sync, before the loop)
+  // One copy to the host (one sync, before the Lloyd loop) gives the output size and the same set checks as
+  // the CPU op: k_b above a set's size would make the init kernels write past the set's workspace rows.
+  const int64_t B = off.numel() - 1;
+  auto host = at::cat({off, co}).to(at::kCPU);
+  const int64_t* h = host.data_ptr<int64_t>();
+  TORCH_CHECK_VALUE(co.numel() == off.numel(), "pointins.kmeans: coff must have one entry per set offset (",
+                    off.numel(), "), got ", co.numel(), ".");
+  check_kmeans_sets(h, h + B + 1, B, x.size(0), "kmeans");
+  const int64_t K = h[2 * B + 1];
   auto cen = at::empty({K, x.size(1)}, x.options());
   auto ws = at::empty({std::max<int64_t>(x.size(0), 1)}, x.options().dtype(at::kDouble));
   check_launch(pointins_kmeans_init(dtype_code(x), x.data_ptr(), x.size(0), x.size(1), off.data_ptr<int64_t>(),

@@ -18,7 +18,16 @@ import triton.language as tl
 
 BM = 64
 BN = 32
-BD = 32
+BD = 32  # feature block of the tensor-core path (D >= 16)
+
+
+def feature_block(d: int) -> int:
+    """Feature block for D: 32 on the ``tl.dot`` path (D >= 16); below that the next power of two >= D (at least
+    2), so D = 3 uses 4 lanes instead of masking 29 of 32, and the CUDA-core path's (BM, BD, BN) product stays
+    small (64 x 4 x 32 rather than 64 x 32 x 32)."""
+    if d >= 16:
+        return BD
+    return max(2, 1 << max(0, int(d) - 1).bit_length())
 
 
 @triton.jit
@@ -49,9 +58,12 @@ def _assign_kernel(
     skip = lo >= end
     if HAS_CONV:
         skip = skip | (tl.load(conv_ptr + s) != 0)
+    c0 = tl.load(coff_ptr + s)
+    kb = tl.load(coff_ptr + s + 1) - c0
+    # a set with points but no clusters keeps label -1 / distance 0 (as the CPU op): without this its points
+    # would take label 0 and be added into the next set's first centroid (past sums' end for the last set)
+    skip = skip | (kb <= 0)
     if not skip:
-        c0 = tl.load(coff_ptr + s)
-        kb = tl.load(coff_ptr + s + 1) - c0
         rows = lo + tl.arange(0, BM).to(tl.int64)
         rmask = rows < end
         best = tl.full([BM], float("inf"), tl.float32)
@@ -132,7 +144,7 @@ def assign(x, offsets, coff, centroids, converged, accumulate):
         DOT=d >= 16,
         BM=BM,
         BN=BN,
-        BD=BD,
+        BD=feature_block(d),
     )
     return labels, dist, sums, counts
 
@@ -153,4 +165,5 @@ _SIG = {
 COMPILE_CHECKS = [
     ("_assign_kernel", _SIG, {"HAS_CONV": True, "ACCUMULATE": True, "DOT": True, "BM": BM, "BN": BN, "BD": BD}),
     ("_assign_kernel", _SIG, {"HAS_CONV": False, "ACCUMULATE": False, "DOT": False, "BM": BM, "BN": BN, "BD": BD}),
+    ("_assign_kernel", _SIG, {"HAS_CONV": True, "ACCUMULATE": True, "DOT": False, "BM": BM, "BN": BN, "BD": 4}),
 ]
