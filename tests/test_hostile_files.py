@@ -346,3 +346,14 @@ def test_fuzz_worker_reports_crash_and_hang(tmp_path):
         assert res["outcome"] in ("crash", "hang")
     finally:
         w.kill()
+
+
+def test_ply_header_lines_end_at_newline_only(tmp_path):
+    """Found by the long fuzz run: a flipped bit turned a header '\\n' into '\\v'; str.splitlines split there
+    too, so the corrupt header was read as if intact."""
+    p = tmp_path / "le.ply"
+    write(p, _cloud(10), faces=np.array([[0, 1, 2]]))
+    raw = p.read_bytes()
+    i = raw.index(b"\nproperty list")
+    p.write_bytes(raw[:i] + b"\x0b" + raw[i + 1 :])
+    _refused(p, "bad PLY element line")

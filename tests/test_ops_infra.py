@@ -244,3 +244,27 @@ def test_triton_kernels_compile_for_sm80_sm90():
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     assert "compiled to cubin" in r.stdout
+
+
+def test_every_triton_launcher_guards_its_device(monkeypatch):
+    """Triton launches on the current device: each launcher must make its tensors' device current (tensors on
+    cuda:1 with device 0 current would fault)."""
+    import pointins.triton as pt
+    from pointins.triton import _device
+
+    launchers = {"attention": ["forward", "backward"], "keys": ["pack_keys", "unpack_keys"], "kmeans": ["assign"],
+                 "sparse_conv": ["conv", "weight_grad"]}  # fmt: skip
+    for mod, names in launchers.items():
+        m = pt.load(mod)
+        for name in names:
+            assert getattr(getattr(m, name), "__pointins_device_guard__", False), f"{mod}.{name} has no device guard"
+    entered = []
+
+    class FakeCuda:
+        is_cuda = True
+        device = "cuda:1"
+
+    monkeypatch.setattr(torch, "Tensor", FakeCuda)  # isinstance(FakeCuda(), torch.Tensor) in the guard
+    monkeypatch.setattr(torch.cuda, "device", lambda d: __import__("contextlib").nullcontext(entered.append(d)))
+    assert _device.on_tensor_device(lambda *a: "ran")(1, FakeCuda()) == "ran"
+    assert entered == ["cuda:1"]

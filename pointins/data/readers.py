@@ -249,7 +249,8 @@ def _ply_header(raw: bytes, path):
     if body == 0:
         raise DataError(path, "PLY file ends right after 'end_header'")
     fmt, elements = None, []
-    for line in raw[:body].decode("ascii", "replace").splitlines()[1:]:
+    # lines end at "\n" only (str.splitlines would also split at \v, \f, \x1c.. and misread a corrupt header)
+    for line in raw[:body].decode("ascii", "replace").split("\n")[1:]:
         tok = line.split()
         if not tok or tok[0] in ("comment", "obj_info", "end_header"):
             continue
@@ -259,6 +260,8 @@ def _ply_header(raw: bytes, path):
                     raise DataError(path, "two 'format' lines in the PLY header")
                 fmt = tok[1]
             elif tok[0] == "element":
+                if len(tok) != 3:
+                    raise DataError(path, f"bad PLY element line {line!r} (expected 'element NAME COUNT')")
                 count = int(tok[2])
                 if count < 0:
                     raise DataError(path, f"PLY element {tok[1]!r} has a negative count ({count})")
@@ -269,6 +272,8 @@ def _ply_header(raw: bytes, path):
                 if not elements:
                     raise DataError(path, f"PLY property before any element: {line!r}")
                 props = elements[-1][2]
+                if len(tok) != (5 if tok[1] == "list" else 3):
+                    raise DataError(path, f"bad PLY property line {line!r}")
                 if tok[1] == "list":
                     prop = (tok[4], "list", _PLY_DTYPES[tok[2]], _PLY_DTYPES[tok[3]])
                     if prop[2][0] == "f":
@@ -323,7 +328,7 @@ def _read_ply(path) -> dict:
 
 
 def _read_ply_ascii(raw: bytes, body: int, elements, path) -> dict:
-    lines = [ln for ln in raw[body:].decode("ascii", "replace").splitlines() if ln.strip()]
+    lines = [ln for ln in raw[body:].decode("ascii", "replace").split("\n") if ln.strip()]
     total = sum(e[1] for e in elements)
     if len(lines) != total:
         kind = "truncated" if len(lines) < total else "inconsistent"
@@ -482,7 +487,7 @@ def _read_pcd(path) -> dict:
     cols: dict[str, np.ndarray] = {}
     if data_kind == "ascii":
         width = sum(counts)
-        rows = [ln for ln in raw[pos:].decode("ascii", "replace").splitlines() if ln.strip()]
+        rows = [ln for ln in raw[pos:].decode("ascii", "replace").split("\n") if ln.strip()]
         if len(rows) != n:
             kind = "truncated" if len(rows) < n else "inconsistent"
             raise DataError(path, f"{kind}: the header declares {n} points, the body has {len(rows)} rows")

@@ -32,6 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pointins.triton._device import on_tensor_device
+
 LN2 = tl.constexpr(0.6931471805599453)
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -425,6 +427,7 @@ def _check(qkv: torch.Tensor, num_heads: int) -> tuple[int, int, int]:
     return n, c, d
 
 
+@on_tensor_device
 def forward(qkv, rows, dst, cu_seqlens, num_heads, max_seqlen, scale, blocks=None):
     """-> ``out`` (N, C) in qkv's dtype and ``lse`` (N, H) float32 (natural log), in point order."""
     n, c, d = _check(qkv, num_heads)
@@ -443,6 +446,7 @@ def forward(qkv, rows, dst, cu_seqlens, num_heads, max_seqlen, scale, blocks=Non
     return out, lse
 
 
+@on_tensor_device
 def backward(
     grad_out, qkv, out, lse, rows, dst, dup_src, cu_seqlens, num_heads, max_seqlen, scale, deterministic,
     kv_blocks=None, q_blocks=None,

@@ -9,6 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pointins.triton._device import on_tensor_device
+
 BLOCK = 1024
 # Error bits as in kernels/include/pointins/common.h (constexpr: Triton kernels may only read
 # constexpr globals).
@@ -59,6 +61,7 @@ def _unpack_kernel(keys_ptr, grid_ptr, batch_ptr, flags_ptr, n, BITS: tl.constex
     tl.atomic_or(flags_ptr + tl.zeros([BLOCK], dtype=tl.int32), tl.where(bad, FLAG_BAD_KEY, 0), mask=bad)
 
 
+@on_tensor_device
 def pack_keys(grid_coord: torch.Tensor, batch: torch.Tensor | None, bits: int) -> tuple[torch.Tensor, int]:
     """Keys and the OR of the error flags (0 = fine). Inputs contiguous, on one device."""
     n = grid_coord.shape[0]
@@ -79,6 +82,7 @@ def pack_keys(grid_coord: torch.Tensor, batch: torch.Tensor | None, bits: int) -
     return keys, int(flags.item())
 
 
+@on_tensor_device
 def unpack_keys(keys: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     n = keys.shape[0]
     grid_coord = torch.empty((n, 3), dtype=torch.int32, device=keys.device)

@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pointins.triton._device import on_tensor_device
+
 BM = 64
 BN = 32
 BD = 32  # feature block of the tensor-core path (D >= 16)
@@ -107,6 +109,7 @@ def _assign_kernel(
             tl.atomic_add(counts_ptr + c0 + arg, tl.full([BM], 1, tl.int64), mask=rmask)
 
 
+@on_tensor_device
 def assign(x, offsets, coff, centroids, converged, accumulate):
     """Same contract as ``torch.ops.pointins.kmeans_assign`` (float32 x): labels (-1 for sets
     skipped as converged), squared distances, and the cluster sums/counts when accumulating."""

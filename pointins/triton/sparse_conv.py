@@ -26,6 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pointins.triton._device import on_tensor_device
+
 # (BM, BN, BK, num_warps, num_stages); BN/BK shrink to the channel counts (next power of two >= 16).
 CONV_BLOCKS = (64, 64, 32, 4, 3)
 # (BM: rows per inner step, BC: Cin tile, BN: Cout tile, num_warps, num_stages)
@@ -127,6 +129,7 @@ def _check(x: torch.Tensor, kmap: torch.Tensor, w: torch.Tensor) -> None:
         raise ValueError("pointins.sparse_conv (triton): features, kernel map and weight must be contiguous")
 
 
+@on_tensor_device
 def conv(x, kmap, w, bias=None, blocks=None):
     """``out[i] = bias + sum_k x[kmap[i, k]] @ w[k]``: x (N, Cin), kmap (M, K) int64, w (K, Cin, Cout)."""
     _check(x, kmap, w)
@@ -156,6 +159,7 @@ def wgrad_splits(m: int, kvol: int, cin: int, cout: int, blocks=None) -> tuple[i
     return triton.cdiv(max(m, 1), rows), rows
 
 
+@on_tensor_device
 def weight_grad(x, kmap, grad_out, deterministic: bool, blocks=None):
     """``dw[k] = sum_i x[kmap[i, k]]^T grad_out[i]`` as float32 (K, Cin, Cout)."""
     _check(x, kmap, grad_out)
