@@ -384,12 +384,15 @@ class FuzzReport:
     per_format: dict = field(default_factory=dict)  # format -> {"cases", "ok", "DataError", "fail"}
     failures: list = field(default_factory=list)
     peak_rss_mb: float = 0.0
+    peak_case: str = ""  # the case after which the peak was last raised (format, mutation)
     slowest_s: float = 0.0
+    slowest_case: str = ""
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return {"cases": self.cases, "per_format": self.per_format, "failures": self.failures,
-                "peak_rss_mb": round(self.peak_rss_mb, 1), "slowest_s": round(self.slowest_s, 3),
+                "peak_rss_mb": round(self.peak_rss_mb, 1), "peak_case": self.peak_case,
+                "slowest_s": round(self.slowest_s, 3), "slowest_case": self.slowest_case,
                 "seconds": round(self.seconds, 1)}  # fmt: skip
 
     def table(self) -> str:
@@ -471,8 +474,12 @@ def run(cases: int | None = None, seconds: float | None = None, seed: int = 0, f
                     (dest / "why.json").write_text(json.dumps(rec, indent=2))
             else:
                 c[res["outcome"]] += 1
-            report.peak_rss_mb = max(report.peak_rss_mb, res.get("maxrss_kb", 0) / 1024)
-            report.slowest_s = max(report.slowest_s, float(res.get("seconds", 0.0)))
+            rss = res.get("maxrss_kb", 0) / 1024
+            if rss > report.peak_rss_mb:
+                report.peak_rss_mb, report.peak_case = rss, f"{fmt} [{what}] -> {res.get('outcome')}"
+            if float(res.get("seconds", 0.0)) > report.slowest_s:
+                report.slowest_s = float(res["seconds"])
+                report.slowest_case = f"{fmt} [{what}] -> {res.get('outcome')}"
             shutil.rmtree(case, ignore_errors=True)
             i += 1
             bar.update(1)
@@ -503,8 +510,8 @@ def main(argv=None) -> int:
         p.error("--cases and --seconds must be positive")
     rep = run(a.cases, a.seconds, a.seed, a.formats, a.timeout, a.mem_mb, a.out)
     print(rep.table())
-    print(f"{rep.cases} cases in {rep.seconds:.0f} s; failures {len(rep.failures)}; peak RSS {rep.peak_rss_mb:.0f} MB;"
-          f" slowest read {rep.slowest_s:.2f} s")  # fmt: skip
+    print(f"{rep.cases} cases in {rep.seconds:.0f} s; failures {len(rep.failures)}; peak RSS {rep.peak_rss_mb:.0f} MB "
+          f"({rep.peak_case}); slowest read {rep.slowest_s:.2f} s ({rep.slowest_case})")  # fmt: skip
     for f in rep.failures[:20]:
         print(f"  case {f['case']} {f['format']} {f['file']} [{f['mutation']}]: {f['why']}")
     return 1 if rep.failures else 0
