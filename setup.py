@@ -25,6 +25,40 @@ from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
 
+
+def _toolkit_of(nvcc: str) -> str | None:
+    """The CUDA toolkit folder (with include/cuda_runtime.h) of an nvcc on the PATH. nvcc may be a symlink or a
+    small wrapper script outside the toolkit (conda, environment modules, /usr/local/bin wrappers): then torch's
+    guess (the folder above the wrapper) has no CUDA headers, so ask nvcc itself where its TOP is."""
+    import subprocess
+
+    real = Path(os.path.realpath(nvcc))
+    home = real.parent.parent
+    if (home / "include" / "cuda_runtime.h").exists():
+        return str(home)
+    try:
+        out = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull], capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in (out.stdout + out.stderr).splitlines():
+        line = line.lstrip("#$ ").strip()
+        if line.startswith("TOP="):
+            top = Path(line[4:].strip()).resolve()
+            for cand in (top, top.parent):
+                if (cand / "include" / "cuda_runtime.h").exists():
+                    return str(cand)
+    return None
+
+
+if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")):
+    import shutil
+
+    _nvcc = shutil.which("nvcc")
+    _home = _toolkit_of(_nvcc) if _nvcc else None
+    if _home:
+        os.environ["CUDA_HOME"] = _home  # before torch.utils.cpp_extension reads it
+
 try:
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
@@ -57,6 +91,8 @@ def _want_cuda() -> bool:
         reasons.append("this torch is a CPU build (torch.version.cuda is None)")
     if CUDA_HOME is None:
         reasons.append("nvcc / CUDA_HOME not found")
+    elif not (Path(CUDA_HOME) / "include" / "cuda_runtime.h").exists():
+        reasons.append(f"CUDA_HOME={CUDA_HOME} has no include/cuda_runtime.h; set CUDA_HOME to the CUDA toolkit folder")
     if not reasons:
         return True
     if _flag("POINTINS_FORCE_CUDA"):

@@ -1,0 +1,106 @@
+"""Quick benchmarks of the headline kernels for bench/gpu_check.sh: ours vs a baseline in the same process, one
+Markdown row appended (and flushed) as each finishes, so a kill still leaves the rows done so far.
+
+    python bench/quick.py --out OUT/bench.md [--device cuda] [--scale 1.0] [--budget 90]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def _timer(device):
+    def run(fn, reps):
+        fn()  # warm-up (compilation, caches)
+        times = []
+        for _ in range(reps):
+            if device.type == "cuda":
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                fn()
+                b.record()
+                torch.cuda.synchronize()
+                times.append(a.elapsed_time(b) / 1e3)
+            else:
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    return run
+
+
+def cases(device, scale: float):
+    import pointins.ops as ops
+
+    g = torch.Generator(device="cpu").manual_seed(0)
+    n = max(2000, int(200_000 * scale))
+    coord = (torch.rand(n, 3, generator=g) * 8).to(device)
+    off = torch.tensor([0, n // 2, n], device=device)
+    vox = ops.voxelize(coord, off, 0.02, mode="train", seed=0)
+    grid, voff = vox.grid_coord, vox.offsets
+    v = grid.shape[0]
+    keys = ops.pack_keys(grid, offsets=voff)
+    yield "voxelize (train)", lambda: ops.voxelize(coord, off, 0.02, mode="train", seed=0), \
+        "torch.unique(packed keys)", lambda: torch.unique(ops.pack_keys(ops.grid_coord(coord, off, 0.02), offsets=off),
+                                                          return_inverse=True, return_counts=True)  # fmt: skip
+    yield "serialize (4 orders)", lambda: ops.serialize(grid, voff), \
+        "reference serialize", lambda: ops.serialize(grid, voff, backend="reference")  # fmt: skip
+    feat = torch.randn(v, 64, generator=g).to(device)
+    seg = torch.randint(0, max(1, v // 8), (v,), generator=g).to(device)
+    yield "segment max (ids)", lambda: ops.segment_reduce(feat, index=seg, reduce="max"), \
+        "torch.scatter_reduce amax", lambda: torch.zeros(int(v // 8), 64, device=device).scatter_reduce(
+            0, seg[:, None].expand(-1, 64), feat, "amax", include_self=False)  # fmt: skip
+    x = torch.randn(v, 64, generator=g).to(device)
+    yield "kmeans k=20 x10 (2 sets)", lambda: ops.kmeans(x, voff, 20, iters=10, seed=0), \
+        "reference kmeans", lambda: ops.kmeans(x, voff, 20, iters=10, seed=0, backend="reference")  # fmt: skip
+    kmap = ops.kernel_map(grid, voff)
+    w = torch.randn(27, 64, 64, generator=g).to(device) / 40
+    dt = torch.float16 if device.type == "cuda" else torch.float32
+    yield "sparse_conv 3^3 64->64 fwd", lambda: ops.sparse_conv(x.to(dt), kmap, w.to(dt), validate=False), \
+        "reference (gather-GEMM)", lambda: ops.sparse_conv(x.to(dt), kmap, w.to(dt), backend="reference")  # fmt: skip
+    s = ops.serialize(grid, voff)
+    pad, unpad, cu = ops.patch_partition(voff, 1024)
+    qkv = torch.randn(v, 3 * 64, generator=g).to(device).to(dt).requires_grad_()
+
+    def attn(be=None):
+        out = ops.patch_attention(qkv, s.order[0], pad, unpad, cu, 4, max_seqlen=1024, validate=False, backend=be)
+        out.float().sum().backward()
+
+    yield "patch_attention fwd+bwd (H=4, d=16)", attn, "reference", lambda: attn("reference")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--scale", type=float, default=1.0, help="problem size relative to 200k points")
+    p.add_argument("--budget", type=float, default=90.0, help="stop starting new rows after this many seconds")
+    p.add_argument("--reps", type=int, default=5)
+    a = p.parse_args(argv)
+    device = torch.device(a.device)
+    run = _timer(device)
+    t0 = time.perf_counter()
+    with open(a.out, "a", buffering=1) as f:
+        f.write(f"\n| kernel ({device.type}, scale {a.scale}) | ours ms | baseline | baseline ms | speed-up |\n"
+                "|---|---|---|---|---|\n")  # fmt: skip
+        for name, ours, base_name, base in cases(device, a.scale):
+            if time.perf_counter() - t0 > a.budget:
+                f.write(f"| {name} | (time budget spent) | | | |\n")
+                continue
+            try:
+                t_ours = run(ours, a.reps)
+                t_base = run(base, max(1, a.reps // 2))
+                f.write(f"| {name} | {t_ours * 1e3:.3f} | {base_name} | {t_base * 1e3:.3f} | {t_base / t_ours:.2f}x |\n")
+            except Exception as e:  # one broken kernel must not hide the others' figures
+                f.write(f"| {name} | FAILED: {type(e).__name__}: {str(e)[:120]} | | | |\n")
+            print(f"quick bench: {name} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
