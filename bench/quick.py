@@ -44,7 +44,6 @@ def cases(device, scale: float):
     vox = ops.voxelize(coord, off, 0.02, mode="train", seed=0)
     grid, voff = vox.grid_coord, vox.offsets
     v = grid.shape[0]
-    keys = ops.pack_keys(grid, offsets=voff)
     yield "voxelize (train)", lambda: ops.voxelize(coord, off, 0.02, mode="train", seed=0), \
         "torch.unique(packed keys)", lambda: torch.unique(ops.pack_keys(ops.grid_coord(coord, off, 0.02), offsets=off),
                                                           return_inverse=True, return_counts=True)  # fmt: skip
@@ -95,7 +94,8 @@ def main(argv=None) -> int:
             try:
                 t_ours = run(ours, a.reps)
                 t_base = run(base, max(1, a.reps // 2))
-                f.write(f"| {name} | {t_ours * 1e3:.3f} | {base_name} | {t_base * 1e3:.3f} | {t_base / t_ours:.2f}x |\n")
+                row = f"| {name} | {t_ours * 1e3:.3f} | {base_name} | {t_base * 1e3:.3f} | {t_base / t_ours:.2f}x |"
+                f.write(row + "\n")
             except Exception as e:  # one broken kernel must not hide the others' figures
                 f.write(f"| {name} | FAILED: {type(e).__name__}: {str(e)[:120]} | | | |\n")
             print(f"quick bench: {name} done ({time.perf_counter() - t0:.0f} s)", flush=True)

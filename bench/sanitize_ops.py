@@ -1,6 +1,6 @@
 """One small call of every CUDA op family, for compute-sanitizer (memcheck, racecheck) in bench/gpu_check.sh.
 
-    compute-sanitizer --tool memcheck python bench/sanitize_ops.py [--device cuda]
+compute-sanitizer --tool memcheck python bench/sanitize_ops.py [--device cuda]
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def main(argv=None) -> int:
         ops.segment_reduce(feat, offsets=vox.offsets, reduce=r)
         ops.segment_reduce(feat, index=vox.inverse[: len(vox)] % 7, reduce=r)
     ops.kmeans(feat, vox.offsets, 5, iters=3, seed=0)  # K-means
-    ops.kmeans(feat.double(), vox.offsets, 5, iters=3, seed=0, init="random", backend="cuda" if dev.type == "cuda" else None)
+    be = "cuda" if dev.type == "cuda" else None  # the CUDA kernels also for D < 32 / float64 (not Triton)
+    ops.kmeans(feat.double(), vox.offsets, 5, iters=3, seed=0, init="random", backend=be)
     ops.connected_components(coord, off, 0.05, group=torch.randint(0, 3, (3000,), generator=g).to(dev))
     ops.sparse_conv(feat, kmap, torch.randn(27, 8, 4, generator=g).to(dev))
     if dev.type == "cuda":

@@ -92,8 +92,10 @@ def _tune_width(mod, ops, torch, args, channels, dtype, quick, results, best_all
     for name, attr, grid, fn, pick, ref in kernels:
         title = f"{name} C={channels} N={args.n} {args.dtype}"
         configs = _configs(QUICK_GRID if quick else grid)
-        rows, best = sweep(mod, attr, configs, fn, lambda r, pick=pick: pick(r), ref, quick, title)
-        results["runs"].append(dict(kernel=name, channels=channels, rows=rows, default=getattr(mod, attr)))
+        table = mod.blocks_for({"FWD_BLOCKS": "fwd", "BWD_KV_BLOCKS": "bwd_kv", "BWD_Q_BLOCKS": "bwd_q"}[attr], dtype,
+                               channels // heads)  # fmt: skip
+        rows, best = sweep(mod, attr, configs, fn, lambda r, pick=pick: pick(r), ref, quick, title, default=table)
+        results["runs"].append(dict(kernel=name, channels=channels, rows=rows, default=table))
         if best:
             best_all[(name, channels)] = best
     # Software exp2 on the best forward / atomic-backward configs
@@ -116,11 +118,13 @@ def _tune_width(mod, ops, torch, args, channels, dtype, quick, results, best_all
             results["runs"].append(dict(kernel=f"{name} exp2 emulation", channels=channels, rows=line))
 
 
-def sweep(mod, attr, configs, fn, pick, ref, quick, title):
+def sweep(mod, attr, configs, fn, pick, ref, quick, title, default=None):
     """Run ``fn`` with ``mod.<attr>`` set to each config; check ``pick(result)`` against ``ref``
     (a config that disagrees is reported, not timed), time the others, print the table.
-    Returns (rows, best config or None); ``mod.<attr>`` is restored."""
-    default = getattr(mod, attr)
+    Returns (rows, best config or None); ``mod.<attr>`` is restored. ``default``: the config used when the
+    attribute is unset (the attention kernels' per-dtype/head-dim table)."""
+    saved = getattr(mod, attr)
+    default = saved if saved is not None else default
     rows = []
     for cfg in configs:
         setattr(mod, attr, cfg)
@@ -132,9 +136,10 @@ def sweep(mod, attr, configs, fn, pick, ref, quick, title):
         except Exception as e:  # out of shared memory / registers for this config
             rows.append(dict(config=cfg, ms=float("nan"), error=str(e).splitlines()[0][:120]))
         finally:
-            setattr(mod, attr, default)
+            setattr(mod, attr, saved)
     ok = [r for r in rows if not math.isnan(r["ms"])]
-    default_ms = next((r["ms"] for r in rows if tuple(r["config"]) == tuple(default)), float("nan"))
+    default_ms = next((r["ms"] for r in rows if default is not None and tuple(r["config"]) == tuple(default)),
+                      float("nan"))  # fmt: skip
     _print(title, rows, default, default_ms)
     return rows, (min(ok, key=lambda r: r["ms"])["config"] if ok else None)
 

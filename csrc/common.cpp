@@ -1,11 +1,46 @@
 #include "common.h"
 
+#include <atomic>
+#include <map>
+#include <mutex>
 #include <sstream>
 #include <string>
 
 #include "pointins/common.h"
 
 namespace pointins {
+
+namespace {
+std::mutex g_deferred_mu;
+std::map<std::string, at::Tensor> g_deferred;  // device string -> int32 accumulator (1,)
+std::atomic<bool> g_any_deferred{false};
+std::atomic<int64_t> g_flag_reads{0};
+}  // namespace
+
+void set_deferred_flags(const c10::optional<at::Tensor>& accumulator, const c10::optional<at::Device>& device) {
+  std::lock_guard<std::mutex> lock(g_deferred_mu);
+  if (accumulator.has_value()) {
+    TORCH_CHECK_VALUE(accumulator->scalar_type() == at::kInt && accumulator->numel() == 1,
+                      "pointins: the deferred-flags accumulator must be one int32 element.");
+    g_deferred[accumulator->device().str()] = *accumulator;
+  } else if (device.has_value()) {
+    g_deferred.erase(device->str());
+  } else {
+    g_deferred.clear();
+  }
+  g_any_deferred.store(!g_deferred.empty());
+}
+
+c10::optional<at::Tensor> deferred_flags_for(const at::Device& device) {
+  if (!g_any_deferred.load()) return c10::nullopt;
+  std::lock_guard<std::mutex> lock(g_deferred_mu);
+  auto it = g_deferred.find(device.str());
+  if (it == g_deferred.end()) return c10::nullopt;
+  return it->second;
+}
+
+int64_t flag_reads() { return g_flag_reads.load(); }
+void count_flag_read() { g_flag_reads.fetch_add(1); }
 
 std::string fmt_vec(const at::Tensor& t) {
   // t: small 1-D tensor on any device.

@@ -10,6 +10,15 @@
 
 namespace pointins {
 
+// Deferred error flags (pointins.ops.deferred_checks): while an int32 accumulator is registered for a device, the
+// CUDA glue ORs each op's POINTINS_FLAG_* word into it on the device instead of reading it back (no host sync
+// per op); Python reads the accumulator once per step. The ops' kernels never read or write out of bounds whatever
+// the flags say, so deferring only delays the error.
+void set_deferred_flags(const c10::optional<at::Tensor>& accumulator, const c10::optional<at::Device>& device);
+c10::optional<at::Tensor> deferred_flags_for(const at::Device& device);
+int64_t flag_reads();  // how many times an op read its flags back (a host sync on CUDA); for sync counting
+void count_flag_read();
+
 std::string fmt_vec(const at::Tensor& t);
 void check_same_device(const at::Tensor& a, const char* an, const at::Tensor& b, const char* bn, const char* op);
 

@@ -5,6 +5,8 @@
 
 #include <torch/library.h>
 
+#include "common.h"
+
 #ifndef POINTINS_SOURCE_HASH
 #define POINTINS_SOURCE_HASH "unknown"
 #endif
@@ -60,6 +62,13 @@ TORCH_LIBRARY(pointins, m) {
   // The same by segment ids (N,) (negative ids ignored), deterministic: rows in index order.
   m.def("segment_coo(Tensor src, Tensor index, int num_segments, str reduce, int correction=0) -> (Tensor, Tensor)");
   m.def("segment_csr(Tensor src, Tensor offsets, Tensor? perm, str reduce, int correction=0) -> (Tensor, Tensor)");
+  // Deferred error flags (pointins.ops.deferred_checks): register an int32 (1,) accumulator for its device, or
+  // clear one device's (accumulator None, device given) or all; and the number of flag read-backs so far.
+  m.def("set_deferred_flags(Tensor? accumulator, Device? device=None) -> ()",
+        [](const c10::optional<at::Tensor>& acc, c10::optional<at::Device> device) {
+          pointins::set_deferred_flags(acc, device);
+        });
+  m.def("flag_reads() -> int", []() { return pointins::flag_reads(); });
 }
 
 extern "C" {

@@ -22,6 +22,7 @@ Reproducibility: batches depend only on (seed, epoch, index), masks and the mode
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
 import json
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+import pointins.ops as pointins_ops
 from pointins.config import PRESETS, TrainConfig, apply_overrides, from_dict, resolve
 from pointins.data.collate import collate
 from pointins.data.views import ViewDataset, seed_worker
@@ -588,8 +590,11 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
             for g in opt.param_groups:
                 g["weight_decay"] = wd if g["apply_wd"] else 0.0
             want_vis = rank == 0 and cfg.vis_every > 0 and (step + 1) % cfg.vis_every == 0
-            res = model.step_losses(batch, progress_frac, step=step, student=student, generator=gen,
-                                    autocast=use_amp, details=want_vis)  # fmt: skip
+            # On a GPU, the ops' value checks are queued on the device and read once per step (one host sync instead
+            # of one per op); a failed check raises here, before the step's results are used.
+            with pointins_ops.deferred_checks(device) if device.type == "cuda" else contextlib.nullcontext():
+                res = model.step_losses(batch, progress_frac, step=step, student=student, generator=gen,
+                                        autocast=use_amp, details=want_vis)  # fmt: skip
             ok = bool(torch.isfinite(res.loss.detach()))
             ok = _all_mean([float(ok)], device)[0] == 1.0
             gnorm = float("nan")

@@ -421,3 +421,32 @@ def test_cuda_past_2_31_elements():
     base = reference.patch_attention_sdpa(qkv, order, pad, unpad, cu, 32)
     last = order[-4096:]  # rows at the far end of qkv
     assert rel(out[last], base[last]) < 5e-3
+
+
+def test_block_table_and_compile_checks_cover_every_dtype_head_dim_and_mode():
+    """One block table for every dtype made fp32 attention need up to 525 KB of shared memory (H100/H200: 232,448
+    B): the table is per operand width and head dim, and the compile check (tools/check_triton_compile.py, run
+    under triton 3.6 by tools/gpu_stack_check.sh) covers every combination, so CI sees what a launch would hit."""
+    from pointins.triton import load
+
+    mod = load("attention")
+    seen = set()
+    for name, sig, ce, opts in mod.COMPILE_CHECKS:
+        dt = next(v[1:] for k, v in sig.items() if k == "qkv_ptr")
+        if ce["EMU"] == 0:
+            seen.add((name, dt, ce["D"], ce.get("ATOMIC_DQ")))
+        torch_dt = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dt]
+        kernel = {"_fwd_kernel": "fwd", "_bwd_kv_kernel": "bwd_kv", "_bwd_q_kernel": "bwd_q"}[name]
+        assert (ce["BM"], ce["BN"], opts["num_warps"], opts["num_stages"]) == mod.blocks_for(kernel, torch_dt, ce["D"])
+    for dt in ("fp16", "bf16", "fp32"):
+        for d in mod.HEAD_DIMS:
+            assert ("_fwd_kernel", dt, d, None) in seen and ("_bwd_q_kernel", dt, d, None) in seen
+            assert ("_bwd_kv_kernel", dt, d, True) in seen and ("_bwd_kv_kernel", dt, d, False) in seen
+    # fp32 tiles are smaller than 16-bit ones where the 3xTF32 splits need the room
+    assert mod.blocks_for("bwd_kv", torch.float32, 128)[:2] < mod.blocks_for("bwd_kv", torch.float16, 128)[:2]
+    saved = mod.FWD_BLOCKS
+    try:
+        mod.FWD_BLOCKS = (16, 32, 4, 1)
+        assert mod.blocks_for("fwd", torch.float32, 128) == (16, 32, 4, 1)
+    finally:
+        mod.FWD_BLOCKS = saved

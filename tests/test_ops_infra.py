@@ -268,3 +268,56 @@ def test_every_triton_launcher_guards_its_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device", lambda d: __import__("contextlib").nullcontext(entered.append(d)))
     assert _device.on_tensor_device(lambda *a: "ran")(1, FakeCuda()) == "ran"
     assert entered == ["cuda:1"]
+
+
+def test_deferred_checks_queue_value_checks_until_the_block_ends():
+    """Inside deferred_checks the ops' value checks do not read the device back: they are queued and read once."""
+    import pointins.ops as ops
+
+    g = torch.randint(0, 8, (50, 3), dtype=torch.int32)
+    good = ops.downsample(g, torch.tensor([0, 50]))
+    with ops.deferred_checks("cpu"):  # valid input: identical results, no error
+        same = ops.downsample(g, torch.tensor([0, 50]))
+    assert torch.equal(same.grid_coord, good.grid_coord)
+    # a check the C++ ops do not repeat: the encoder's one-point-per-voxel input check
+    from pointins.models import build_backbone
+
+    model = build_backbone("tiny", in_channels=3).eval()
+    grid = torch.randint(0, 20, (300, 3), dtype=torch.int32)
+    grid[1] = grid[0]  # two points in one voxel
+    batch = {"coord": grid.float() * 0.05, "feat": torch.zeros(300, 3), "offsets": torch.tensor([0, 300]),
+             "grid_coord": grid}  # fmt: skip
+    with pytest.raises(ValueError, match="share a voxel with an earlier point"):  # immediate: the op's message
+        model.build_levels(batch)
+    ran = []
+    with pytest.raises(ops.DeferredCheckError, match="share a voxel") as ei:
+        with ops.deferred_checks("cpu"):
+            model.build_levels(batch)  # no error here ...
+            ran.append(True)
+    assert ran == [True]  # ... but at the end of the block
+    assert "Re-run the step outside" in str(ei.value)
+    with pytest.raises(ops.DeferredCheckError, match="CSR offsets"):
+        with ops.deferred_checks("cpu", check=False):
+            ops.reference.check_offsets(torch.tensor([0, 4, 3, 5]), 5, "segment_reduce")
+            ops.check_deferred()
+    assert not ops._checks.deferred_active()
+
+
+def test_deferred_checks_remove_the_per_op_syncs_of_a_ptv3_forward():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import count_syncs
+
+    from pointins.models import build_backbone
+
+    model = build_backbone("tiny", in_channels=6).eval()
+    batch = count_syncs._batch(6000, torch.device("cpu"))
+    before = count_syncs.count(model, batch, torch.device("cpu"), deferred=False)
+    after = count_syncs.count(model, batch, torch.device("cpu"), deferred=True)
+    after["ops"].pop("set_deferred_flags", None)
+    assert before["ops"] == after["ops"]
+    assert before["cuda_flag_reads"] > 0 and after["cuda_flag_reads"] == 0
+    assert after["python"] < before["python"]
+    assert after["total"] < before["total"] / 2, (before, after)

@@ -92,5 +92,5 @@ stamp "CPU tests against the CUDA build: $sel"
 # 4. Triton kernels compiled for sm_90 with the GPU machine's triton
 mv pointins.src pointins
 stamp "Triton compile check (sm_90, triton 3.6)"
-"$VENV/bin/python" tools/check_triton_compile.py --arch 90
+"$VENV/bin/python" tools/check_triton_compile.py --arch 90 --no-spills
 stamp "done"

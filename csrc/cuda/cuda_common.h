@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
+#include "../common.h"
 #include "pointins/common.h"
 
 namespace pointins {
@@ -20,8 +21,17 @@ inline void check_launch(int err, const char* op) {
               cudaGetErrorString(static_cast<cudaError_t>(err)));
 }
 
-// Reads the error flags back (one small device-to-host copy; synchronises the stream).
-inline int read_flags(const at::Tensor& flags) { return flags.item<int32_t>(); }
+// Reads the error flags back (one small device-to-host copy; synchronises the stream), or, while
+// pointins.ops.deferred_checks() holds an accumulator for this device, ORs them into it on the device and
+// returns 0 (no sync; the step's single check raises later).
+inline int read_flags(const at::Tensor& flags) {
+  if (auto acc = deferred_flags_for(flags.device())) {
+    acc->bitwise_or_(flags);
+    return 0;
+  }
+  count_flag_read();
+  return flags.item<int32_t>();
+}
 
 inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 

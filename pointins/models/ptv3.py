@@ -44,6 +44,7 @@ from torch import nn
 import pointins.ops as ops
 from pointins.models.point import Level, Point
 from pointins.ops import reference
+from pointins.ops._checks import defer
 
 __all__ = [
     "PRESETS",
@@ -405,12 +406,12 @@ class PointTransformerV3(nn.Module):
                 f"PointTransformerV3: grid_coord must be integer (N, 3), got {grid.dtype} {tuple(grid.shape)}."
             )
         grid = grid.to(torch.int32)
-        if bool((grid < 0).any()):
-            raise ValueError(
-                "PointTransformerV3: grid_coord has negative entries; use per-cloud grid coordinates >= 0."
-            )
-        top = int(grid.max())
-        depth = ops.auto_depth(grid)
+        neg = (grid < 0).any()
+        msg = "PointTransformerV3: grid_coord has negative entries; use per-cloud grid coordinates >= 0."
+        if not defer(neg, msg) and bool(neg):
+            raise ValueError(msg)
+        top = int(grid.max()) if grid.numel() else 0  # the serialization depth: a computation, one sync per forward
+        depth = max(1, top + 1).bit_length()
         if depth > 16:
             raise ValueError(
                 f"PointTransformerV3: grid coordinates up to {top} need {depth} bits per axis (> 16, "
@@ -424,7 +425,12 @@ class PointTransformerV3(nn.Module):
     def _check_input(p: Point, level: Level) -> None:
         centre = level.kernel_map[:, level.kernel_map.shape[1] // 2]
         dup = centre != torch.arange(len(p), device=centre.device)
-        flags = torch.stack([dup.any(), ~torch.isfinite(p.feat).all(), ~torch.isfinite(p.coord).all()]).tolist()
+        flags = torch.stack([dup.any(), ~torch.isfinite(p.feat).all(), ~torch.isfinite(p.coord).all()])
+        if defer(flags[0], "PointTransformerV3: points share a voxel; grid-sample the clouds first") and defer(
+            flags[1:].any(), "PointTransformerV3: the batch has NaN/Inf in feat or coord"
+        ):
+            return
+        flags = flags.tolist()
         if flags[0]:
             raise ValueError(
                 f"PointTransformerV3: {int(dup.sum())} points share a voxel with an earlier point; the encoder needs "

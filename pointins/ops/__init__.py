@@ -11,6 +11,7 @@ import torch
 
 from pointins import _ext
 from pointins.ops import _dispatch, reference
+from pointins.ops._checks import DeferredCheckError, check_deferred, deferred_checks
 from pointins.ops.attention import PatchIndex, patch_attention, patch_index
 from pointins.ops.cluster import Components, KMeans, connected_components, kmeans
 from pointins.ops.keys import DEFAULT_BITS, grid_coord, max_batch, pack_keys, unpack_keys
@@ -33,6 +34,7 @@ __all__ = [
     "ORDERS",
     "REDUCTIONS",
     "Components",
+    "DeferredCheckError",
     "Downsample",
     "HashTable",
     "KMeans",
@@ -42,8 +44,10 @@ __all__ = [
     "auto_depth",
     "backends",
     "build_info",
+    "check_deferred",
     "connected_components",
     "decode",
+    "deferred_checks",
     "downsample",
     "encode",
     "grid_coord",

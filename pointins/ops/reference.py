@@ -20,6 +20,11 @@ def check_offsets(offsets: torch.Tensor, n: int, op: str) -> None:
     """CSR offsets: 1-D, offsets[0] == 0, non-decreasing, offsets[-1] == n."""
     if offsets.dim() != 1 or offsets.numel() < 1:
         raise ValueError(f"pointins.{op}: offsets must be 1-D CSR offsets of length B+1, got {tuple(offsets.shape)}")
+    from pointins.ops._checks import defer
+
+    if defer((offsets[0] != 0) | (offsets[-1] != n) | (offsets.diff() < 0).any(),
+             f"pointins.{op}: offsets are not valid CSR offsets for N = {n} points"):  # fmt: skip
+        return
     bad = offsets[0] != 0 or offsets[-1] != n or bool((offsets.diff() < 0).any())
     if bad:
         raise ValueError(

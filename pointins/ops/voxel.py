@@ -23,6 +23,7 @@ import torch
 
 from pointins import _ext
 from pointins.ops import _dispatch, reference
+from pointins.ops._checks import defer
 from pointins.ops._interop import check_seed, results, to_tensor
 from pointins.ops.keys import _grid_size, _offsets_and_perm, grid_coord, pack_keys
 from pointins.ops.segment import segment_reduce
@@ -344,8 +345,10 @@ def downsample(
         raise ValueError(f"pointins.{op}: grid_coord must be an integer (N, 3) tensor, got {g.dtype} {tuple(g.shape)}.")
     if stride < 1 or stride > 8:
         raise ValueError(f"pointins.{op}: stride must be in [1, 8], got {stride}.")
-    if bool((g < 0).any()):
-        raise ValueError(f"pointins.{op}: grid_coord has negative values; use per-sample grid coordinates (>= 0).")
+    neg = f"pointins.{op}: grid_coord has negative values; use per-sample grid coordinates (>= 0)."
+    bad = (g < 0).any()
+    if not defer(bad, neg) and bool(bad):
+        raise ValueError(neg)
     n = g.shape[0]
     off, perm = _offsets_and_perm(offsets, batch, n, g.device, op)
     if perm is not None:

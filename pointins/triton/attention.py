@@ -37,11 +37,42 @@ from pointins.triton._device import on_tensor_device
 LN2 = tl.constexpr(0.6931471805599453)
 LOG2E = tl.constexpr(1.4426950408889634)
 
-# (BM, BN, num_warps, num_stages) per kernel; the GPU benchmark sweeps alternatives (bench_attention.py).
-FWD_BLOCKS = (128, 64, 4, 2)
-BWD_KV_BLOCKS = (64, 128, 8, 2)  # BM: query block of the inner loop, BN: key block per program
-BWD_Q_BLOCKS = (128, 64, 8, 2)
 HEAD_DIMS = (16, 32, 64, 128)
+# (BM, BN, num_warps, num_stages) per kernel, operand width (16: fp16/bf16; 32: fp32, whose dots run as 3xTF32
+# and need about twice the registers and shared memory) and head dim. One table for every dtype was wrong: fp32
+# at D=64/128 needed up to 525 KB of shared memory (H100/H200 allow 232,448 B) and spilled. Every entry below was
+# compiled for sm_90 with triton 3.6 (tools/check_triton_compile.py prints the table): all fit sm_80's 166,912 B
+# and sm_90's 232,448 B, none spills registers. In bwd_kv, BM is the query block of the inner loop and BN the key
+# block per program. bench/tune_attention.py sweeps alternatives on a GPU.
+BLOCKS = {
+    "fwd": {
+        16: {16: (128, 64, 4, 2), 32: (128, 64, 4, 2), 64: (128, 64, 8, 2), 128: (64, 32, 8, 2)},
+        32: {16: (128, 64, 8, 2), 32: (128, 64, 8, 2), 64: (32, 32, 4, 2), 128: (16, 32, 4, 2)},
+    },
+    "bwd_kv": {
+        16: {16: (64, 128, 8, 2), 32: (64, 128, 8, 2), 64: (64, 64, 8, 2), 128: (32, 32, 8, 2)},
+        32: {16: (32, 128, 8, 2), 32: (32, 64, 8, 2), 64: (16, 32, 4, 2), 128: (16, 16, 8, 2)},
+    },
+    "bwd_q": {
+        16: {16: (128, 64, 8, 2), 32: (128, 64, 8, 2), 64: (128, 64, 8, 2), 128: (32, 32, 8, 2)},
+        32: {16: (128, 64, 8, 2), 32: (128, 64, 8, 2), 64: (32, 32, 8, 2), 128: (16, 16, 8, 2)},
+    },
+}
+# Overrides of the table for every dtype and head dim (tests, bench/tune_attention.py); None: use BLOCKS.
+FWD_BLOCKS = None
+BWD_KV_BLOCKS = None
+BWD_Q_BLOCKS = None
+
+
+def blocks_for(kernel: str, dtype: torch.dtype, d: int) -> tuple[int, int, int, int]:
+    """(BM, BN, num_warps, num_stages) of ``kernel`` (fwd, bwd_kv, bwd_q) for operands of ``dtype`` and head dim
+    ``d``: the module-level override when set, else :data:`BLOCKS`."""
+    override = {"fwd": FWD_BLOCKS, "bwd_kv": BWD_KV_BLOCKS, "bwd_q": BWD_Q_BLOCKS}[kernel]
+    if override is not None:
+        return tuple(override)
+    return BLOCKS[kernel][32 if dtype == torch.float32 else 16][d]
+
+
 # Software exp2 for every EXP2_EMULATION-th key block (0 = off): a cubic on the FMA units instead
 # of the special-function unit, which at head dim 16 is the bottleneck (as FlashAttention-4 does on
 # Blackwell). Relative error 7.5e-5, below bf16/fp16 rounding of P; never used for float32.
@@ -436,7 +467,7 @@ def forward(qkv, rows, dst, cu_seqlens, num_heads, max_seqlen, scale, blocks=Non
     num_patches = cu_seqlens.numel() - 1
     if n == 0 or num_patches == 0:
         return out, lse
-    bm, bn, warps, stages = blocks or FWD_BLOCKS
+    bm, bn, warps, stages = blocks or blocks_for("fwd", qkv.dtype, d)
     grid = (num_patches * num_heads, triton.cdiv(max_seqlen, bm))
     _fwd_kernel[grid](
         qkv, rows, dst, cu_seqlens, out, lse, qkv.stride(0), out.stride(0), n, scale * math.log2(math.e),
@@ -464,7 +495,7 @@ def backward(
     dq32 = None if deterministic else torch.zeros((n, c), dtype=torch.float32, device=qkv.device)
     qk_scale = scale * math.log2(math.e)
     prec = _prec(qkv.dtype)
-    bm, bn, warps, stages = kv_blocks or BWD_KV_BLOCKS
+    bm, bn, warps, stages = kv_blocks or blocks_for("bwd_kv", qkv.dtype, d)
     _bwd_kv_kernel[(num_patches * num_heads, triton.cdiv(max_seqlen, bn))](
         qkv, grad_out, rows, dst, cu_seqlens, lse, delta, dqkv, side, dq32 if dq32 is not None else delta,
         qkv.stride(0), grad_out.stride(0), dqkv.stride(0), n, qk_scale, scale,
@@ -472,7 +503,7 @@ def backward(
         num_warps=warps, num_stages=stages,
     )  # fmt: skip
     if deterministic:
-        bm, bn, warps, stages = q_blocks or BWD_Q_BLOCKS
+        bm, bn, warps, stages = q_blocks or blocks_for("bwd_q", qkv.dtype, d)
         _bwd_q_kernel[(num_patches * num_heads, triton.cdiv(max_seqlen, bm))](
             qkv, grad_out, rows, dst, cu_seqlens, lse, delta, dqkv,
             qkv.stride(0), grad_out.stride(0), dqkv.stride(0), n, qk_scale, scale,
@@ -530,17 +561,29 @@ def _opts(b):
     return {"num_warps": b[2], "num_stages": b[3]}
 
 
-_F, _KV, _Q = FWD_BLOCKS, BWD_KV_BLOCKS, BWD_Q_BLOCKS
-_16 = {"PREC": None}
-_32 = {"PREC": "tf32x3"}
-COMPILE_CHECKS = [
-    ("_fwd_kernel", _FWD_SIG, {"H": 3, "D": 16, **_blocks(_F), **_16, "EMU": 0}, _opts(_F)),
-    ("_fwd_kernel", _FWD_SIG, {"H": 3, "D": 16, **_blocks(_F), **_16, "EMU": 4}, _opts(_F)),
-    ("_fwd_kernel", _with(_FWD_SIG, "bf16"), {"H": 4, "D": 64, **_blocks(_F), **_16, "EMU": 0}, _opts(_F)),
-    ("_fwd_kernel", _with(_FWD_SIG, "fp32"), {"H": 2, "D": 32, **_blocks(_F), **_32, "EMU": 0}, _opts(_F)),
-    ("_bwd_kv_kernel", _KV_SIG, {"H": 3, "D": 16, **_blocks(_KV), "ATOMIC_DQ": True, **_16, "EMU": 2}, _opts(_KV)),
-    ("_bwd_kv_kernel", _with(_KV_SIG, "fp16"), {"H": 6, "D": 64, **_blocks(_KV), "ATOMIC_DQ": False, **_16, "EMU": 0},
-     _opts(_KV)),
-    ("_bwd_q_kernel", _Q_SIG, {"H": 3, "D": 16, **_blocks(_Q), **_16, "EMU": 4}, _opts(_Q)),
-    ("_bwd_q_kernel", _with(_Q_SIG, "fp32"), {"H": 1, "D": 64, **_blocks(_Q), **_32, "EMU": 0}, _opts(_Q)),
-]  # fmt: skip
+_KERNELS = {"fwd": ("_fwd_kernel", _FWD_SIG), "bwd_kv": ("_bwd_kv_kernel", _KV_SIG), "bwd_q": ("_bwd_q_kernel", _Q_SIG)}
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def _compile_checks() -> list:
+    """Every kernel x dtype x head dim x mode (bwd_kv: atomic and deterministic dQ) with its table blocks, plus the
+    software-exp2 variants of the 16-bit kernels."""
+    checks = []
+    for kernel, (name, sig) in _KERNELS.items():
+        for dt, torch_dt in _DTYPES.items():
+            for d in HEAD_DIMS:
+                b = blocks_for(kernel, torch_dt, d)
+                ce = {"H": max(1, 64 // d), "D": d, **_blocks(b), "PREC": _prec(torch_dt), "EMU": 0}
+                modes = [{"ATOMIC_DQ": True}, {"ATOMIC_DQ": False}] if kernel == "bwd_kv" else [{}]
+                for mode in modes:
+                    checks.append((name, _with(sig, dt), {**ce, **mode}, _opts(b)))
+    b = blocks_for("fwd", torch.float16, 16)
+    checks.append(("_fwd_kernel", _FWD_SIG, {"H": 3, "D": 16, **_blocks(b), "PREC": None, "EMU": 4}, _opts(b)))
+    b = blocks_for("bwd_kv", torch.bfloat16, 16)
+    checks.append(("_bwd_kv_kernel", _KV_SIG, {"H": 3, "D": 16, **_blocks(b), "ATOMIC_DQ": True, "PREC": None,
+                                                "EMU": 2}, _opts(b)))  # fmt: skip
+    return checks
+
+
+NO_SPILLS = True  # tools/check_triton_compile.py fails on a spill
+COMPILE_CHECKS = _compile_checks()

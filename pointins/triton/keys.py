@@ -79,7 +79,16 @@ def pack_keys(grid_coord: torch.Tensor, batch: torch.Tensor | None, bits: int) -
             HAS_BATCH=batch is not None,
             BLOCK=BLOCK,
         )
-    return keys, int(flags.item())
+    return keys, _flags(flags, "pack_keys")
+
+
+def _flags(flags: torch.Tensor, op: str) -> int:
+    """The flag word (one sync), or 0 when pointins.ops.deferred_checks() queues it for the step's check."""
+    from pointins.ops._checks import defer
+
+    if defer(flags != 0, f"pointins.{op} (triton): the kernel reported invalid input (flags)"):
+        return 0
+    return int(flags.item())
 
 
 @on_tensor_device
@@ -90,7 +99,7 @@ def unpack_keys(keys: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tens
     flags = torch.zeros(1, dtype=torch.int32, device=keys.device)
     if n:
         _unpack_kernel[(triton.cdiv(n, BLOCK),)](keys, grid_coord, batch, flags, n, BITS=bits, BLOCK=BLOCK)
-    return grid_coord, batch, int(flags.item())
+    return grid_coord, batch, _flags(flags, "unpack_keys")
 
 
 # Specialisations compiled ahead of time for sm_80/sm_90 by tools/check_triton_compile.py, so a
