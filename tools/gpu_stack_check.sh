@@ -86,7 +86,9 @@ EOF
 sel=${POINTINS_GPU_STACK_TESTS:-"tests/test_keys.py tests/test_voxel.py tests/test_serialize.py tests/test_segment.py tests/test_components.py tests/test_kmeans.py tests/test_ops_infra.py tests/test_hostile_ops.py"}
 stamp "CPU tests against the CUDA build: $sel"
 # shellcheck disable=SC2086
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider -m "not slow" $sel 2>&1 | tail -5
+# (-m "not triton": the GPU runs Triton compiled, checked in step 4; triton 3.6's CPU interpreter trips over NumPy 2's
+# stricter int() of one-element arrays, which the interpreter tests meet on the main stack's newer triton instead)
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider -m "not slow and not triton" $sel 2>&1 | tail -5
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "gpu-stack: TESTS FAILED"; exit 1; }
 
 # 4. Triton kernels compiled for sm_90 with the GPU machine's triton
