@@ -52,8 +52,12 @@ stamp "building pointins with CUDA for sm_90 (POINTINS_FORCE_CUDA=1)"
   TORCH_CUDA_ARCH_LIST=9.0 POINTINS_FORCE_CUDA=1 MAX_JOBS=${MAX_JOBS:-2} \
     "$VENV/bin/pip" install -v --no-build-isolation --no-deps --disable-pip-version-check . > "$work/build.log" 2>&1 \
     || { tail -80 "$work/build.log"; echo "gpu-stack: BUILD FAILED"; exit 1; }
-  n_cu=$(grep -c "kernels/.*\.cu" "$work/build.log" || true)
-  echo "gpu-stack: nvcc compiled $(ls kernels/*.cu | wc -l) kernels/*.cu files ($n_cu log lines) for sm_90"
+  n_nvcc=$(grep -c "nvcc.*sm_90" "$work/build.log" || true)
+  echo "gpu-stack: $n_nvcc nvcc compile commands for sm_90 in the build log, e.g.:"
+  grep -m 2 -o "nvcc .*-c [^ ]*kernels/[a-z_]*\.cu.*code=sm_90[^ ]*" "$work/build.log" | cut -c 1-400 || true
+  grep -m 1 -o "g++ .*-shared.*_C[^ ]*\.so" "$work/build.log" | grep -o "\-lcudart\|-lc10_cuda\|-ltorch_cuda\|_C[^ ]*\.so" \
+    | tr '\n' ' ' | sed 's/^/gpu-stack: linked with: /' || true
+  echo
 )
 so=$(cd / && "$VENV/bin/python" -c "import importlib.util; print(importlib.util.find_spec('pointins._C').origin)")
 stamp "built $so"
