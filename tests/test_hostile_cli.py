@@ -267,3 +267,15 @@ def test_checkpoint_zip_bomb_is_refused_before_torch_reads_it(tmp_path):
     assert p.stat().st_size < 1_000_000
     with pytest.raises(train.CheckpointError, match="zip bomb"):
         train.load_checkpoint(p)
+
+
+def test_crafted_backbone_config_is_refused_before_building(tmp_path):
+    p = tmp_path / "c.pt"
+    for cfg in ({"depths": [10**6], "channels": [16], "num_heads": [1]},
+                {"depths": [1] * 5, "channels": [10**9] * 5, "num_heads": [1] * 5},
+                {"depths": "xx", "channels": [16]}):  # fmt: skip
+        torch.save({"backbone_config": cfg, "backbone": {"w": torch.zeros(1)}}, p)
+        t0 = time.perf_counter()
+        with pytest.raises(EvalError, match=r"implausible backbone_config|usable encoder"):
+            load_encoder(p)
+        assert time.perf_counter() - t0 < 5

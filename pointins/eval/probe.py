@@ -124,11 +124,31 @@ def load_encoder(
                         f"{str(e)[:300]}); it is damaged or not a pointins checkpoint.") from None  # fmt: skip
 
 
+def _check_config_bounds(cfg: dict, path: Path) -> None:
+    """A crafted backbone_config must not make even the shape-only (meta) model huge: PTv3 encoders have a
+    handful of stages of at most a few dozen blocks and a few thousand channels."""
+
+    def ints(v):
+        return isinstance(v, tuple) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+
+    from pointins.models import PTv3Config
+
+    default = PTv3Config()
+    depths, channels = cfg.get("depths", default.depths), cfg.get("channels", default.channels)
+    ok = (ints(depths) and ints(channels) and 1 <= len(depths) <= 16 and all(0 <= d <= 256 for d in depths)
+          and all(1 <= c <= 16384 for c in channels) and isinstance(cfg.get("in_channels", 9), int)
+          and 1 <= cfg.get("in_channels", 9) <= 4096)  # fmt: skip
+    if not ok:
+        raise EvalError(f"pointins.evaluate: {path}: implausible backbone_config (depths {str(depths)[:60]}, channels "
+                        f"{str(channels)[:60]}); the checkpoint is damaged or crafted.")  # fmt: skip
+
+
 def _build_encoder(obj: dict, path: Path, grid_size: float, PointTransformerV3, PTv3Config, OffsetHead) -> Encoder:
     if not isinstance(obj["backbone_config"], dict):
         raise EvalError(f"pointins.evaluate: {path}: backbone_config is not a dict.")
     cfg = dict(obj["backbone_config"])
     cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
+    _check_config_bounds(cfg, path)
     if "backbone" in obj:
         state, heads = obj["backbone"], obj.get("heads", {})
     elif "student" in obj:
