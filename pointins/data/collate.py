@@ -34,7 +34,7 @@ def features(cloud: dict, keys=None) -> np.ndarray:
             raise KeyError(f"features: the cloud has no {k!r} (it has {sorted(cloud)}); pass feat_keys=...")
         a = np.asarray(cloud[k], np.float32)
         if k == "color":
-            a = a / 255.0  # Pointcept's NormalizeColor, as Sonata feeds its encoder
+            a = a / 255.0  # NormalizeColor (pointcept/datasets/transform.py), as Sonata's configs feed PT-v3m2
         parts.append(a.reshape(len(a), -1))
     return np.concatenate(parts, 1) if parts else np.zeros((len(cloud["coord"]), 0), np.float32)
 

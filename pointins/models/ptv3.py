@@ -361,7 +361,9 @@ class PointTransformerV3(nn.Module):
 
     def _level(self, coord, grid, offsets, max_coord, stage, parent=None) -> Level:
         cfg, be = self.config, self._backend()
-        depth = max(1, max_coord + 1).bit_length()  # Pointcept's Point.serialization rule, at every level
+        # Pointcept's rule at every level: Point.serialization in pointcept/models/utils/structure.py computes
+        # depth = int(grid_coord.max() + 1).bit_length() whenever it is called without a depth (after each pooling)
+        depth = max(1, max_coord + 1).bit_length()
         ser = ops.serialize(
             grid, offsets, orders=cfg.orders, depth=max(depth, 1),
             shuffle_orders=cfg.shuffle_orders and self.training, backend=be,
@@ -615,7 +617,9 @@ def pointcept_state_dict(model: PointTransformerV3, prefix: str = "module.backbo
 def save_pointcept_state_dict(
     model: PointTransformerV3, path: str | Path, *, prefix: str = "module.backbone.", meta: dict | None = None
 ) -> Path:
-    """Write a checkpoint Pointcept loads: ``{"state_dict": {prefix + name: tensor}, "epoch": 0, ...}``.
+    """Write a checkpoint Pointcept loads: ``{"state_dict": {prefix + name: tensor}, "epoch": 0, ...}``
+    (read in Pointcept: ``CheckpointLoader`` in pointcept/engines/hooks/misc.py takes ``checkpoint["state_dict"]``;
+    the names are PT-v3m2's, pointcept/models/point_transformer_v3/point_transformer_v3m2_sonata.py).
 
     The default prefix ``module.backbone.`` is what Pointcept's ``CheckpointLoader`` hook hands to a segmentor
     (``DefaultSegmentorV2.backbone``): with Sonata's fine-tuning configs (``keywords="module.student.backbone"``)
