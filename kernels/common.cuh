@@ -32,5 +32,16 @@ __device__ __forceinline__ void atomic_add_i64(int64_t* p, int64_t v) {
   atomicAdd(reinterpret_cast<unsigned long long*>(p), (unsigned long long)v);
 }
 
+// Relaxed loads and stores of words other threads update concurrently (union-find parents): a
+// `volatile` access on the GPU; in the CPU emulation (kernels/emu) a relaxed atomic, so
+// ThreadSanitizer tells these intended races from real ones.
+#if defined(POINTINS_CUDA_EMU)
+__device__ __forceinline__ int64_t load_relaxed(const int64_t* p) { return ::pi_emu::load_relaxed(p); }
+__device__ __forceinline__ void store_relaxed(int64_t* p, int64_t v) { ::pi_emu::store_relaxed(p, v); }
+#else
+__device__ __forceinline__ int64_t load_relaxed(const int64_t* p) { return *reinterpret_cast<const volatile int64_t*>(p); }
+__device__ __forceinline__ void store_relaxed(int64_t* p, int64_t v) { *reinterpret_cast<volatile int64_t*>(p) = v; }
+#endif
+
 }  // namespace cuda
 }  // namespace pointins

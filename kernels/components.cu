@@ -16,6 +16,8 @@ using pointins::cuda::atomic_cas_i64;
 using pointins::cuda::grid_for;
 using pointins::cuda::grid_stride;
 using pointins::cuda::kThreads;
+using pointins::cuda::load_relaxed;
+using pointins::cuda::store_relaxed;
 using pointins::cuda::thread_index;
 
 template <typename T>
@@ -59,12 +61,11 @@ __global__ void init_parent_kernel(const int64_t* __restrict__ order, const int6
 }
 
 __device__ int64_t uf_find(int64_t* parent, int64_t x) {
-  volatile int64_t* p = parent;
   while (true) {
-    const int64_t px = p[x];
+    const int64_t px = load_relaxed(&parent[x]);
     if (px == x) return x;
-    const int64_t gp = p[px];
-    if (gp != px) p[x] = gp;  // path halving: only ever points to an ancestor
+    const int64_t gp = load_relaxed(&parent[px]);
+    if (gp != px) store_relaxed(&parent[x], gp);  // path halving: only ever points to an ancestor
     x = gp;
   }
 }
@@ -73,11 +74,10 @@ __device__ int64_t uf_find(int64_t* parent, int64_t x) {
 // parent[x] = gp can land after another thread stored the root in parent[x], leaving an inner node
 // there (a split component). Roots are fixed once linking is over, so a read-only walk is exact.
 __device__ int64_t uf_root(const int64_t* parent, int64_t x) {
-  const volatile int64_t* p = parent;
-  int64_t px = p[x];
+  int64_t px = load_relaxed(&parent[x]);
   while (px != x) {
     x = px;
-    px = p[x];
+    px = load_relaxed(&parent[x]);
   }
   return x;
 }
@@ -133,7 +133,9 @@ __global__ void link_kernel(const T* __restrict__ coord, const int64_t* __restri
 
 __global__ void finalize_kernel(const int64_t* __restrict__ group, int64_t n, int64_t* __restrict__ parent) {
   for (int64_t i = thread_index(); i < n; i += grid_stride())
-    if (group[i] >= 0) parent[i] = uf_root(parent, i);  // each thread writes only its own entry
+    // Each thread writes only its own entry; others may be walking through it, so the store is a
+    // relaxed (volatile) one like every other access to parent while threads run.
+    if (group[i] >= 0) store_relaxed(&parent[i], uf_root(parent, i));
 }
 
 }  // namespace
