@@ -2,6 +2,7 @@
 # Each .cu is rewritten (rewrite.cmake) and compiled as C++ against kernels/emu/include, linked with
 # the scheduler (runtime.cpp) into pointins_kernels_emu; kernels/tests/emu/*.cpp test every kernel
 # through its C launcher. POINTINS_EMU_SANITIZE: thread -> TSan, address -> ASan + UBSan.
+set(CMAKE_EXPORT_COMPILE_COMMANDS ON)  # tools/emu_mutants.py recompiles single files with these flags
 set(emu_dir ${CMAKE_CURRENT_BINARY_DIR}/emu)
 set(emu_sources)
 foreach(cu ${POINTINS_KERNEL_SOURCES})
@@ -23,13 +24,16 @@ if(POINTINS_EMU_SANITIZE STREQUAL "thread")
   set(emu_san_compile -fsanitize=thread)
   set(emu_san_link -fsanitize=thread)
   set(emu_runtime_defs PI_EMU_TSAN=1)
-  set(emu_env "TSAN_OPTIONS=halt_on_error=1:abort_on_error=1:second_deadlock_stack=1:history_size=4")
+  # Sanitized runs take the quick pair of schedules (one block at a time in order; two workers,
+  # shuffled, with preemption): TSan makes every barrier and fiber switch far slower.
+  set(emu_env "TSAN_OPTIONS=halt_on_error=1:abort_on_error=1:second_deadlock_stack=1:history_size=4"
+              "POINTINS_EMU_SCHEDULES=quick")
 elseif(POINTINS_EMU_SANITIZE STREQUAL "address")
   set(emu_san_compile -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
   set(emu_san_link -fsanitize=address,undefined)
   set(emu_runtime_defs PI_EMU_ASAN=1)
   set(emu_env "ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=0"
-              "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1")
+              "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1" "POINTINS_EMU_SCHEDULES=quick")
 elseif(NOT POINTINS_EMU_SANITIZE STREQUAL "")
   message(FATAL_ERROR "POINTINS_EMU_SANITIZE must be thread, address or empty, not '${POINTINS_EMU_SANITIZE}'")
 endif()
@@ -54,7 +58,8 @@ target_include_directories(pointins_kernels_emu
   PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/kernels)
 target_compile_options(pointins_kernels_emu PRIVATE ${emu_common} ${emu_san_compile})
 if(POINTINS_EMU_COVERAGE)
-  target_compile_options(pointins_kernels_emu PRIVATE --coverage -fprofile-update=atomic)
+  # -O0: line counts then map one to one onto the source lines.
+  target_compile_options(pointins_kernels_emu PRIVATE -O0 --coverage -fprofile-update=atomic)
   target_link_options(pointins_kernels_emu INTERFACE --coverage)
 endif()
 target_link_libraries(pointins_kernels_emu PUBLIC pointins_emu_runtime)

@@ -1,4 +1,4 @@
-// The SIMT emulator's scheduler: blocks on OS threads, CUDA threads as fibers (ucontext), barriers,
+// The SIMT emulator's scheduler: blocks on OS threads, CUDA threads as fibers, barriers,
 // warp exchanges, schedules and yields, with ThreadSanitizer / AddressSanitizer fiber annotations.
 //
 // This file is compiled WITHOUT sanitizer instrumentation even in the sanitizer builds (its own
@@ -24,6 +24,44 @@
 #include <vector>
 
 #include "pointins_emu.h"
+
+// Fiber switches: on x86-64 a few instructions saving the callee-saved registers (and the SSE /
+// x87 control words) on the stack and swapping stack pointers; elsewhere ucontext, whose
+// swapcontext also saves the signal mask (a system call per switch, several times slower).
+#if defined(__x86_64__) && !defined(PI_EMU_UCONTEXT)
+#define PI_EMU_ASM_SWITCH 1
+extern "C" void pi_emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+  .text
+  .globl pi_emu_switch
+  .type pi_emu_switch, @function
+pi_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size pi_emu_switch, .-pi_emu_switch
+  .section .note.GNU-stack,"",@progbits
+  .text
+)");
+#endif
 
 #if defined(PI_EMU_TSAN)
 extern "C" {
@@ -130,9 +168,17 @@ enum class State { kReady, kBarrier, kWarp, kDone };
 
 struct Block;
 
+struct Context {
+#if defined(PI_EMU_ASM_SWITCH)
+  void* sp = nullptr;
+#else
+  ucontext_t uc;
+#endif
+};
+
 struct Fiber {
   ThreadInfo info;
-  ucontext_t ctx;
+  Context ctx;
   char* stack = nullptr;
   State state = State::kReady;
   Block* block = nullptr;
@@ -149,6 +195,8 @@ struct Fiber {
 
 struct Warp {
   unsigned arrived = 0;  // lanes waiting in the current operation
+  uint64_t generation = 0;  // completed operations (__syncwarp's TSan objects alternate like barriers')
+  char sync[2] = {0, 0};
   unsigned mask = 0;
   WarpOp op = kShflIdx;
   int width = 32;
@@ -172,15 +220,19 @@ struct Block {
   bool reverse = false;
   int live = 0;
   int bar_arrived = 0;
+  uint64_t bar_generation = 0;
   const char* bar_file = nullptr;
   int bar_line = 0;
-  ucontext_t sched;
+  Context sched;
   std::vector<struct Slot*> slots;  // (stack, TSan fiber) pairs lent by the pool
   void* shared = nullptr;
   Fiber* running = nullptr;
 #if defined(PI_EMU_TSAN)
   void* tsan_sched = nullptr;
-  char barrier_sync = 0;  // addresses used as TSan synchronisation objects
+  // Addresses used as TSan synchronisation objects. Barriers alternate between two: a thread
+  // released into phase g+1 must not reach a slow thread still acquiring phase g (one object
+  // would order a read after barrier g before another thread's write before barrier g+1).
+  char barrier_sync[2] = {0, 0};
   char start_sync = 0;
   char end_sync = 0;
 #endif
@@ -253,6 +305,9 @@ void give_slots(std::vector<Slot*>& slots) {
   slots.clear();
 }
 
+void fiber_entry();
+void context_switch(Context& from, Context& to);
+
 void switch_to_fiber(Block& b, Fiber& f) {
   b.running = &f;
   tl_thread = &f.info;
@@ -263,7 +318,7 @@ void switch_to_fiber(Block& b, Fiber& f) {
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(&fake, f.stack, kStackBytes);
 #endif
-  swapcontext(&b.sched, &f.ctx);
+  context_switch(b.sched, f.ctx);
 #if defined(PI_EMU_ASAN)
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
@@ -273,17 +328,14 @@ void switch_to_fiber(Block& b, Fiber& f) {
 
 // From a fiber back to its block's scheduler (the fiber's state says why).
 void switch_to_scheduler(Block& b, Fiber& f, bool finished) {
+  (void)finished;
 #if defined(PI_EMU_TSAN)
   __tsan_switch_to_fiber(b.tsan_sched, kTsanNoSync);
 #endif
 #if defined(PI_EMU_ASAN)
   __sanitizer_start_switch_fiber(finished ? nullptr : &f.fake_stack, b.sched_stack_bottom, b.sched_stack_size);
 #endif
-  if (finished) {
-    setcontext(&b.sched);
-    abort();  // unreachable
-  }
-  swapcontext(&f.ctx, &b.sched);
+  context_switch(f.ctx, b.sched);  // never returns when finished
 #if defined(PI_EMU_ASAN)
   __sanitizer_finish_switch_fiber(f.fake_stack, &b.sched_stack_bottom, &b.sched_stack_size);
 #endif
@@ -315,9 +367,42 @@ void fiber_entry() {
     for (Fiber& g : b.fibers)
       if (g.state == State::kBarrier) g.state = State::kReady, b.ready.push_back(g.index);
     b.bar_arrived = 0;
+    ++b.bar_generation;
   }
   PI_IGNORE_END();
   switch_to_scheduler(b, f, true);
+}
+
+void fiber_trampoline() {
+  fiber_entry();
+  abort();  // unreachable: a finished fiber switches away for good
+}
+
+void context_switch(Context& from, Context& to) {
+#if defined(PI_EMU_ASM_SWITCH)
+  pi_emu_switch(&from.sp, to.sp);
+#else
+  swapcontext(&from.uc, &to.uc);
+#endif
+}
+
+// A new fiber starts in fiber_trampoline on its own stack.
+void context_init(Context& c, char* stack, size_t bytes) {
+#if defined(PI_EMU_ASM_SWITCH)
+  uintptr_t top = ((uintptr_t)stack + bytes) & ~(uintptr_t)15;
+  uint64_t* p = reinterpret_cast<uint64_t*>(top);
+  *--p = 0;                                          // the trampoline's return address (never used)
+  *--p = (uint64_t)(uintptr_t)&fiber_trampoline;     // popped by `ret`: entry with rsp = 8 mod 16
+  for (int r = 0; r < 6; ++r) *--p = 0;              // rbp rbx r12 r13 r14 r15
+  *--p = 0x1F80ull | (0x037Full << 32);              // default MXCSR, x87 control word
+  c.sp = p;
+#else
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = bytes;
+  c.uc.uc_link = nullptr;
+  makecontext(&c.uc, fiber_trampoline, 0);
+#endif
 }
 
 void yield_to_scheduler(Block& b, Fiber& f) {
@@ -342,11 +427,7 @@ void run_block(Block& b) {
 #if defined(PI_EMU_ASAN)
     __asan_unpoison_memory_region(f.stack, kStackBytes);  // redzones left by the slot's last fiber
 #endif
-    getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = f.stack;
-    f.ctx.uc_stack.ss_size = kStackBytes;
-    f.ctx.uc_link = nullptr;
-    makecontext(&f.ctx, fiber_entry, 0);
+    context_init(f.ctx, f.stack, kStackBytes);
 #if defined(PI_EMU_TSAN)
     f.tsan = slot->tsan;
 #endif
@@ -489,14 +570,17 @@ void syncthreads(const char* file, int line) {
              b.bar_line);
     fail(msg, b.kernel, file, line, &f.info);
   }
+  const uint64_t generation = b.bar_generation;
+  (void)generation;
 #if defined(PI_EMU_TSAN)
-  __tsan_release(&b.barrier_sync);
+  __tsan_release(&b.barrier_sync[generation & 1]);
 #endif
   ++b.bar_arrived;
   if (b.bar_arrived == b.live) {
     for (Fiber& g : b.fibers)
       if (g.state == State::kBarrier) g.state = State::kReady, b.ready.push_back(g.index);
     b.bar_arrived = 0;
+    ++b.bar_generation;
     yield_to_scheduler(b, f);  // the last one to arrive does not always leave first
   } else {
     f.state = State::kBarrier;
@@ -505,7 +589,7 @@ void syncthreads(const char* file, int line) {
     switch_to_scheduler(b, f, false);
   }
 #if defined(PI_EMU_TSAN)
-  __tsan_acquire(&b.barrier_sync);
+  __tsan_acquire(&b.barrier_sync[generation & 1]);
 #endif
   PI_IGNORE_END();
 }
@@ -575,6 +659,7 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, c
       b.ready.push_back(g.index);
     }
     w.arrived = 0;
+    ++w.generation;
     yield_to_scheduler(b, f);
   } else {
     f.state = State::kWarp;
@@ -589,8 +674,11 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, c
 
 void syncwarp(unsigned mask, const char* file, int line) {
 #if defined(PI_EMU_TSAN)
+  PI_IGNORE_BEGIN();
   Fiber& f = self("__syncwarp() outside a kernel", file, line);
-  char* sync = reinterpret_cast<char*>(&f.block->warps[f.index / 32]);
+  Warp& w = f.block->warps[f.index / 32];
+  char* sync = &w.sync[w.generation & 1];
+  PI_IGNORE_END();
   __tsan_release(sync);
 #endif
   warp_op(kVoteAll, mask == 0 ? 0xffffffffu : mask, 1, 0, 32, file, line);
