@@ -107,7 +107,8 @@ __global__ void link_kernel(const T* __restrict__ coord, const int64_t* __restri
     int dx, dy, dz;
     pointins::cc_offset((int)(w - c * POINTINS_CC_HALF_STENCIL), &dx, &dy, &dz);
     const int64_t key = sorted_keys[start[c]];
-    const int64_t nk = key + ((int64_t)dx << (2 * bits)) + ((int64_t)dy << bits) + dz;
+    // Multiplies, not shifts: dx and dy may be negative (a left shift of a negative value is UB).
+    const int64_t nk = key + (int64_t)dx * ((int64_t)1 << (2 * bits)) + (int64_t)dy * ((int64_t)1 << bits) + dz;
     const int64_t c2 = pointins::hash_lookup(tk, tv, mask, nk);
     if (c2 < 0) continue;
     const int64_t a0 = order[start[c]], b0 = order[start[c2]];

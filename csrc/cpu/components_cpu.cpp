@@ -124,7 +124,8 @@ at::Tensor components_impl(const at::Tensor& coord, const at::Tensor& group, dou
       for (int t = 0; t < POINTINS_CC_HALF_STENCIL; ++t) {
         int dx, dy, dz;
         cc_offset(t, &dx, &dy, &dz);
-        const int64_t nk = key + ((int64_t)dx << (2 * bits)) + ((int64_t)dy << bits) + dz;
+        // Multiplies, not shifts: dx and dy may be negative (a left shift of a negative value is UB).
+        const int64_t nk = key + (int64_t)dx * ((int64_t)1 << (2 * bits)) + (int64_t)dy * ((int64_t)1 << bits) + dz;
         const int64_t c2 = hash_lookup(tk.data(), tv.data(), mask, nk);
         if (c2 < 0) continue;
         const int64_t b0 = order[start[c2]];

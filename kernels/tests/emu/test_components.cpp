@@ -186,6 +186,15 @@ EMU_CASE(components, edge_cases) {
   std::vector<int64_t> g100(100, 0);
   g100[17] = -1;  // an ignored point may hold anything
   cc_case<float>("Inf in an ignored point", bad, g100, 0.5);
+  // Invalid arguments are refused before any launch.
+  std::vector<int64_t> cells(3), one(2, 0);
+  int32_t flags = 0;
+  ECHECK(pointins_cc_cells(POINTINS_F16, bad.data(), one.data(), 1, 0.1, cells.data(), &flags, nullptr) ==
+             cudaErrorInvalidValue,
+         "f16 cells accepted\n");
+  ECHECK(pointins_cc_link(POINTINS_BF16, bad.data(), one.data(), one.data(), one.data(), 1, 4, 0.1, one.data(),
+                          one.data(), 2, one.data(), nullptr) == cudaErrorInvalidValue,
+         "bf16 link accepted\n");
   std::vector<double> far = {0, 0, 0, 1e14, 0, 0};
   cc_case<double>("cell overflow", far, {0, 0}, 1e-3, POINTINS_FLAG_OVERFLOW);
 }

@@ -341,6 +341,12 @@ EMU_CASE(kmeans, edge_cases) {
            "converged set not skipped by update\n");
     return std::vector<uint8_t>();
   });
+  ECHECK(pointins_kmeans_assign(POINTINS_F16, nullptr, 0, 1, nullptr, nullptr, 0, 0, nullptr, nullptr, 0, nullptr,
+                                nullptr, nullptr, nullptr, nullptr) == cudaErrorInvalidValue,
+         "f16 assignment accepted\n");
+  ECHECK(pointins_kmeans_update(POINTINS_BF16, nullptr, 1, nullptr, nullptr, 0, nullptr, nullptr, nullptr, nullptr,
+                                nullptr, nullptr, nullptr, nullptr, 0, nullptr) == cudaErrorInvalidValue,
+         "bf16 update accepted\n");
   ECHECK(pointins_kmeans_init(POINTINS_F16, nullptr, 0, 1, nullptr, nullptr, 0, 0, 0, nullptr, nullptr, nullptr) ==
              cudaErrorInvalidValue,
          "f16 K-means accepted\n");

@@ -89,6 +89,10 @@ EMU_CASE(serialize, encode_decode) {
   ECHECK(pointins_serialize_encode_i32(g.data(), nullptr, 1, 6, nine, 9, c.data(), &flags, nullptr) ==
              cudaErrorInvalidValue,
          "9 orders accepted\n");
+  ECHECK(pointins_serialize_decode(c.data(), 1, 0, 0, g.data(), nullptr, &flags, nullptr) == cudaErrorInvalidValue,
+         "depth 0 accepted\n");
+  ECHECK(pointins_serialize_decode(c.data(), 1, 6, 7, g.data(), nullptr, &flags, nullptr) == cudaErrorInvalidValue,
+         "order 7 accepted\n");
   // A negative code decodes with a flag.
   for_schedules("decode bad", [&] {
     std::vector<int64_t> codes = {5, -3};
