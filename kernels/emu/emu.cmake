@@ -76,3 +76,16 @@ foreach(family runtime keys hash serialize segment kmeans components)
     set_tests_properties(emu_${family} PROPERTIES ENVIRONMENT "${emu_env}")
   endif()
 endforeach()
+
+# A reproduction driver: one op on inputs dumped from a failing GPU run (see repro_example.cpp).
+set(POINTINS_EMU_REPRO "${CMAKE_CURRENT_SOURCE_DIR}/kernels/emu/repro_example.cpp" CACHE FILEPATH
+    "C++ file with a main() that calls kernels/ launchers, built as pointins_emu_repro")
+add_executable(pointins_emu_repro ${POINTINS_EMU_REPRO})
+target_compile_options(pointins_emu_repro PRIVATE ${emu_common} ${emu_san_compile})
+target_link_libraries(pointins_emu_repro PRIVATE pointins_kernels_emu)
+add_test(NAME emu_repro_example
+         COMMAND ${CMAKE_COMMAND} -DREPRO=$<TARGET_FILE:pointins_emu_repro> -DWORK=${CMAKE_CURRENT_BINARY_DIR}
+                 -P ${CMAKE_CURRENT_SOURCE_DIR}/kernels/emu/repro_test.cmake)
+if(emu_env)
+  set_tests_properties(emu_repro_example PROPERTIES ENVIRONMENT "${emu_env}")
+endif()
