@@ -16,7 +16,7 @@ from pointins.data import synthetic as S
 from pointins.data import transforms as T
 from pointins.data.collate import collate, collate_clouds, features
 from pointins.data.masking import MaskSchedule, block_mask
-from pointins.data.views import ViewConfig, ViewDataset, make_loader, make_views, prepare_scene
+from pointins.data.views import ViewConfig, ViewDataset, make_loader, make_views, overlap_stats, prepare_scene
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_crops():
 
 
 def test_views_are_subsets_with_source_indices(scene):
-    cfg = ViewConfig(jitter_sigma=0.0)
+    cfg = ViewConfig(jitter_sigma=0.0, elastic=None)  # elastic distortion is outside the recorded map
     views = make_views(scene, cfg, np.random.default_rng(1))
     n = len(scene["coord"])
     base = min(n, cfg.max_points)
@@ -135,9 +135,91 @@ def test_views_are_subsets_with_source_indices(scene):
             assert len(np.unique(v["grid_coord"], axis=0)) == len(idx)  # one point per voxel of the view
             assert abs(abs(np.linalg.det(v["transform"])) ** (1 / 3) - 1) <= 0.1 + 1e-9  # scale within [0.9, 1.1]
     # with jitter the map is exact up to the clipped noise
-    jv = make_views(scene, ViewConfig(), np.random.default_rng(1))["global"][0]
+    jv = make_views(scene, ViewConfig(elastic=None), np.random.default_rng(1))["global"][0]
     err = np.abs(T.to_original(jv) - scene["coord"][jv["index"]]).max()
     assert 0 < err < 0.02 * 1.2
+
+
+def test_views_are_anchored_as_sonata(scene):
+    """MultiViewGenerator: the second global view is centred on a point of the first; each local view on a point
+    of the first global view that no earlier local view covered (mask reset once all are covered)."""
+    cfg = ViewConfig(elastic=None, jitter_sigma=0.0, local_views=6)
+    for seed in range(4):
+        views = make_views(scene, cfg, np.random.default_rng(seed))
+        g0 = views["global"][0]["index"]
+        st = overlap_stats(views)
+        assert st["global_overlap"] > 0.1  # never disjoint: its centre is a point of view 1
+        assert min(st["local_overlap"]) > 0.1
+        # sizes: int(U(ratio) x min(max_points, N)) before grid sampling in the view frame
+        base = min(len(scene["coord"]), cfg.max_points)
+        for v in views["local"]:
+            assert len(v["index"]) <= int(cfg.local_ratio[1] * base)
+    old = ViewConfig(elastic=None, anchored=False)
+    olds = [overlap_stats(make_views(scene, old, np.random.default_rng(s))) for s in range(12)]
+    news = [overlap_stats(make_views(scene, ViewConfig(elastic=None), np.random.default_rng(s))) for s in range(12)]
+    mean = lambda xs: float(np.mean(xs))  # noqa: E731
+    assert mean([s["global_overlap"] for s in news]) > mean([s["global_overlap"] for s in olds])
+    assert mean([np.mean(s["local_overlap"]) for s in news]) > mean([np.mean(s["local_overlap"]) for s in olds])
+    with pytest.raises(TypeError, match="anchored"):
+        ViewConfig(anchored="yes")
+
+
+def test_local_view_centres_follow_the_cover_mask(scene, monkeypatch):
+    """Each local view's centre is an uncovered point of the major view (checked by recording the crops)."""
+    from pointins.data import views as V
+
+    calls = []
+    real = T.nearest_crop
+
+    def spy(d, k, centre):
+        out = real(d, k, centre)
+        calls.append((np.asarray(centre).copy(), out))
+        return out
+
+    monkeypatch.setattr(V.T, "nearest_crop", spy)
+    cfg = ViewConfig(elastic=None, local_views=8, local_ratio=(0.3, 0.4), global_ratio=(0.5, 0.6))
+    make_views(scene, cfg, np.random.default_rng(3))
+    major = calls[0][1]
+    covered = np.zeros(len(major["index"]), bool)
+    resets = 0
+    for centre, crop in calls[cfg.global_views:]:
+        if covered.all():
+            covered[:] = False
+            resets += 1
+        hit = np.flatnonzero((major["coord"] == centre).all(1))
+        assert len(hit) and not covered[hit].all()  # an uncovered point of the major view
+        covered |= np.isin(major["index"], crop["index"])
+    assert len(calls) == cfg.global_views + cfg.local_views
+
+
+def test_sonata_colour_augmentation():
+    rng = np.random.default_rng(0)
+    c = _random_cloud(400, 4)
+    # identity factors and p = 1: unchanged up to the float32 HSV round trip
+    d = T.random_color_jitter(dict(c), rng, brightness=0, contrast=0, saturation=0, hue=0, p=1.0)
+    np.testing.assert_allclose(d["color"], c["color"], atol=1e-3)
+    hsv = T._rgb_to_hsv(c["color"].astype(np.float64) / 255)
+    np.testing.assert_allclose(T._hsv_to_rgb(hsv) * 255, c["color"], atol=1e-6)
+    # brightness alone scales (then clips)
+    d = T.random_color_jitter(dict(c), np.random.default_rng(1), brightness=0.4, contrast=0, saturation=0, hue=0,
+                              p=1.0)  # fmt: skip
+    ratio = d["color"][c["color"] > 10] / c["color"][c["color"] > 10]
+    assert np.allclose(ratio[d["color"][c["color"] > 10] < 255], ratio.min(), atol=1e-4)
+    e = T.chromatic_translation(dict(c), np.random.default_rng(2), p=1.0, ratio=0.05)
+    shift = (e["color"] - c["color"])[(c["color"] > 20).all(1) & (c["color"] < 235).all(1)]
+    assert np.allclose(shift, shift[0], atol=1e-4) and np.abs(shift[0]).max() <= 0.05 * 255
+
+
+def test_global_views_share_one_colour_augmentation(scene):
+    views = make_views(scene, ViewConfig(elastic=None), np.random.default_rng(5))
+    g0, g1 = views["global"]
+    common, i0, i1 = np.intersect1d(g0["index"], g1["index"], return_indices=True)
+    assert len(common) > 0
+    np.testing.assert_array_equal(g0["color"][i0], g1["color"][i1])
+    assert not np.allclose(g0["color"][i0], scene["color"][common])  # but augmented
+    loc = views["local"][0]
+    c2, j0, j1 = np.intersect1d(g0["index"], loc["index"], return_indices=True)
+    assert len(c2) and not np.array_equal(g0["color"][j0], loc["color"][j1])  # local views: their own
 
 
 @pytest.mark.parametrize("ratio", [0.3, 0.5, 0.7])

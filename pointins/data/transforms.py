@@ -25,10 +25,12 @@ import torch
 __all__ = [
     "POINT_KEYS",
     "center_shift",
+    "chromatic_translation",
     "color_jitter",
     "elastic_distortion",
     "grid_sample",
     "nearest_crop",
+    "random_color_jitter",
     "random_flip",
     "random_jitter",
     "random_rotate",
@@ -115,10 +117,22 @@ def _rot(axis: str, angle: float) -> np.ndarray:
     raise ValueError(f"random_rotate: axis must be 'x', 'y' or 'z', got {axis!r}.")
 
 
-def random_rotate(d: dict, rng: np.random.Generator, axis: str = "z", angle=(-math.pi, math.pi), p: float = 1.0):
-    """Rotate about ``axis`` (through the origin) by a uniform angle in ``angle``, with probability ``p``."""
+def random_rotate(
+    d: dict, rng: np.random.Generator, axis: str = "z", angle=(-math.pi, math.pi), p: float = 1.0, about: str = "origin"
+):
+    """Rotate about ``axis`` by a uniform angle in ``angle``, with probability ``p``: through the origin, or with
+    ``about="bbox"`` through the bounding-box centre (Pointcept's ``RandomRotate`` without ``center``)."""
     if rng.random() < p:
-        _linear(d, _rot(axis, float(rng.uniform(*angle))))
+        a = float(rng.uniform(*angle))
+        if about == "bbox" and _n(d):
+            c = (d["coord"].min(0) + d["coord"].max(0)) / 2
+            _translate(d, -c)
+            _linear(d, _rot(axis, a))
+            _translate(d, c)
+        elif about in ("origin", "bbox"):
+            _linear(d, _rot(axis, a))
+        else:
+            raise ValueError(f"random_rotate: about must be 'origin' or 'bbox', got {about!r}.")
     return d
 
 
@@ -169,10 +183,89 @@ def color_jitter(
     return d
 
 
+def _gray(c: np.ndarray) -> np.ndarray:
+    return (0.2989 * c[:, 0] + 0.587 * c[:, 1] + 0.114 * c[:, 2]).astype(c.dtype)
+
+
+def _rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    mx, mn = rgb.max(1), rgb.min(1)
+    eq = mx == mn
+    cr = mx - mn
+    s = cr / np.where(eq, 1.0, mx)
+    div = np.where(eq, 1.0, cr)
+    rc, gc, bc = ((mx[:, None] - rgb) / div[:, None]).T
+    r, g = rgb[:, 0], rgb[:, 1]
+    h = (mx == r) * (bc - gc) + ((mx == g) & (mx != r)) * (2.0 + rc - bc) + ((mx != g) & (mx != r)) * (4.0 + gc - rc)
+    return np.stack([(h / 6.0 + 1.0) % 1.0, s, mx], 1)
+
+
+def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    h, s, v = hsv.T
+    i = np.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.astype(np.int64) % 6
+    p = np.clip(v * (1.0 - s), 0, 1)
+    q = np.clip(v * (1.0 - s * f), 0, 1)
+    t = np.clip(v * (1.0 - s * (1.0 - f)), 0, 1)
+    table = np.stack([np.stack(x, 1) for x in ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))], 2)
+    return table[np.arange(len(i)), i]  # (N, 3)
+
+
+def random_color_jitter(
+    d: dict,
+    rng: np.random.Generator,
+    brightness: float = 0.4,
+    contrast: float = 0.4,
+    saturation: float = 0.2,
+    hue: float = 0.02,
+    p: float = 0.8,
+) -> dict:
+    """Sonata's ``RandomColorJitter`` (torchvision's rules on 0-255 colour): factors drawn once per call
+    (brightness / contrast / saturation in [1 - x, 1 + x], hue shift in [-hue, hue]), the four adjustments in a
+    random order, each applied with probability ``p``; results clipped to 0-255."""
+    if "color" not in d or not _n(d):
+        return d
+    c = np.asarray(d["color"], np.float32).copy()
+    order = rng.permutation(4)
+    b = rng.uniform(max(0.0, 1 - brightness), 1 + brightness)
+    k = rng.uniform(max(0.0, 1 - contrast), 1 + contrast)
+    s = rng.uniform(max(0.0, 1 - saturation), 1 + saturation)
+    h = rng.uniform(-hue, hue)
+
+    def blend(a, other, ratio):
+        return np.clip(ratio * a + (1.0 - ratio) * other, 0, 255).astype(np.float32)
+
+    for fn in order:
+        if rng.random() >= p:
+            continue
+        if fn == 0:
+            c = blend(c, 0.0, b)
+        elif fn == 1:
+            c = blend(c, np.float32(_gray(c).mean()), k)
+        elif fn == 2:
+            c = blend(c, _gray(c)[:, None], s)
+        else:
+            hsv = _rgb_to_hsv(c.astype(np.float64) / 255.0)
+            hsv[:, 0] = (hsv[:, 0] + h) % 1.0
+            c = (_hsv_to_rgb(hsv) * 255.0).astype(np.float32)
+    d["color"] = c
+    return d
+
+
+def chromatic_translation(d: dict, rng: np.random.Generator, p: float = 0.95, ratio: float = 0.05) -> dict:
+    """Sonata's ``ChromaticTranslation``: with probability ``p`` add one random RGB offset in
+    +-``ratio`` x 255 to every point, clipped to 0-255."""
+    if "color" not in d or not _n(d) or rng.random() >= p:
+        return d
+    tr = (rng.random(3) - 0.5) * 255 * 2 * ratio
+    d["color"] = np.clip(np.asarray(d["color"], np.float32) + tr, 0, 255).astype(np.float32)
+    return d
+
+
 def _smooth(noise: np.ndarray) -> np.ndarray:
-    for axis in range(3):  # box blur (3 taps) along x, y, z
+    for axis in range(3):  # box blur (3 taps) along x, y, z; zeros outside, as scipy.ndimage mode="constant"
         pad = [(1, 1) if a == axis else (0, 0) for a in range(3)] + [(0, 0)]
-        p = np.pad(noise, pad, mode="edge")
+        p = np.pad(noise, pad, mode="constant")
         sl = [slice(None)] * 4
         parts = []
         for k in range(3):
@@ -182,11 +275,12 @@ def _smooth(noise: np.ndarray) -> np.ndarray:
     return noise
 
 
-def elastic_distortion(d: dict, rng: np.random.Generator, params=((0.2, 0.4), (0.8, 1.6))) -> dict:
-    """Smooth random deformation: for each (granularity, magnitude), a blurred Gaussian noise lattice with
-    spacing ``granularity`` is interpolated trilinearly at the points and added x ``magnitude``. Not part of
-    the recorded map."""
-    if not _n(d):
+def elastic_distortion(d: dict, rng: np.random.Generator, params=((0.2, 0.4), (0.8, 1.6)), p: float = 1.0) -> dict:
+    """Smooth random deformation (Pointcept's ``ElasticDistortion``, which applies it with ``p`` = 0.95): for
+    each (granularity, magnitude), a Gaussian noise lattice with spacing ``granularity``, box-blurred twice
+    along each axis, is interpolated trilinearly at the points and added x ``magnitude``. Not part of the
+    recorded map."""
+    if not _n(d) or rng.random() >= p:
         return d
     coord = d["coord"]
     for gran, mag in params:

@@ -1,14 +1,23 @@
 """Global and local views of a scene for self-distillation (METHOD.md section 3).
 
-:func:`make_views` crops each view around a random centre (the nearest 40-100% / 10-40% of up to 65,536
-points), augments it while recording its map to the original frame (centre shift, rotation about z, small
-tilts, scale, flips; then jitter and colour jitter, which are not part of the map), and grid-samples it in
-its own frame so the backbone gets one point per voxel. Every view keeps ``index``: its points' rows in the
-grid-sampled scene, which is how views are matched with each other.
+:func:`make_views` samples views as Sonata's ``MultiViewGenerator`` (Pointcept ``pointcept/datasets/transform.py``,
+config ``configs/sonata/pretrain-sonata-v1m1-0-base.py``): a *major* global view of the nearest 40-100% of
+``min(max_points, N)`` points around a random scene point; the other global views centred on a random point
+*of the major view*; each local view (10-40%) centred on a point of the major view that no local view has
+covered yet (the cover mask is reset once every point is covered). Global views share one colour
+augmentation of the scene (``RandomColorJitter`` + ``ChromaticTranslation``); local views get their own.
+Each view is then augmented as Sonata's config (centre shift, scale, rotation about z with p = 0.8 and tilts
+about x / y through the box centre with p = 0.8, flips, jitter, elastic distortion with p = 0.95), with its map
+to the original frame recorded (jitter and elastic distortion are not part of the map), and grid-sampled in
+its own frame so the backbone gets one point per voxel **[ours: Sonata feeds the cropped points of the
+scene-level grid sample without re-sampling]**. Every view keeps ``index``: its points' rows in the
+grid-sampled scene, which is how views are matched with each other. ``ViewConfig(anchored=False)`` restores
+the earlier sampler (every view centred on a random scene point) for comparisons.
 
 :class:`ViewDataset` wraps any scene dataset (e.g. :class:`pointins.data.PointCloudDataset`); sample ``i``
 of epoch ``e`` is drawn from ``numpy.random.default_rng([seed, e, i])``, so batches do not depend on the
-number of DataLoader workers. :func:`make_loader` builds the seeded DataLoader.
+number of DataLoader workers. :func:`make_loader` builds the seeded DataLoader. :func:`overlap_stats`
+measures how much the views of a sample share.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import torch
 from pointins.data import transforms as T
 from pointins.data.collate import collate
 
-__all__ = ["ViewConfig", "ViewDataset", "make_loader", "make_views", "prepare_scene", "seed_worker"]
+__all__ = ["ViewConfig", "ViewDataset", "make_loader", "make_views", "overlap_stats", "prepare_scene", "seed_worker"]
 
 
 @dataclass
@@ -41,11 +50,15 @@ class ViewConfig:
     rotate_z: float = math.pi
     rotate_z_p: float = 0.8
     tilt: float = math.pi / 64
+    tilt_p: float = 0.8
     flip_p: float = 0.5
     jitter_sigma: float = 0.005
     jitter_clip: float = 0.02
-    color_jitter: bool = True
-    elastic: tuple | None = None  # e.g. ((0.2, 0.4), (0.8, 1.6)); not part of the recorded map
+    color_jitter: bool = True  # Sonata's RandomColorJitter + ChromaticTranslation
+    shared_global_color: bool = True  # one colour augmentation for all global views (Sonata)
+    elastic: tuple | None = ((0.2, 0.4), (0.8, 1.6))  # (granularity, magnitude) pairs; not part of the map
+    elastic_p: float = 0.95
+    anchored: bool = True  # Sonata's view centres; False: every view around a random scene point (old sampler)
 
     def __post_init__(self):
         from pointins._validate import check_fields
@@ -57,8 +70,10 @@ class ViewConfig:
             "global_views": ("int", 1, 16), "local_views": ("int", 0, 64),
             "global_ratio": ("pair", 0, 1, "lo-open"), "local_ratio": ("pair", 0, 1, "lo-open"),
             "scale": ("pair", 0, None, "lo-open"), "rotate_z": ("float", 0, 2 * math.pi),
-            "rotate_z_p": ("float", 0, 1), "tilt": ("float", 0, math.pi), "flip_p": ("float", 0, 1),
-            "jitter_sigma": ("float", 0, None), "jitter_clip": ("float", 0, None), "color_jitter": ("bool", 0, 0),
+            "rotate_z_p": ("float", 0, 1), "tilt": ("float", 0, math.pi), "tilt_p": ("float", 0, 1),
+            "flip_p": ("float", 0, 1), "jitter_sigma": ("float", 0, None), "jitter_clip": ("float", 0, None),
+            "color_jitter": ("bool", 0, 0), "shared_global_color": ("bool", 0, 0), "elastic_p": ("float", 0, 1),
+            "anchored": ("bool", 0, 0),
         })  # fmt: skip
         if self.elastic is not None:
             el = self.elastic
@@ -72,8 +87,11 @@ class ViewConfig:
 
     @classmethod
     def outdoor(cls, **kw) -> ViewConfig:
+        """LiDAR sweeps: 5 cm grid, up to 120k points, and no elastic distortion **[ours]** (its 0.2 m noise
+        lattice over a 100 m sweep would take gigabytes; Sonata's distortion is an indoor-config setting)."""
         kw.setdefault("grid_size", 0.05)
         kw.setdefault("max_points", 120_000)
+        kw.setdefault("elastic", None)
         return cls(**kw)
 
 
@@ -85,20 +103,42 @@ def prepare_scene(scene: dict, grid_size: float, rng: np.random.Generator) -> di
     return s
 
 
-def _augment(v: dict, cfg: ViewConfig, rng: np.random.Generator) -> dict:
+def _color(v: dict, rng: np.random.Generator) -> dict:
+    v = T.random_color_jitter(v, rng)
+    return T.chromatic_translation(v, rng)
+
+
+def _augment(v: dict, cfg: ViewConfig, rng: np.random.Generator, color: bool) -> dict:
+    """Sonata's ``global_transform`` / ``local_transform`` (colour only when ``color``; colour is scaled to
+    [0, 1] later, when the backbone features are built)."""
     v = T.start_view(v)
     T.center_shift(v, apply_z=True)
+    T.random_scale(v, rng, cfg.scale)
     T.random_rotate(v, rng, "z", (-cfg.rotate_z, cfg.rotate_z), p=cfg.rotate_z_p)
     if cfg.tilt > 0:
-        T.random_rotate(v, rng, "x", (-cfg.tilt, cfg.tilt))
-        T.random_rotate(v, rng, "y", (-cfg.tilt, cfg.tilt))
-    T.random_scale(v, rng, cfg.scale)
+        T.random_rotate(v, rng, "x", (-cfg.tilt, cfg.tilt), p=cfg.tilt_p, about="bbox")
+        T.random_rotate(v, rng, "y", (-cfg.tilt, cfg.tilt), p=cfg.tilt_p, about="bbox")
     T.random_flip(v, rng, cfg.flip_p)
     T.random_jitter(v, rng, cfg.jitter_sigma, cfg.jitter_clip)
     if cfg.elastic:
-        T.elastic_distortion(v, rng, cfg.elastic)
-    if cfg.color_jitter:
-        T.color_jitter(v, rng)
+        T.elastic_distortion(v, rng, cfg.elastic, p=cfg.elastic_p)
+    if color and cfg.color_jitter:
+        _color(v, rng)
+    return v
+
+
+def _view_size(ratio, base: int, rng: np.random.Generator) -> int:
+    """``MultiViewGenerator.get_view``'s size: int(U(ratio) x base), redrawn up to 10 times while 0."""
+    for _ in range(10):
+        size = int(float(rng.uniform(*ratio)) * base)
+        if size > 0:
+            return size
+    return max(10, int(ratio[1] * base))
+
+
+def _finish(v: dict, cfg: ViewConfig, rng: np.random.Generator) -> dict:
+    v = T.grid_sample(v, cfg.grid_size, "train", rng)
+    v["coord"] = v["coord"].astype(np.float32)
     return v
 
 
@@ -113,18 +153,49 @@ def make_views(scene: dict, cfg: ViewConfig, rng: np.random.Generator) -> dict:
         raise ValueError("make_views: the scene has no points.")
     base = min(n, cfg.max_points)
     out: dict[str, list] = {"global": [], "local": []}
-    for kind, count, ratio in (
-        ("global", cfg.global_views, cfg.global_ratio),
-        ("local", cfg.local_views, cfg.local_ratio),
-    ):
-        for _ in range(count):
-            k = max(1, round(float(rng.uniform(*ratio)) * base))
-            centre = scene["coord"][int(rng.integers(n))]
-            v = _augment(T.nearest_crop(scene, k, centre), cfg, rng)
-            v = T.grid_sample(v, cfg.grid_size, "train", rng)
-            v["coord"] = v["coord"].astype(np.float32)
-            out[kind].append(v)
+    coord = scene["coord"]
+    if not cfg.anchored:  # the earlier sampler: every view around a random point of the scene
+        for kind, count, ratio in (("global", cfg.global_views, cfg.global_ratio),
+                                   ("local", cfg.local_views, cfg.local_ratio)):  # fmt: skip
+            for _ in range(count):
+                k = max(1, round(float(rng.uniform(*ratio)) * base))
+                v = _augment(T.nearest_crop(scene, k, coord[int(rng.integers(n))]), cfg, rng, color=True)
+                out[kind].append(_finish(v, cfg, rng))
+        return out
+    # Global views share one colour augmentation of the scene (Sonata's global_shared_transform).
+    gscene = scene
+    if cfg.color_jitter and cfg.shared_global_color and "color" in scene:
+        gscene = _color(dict(scene), rng)
+    major = T.nearest_crop(gscene, _view_size(cfg.global_ratio, base, rng), coord[int(rng.integers(n))])
+    mc = major["coord"]
+    crops = [major] + [
+        T.nearest_crop(gscene, _view_size(cfg.global_ratio, base, rng), mc[int(rng.integers(len(mc)))])
+        for _ in range(cfg.global_views - 1)
+    ]
+    for v in crops:
+        out["global"].append(_finish(_augment(v, cfg, rng, color=not cfg.shared_global_color), cfg, rng))
+    # Local views: centred on points of the major view not yet covered by a local view.
+    major_index = major["index"] if "index" in major else np.arange(len(mc))
+    covered = np.zeros(len(mc), dtype=bool)
+    for _ in range(cfg.local_views):
+        if covered.all():
+            covered[:] = False
+        free = np.flatnonzero(~covered)
+        centre = mc[free[int(rng.integers(len(free)))]]
+        v = T.nearest_crop(scene, _view_size(cfg.local_ratio, base, rng), centre)
+        covered |= np.isin(major_index, v["index"] if "index" in v else np.arange(len(v["coord"])))
+        out["local"].append(_finish(_augment(v, cfg, rng, color=True), cfg, rng))
     return out
+
+
+def overlap_stats(views: dict) -> dict:
+    """How much the views of one sample share (by scene row): ``global_overlap`` = fraction of the second global
+    view's points that are in the first (nan with one global view); ``local_overlap`` = per local view, the
+    fraction of its points in the first global view."""
+    g0 = views["global"][0]["index"]
+    go = float(np.isin(views["global"][1]["index"], g0).mean()) if len(views["global"]) > 1 else float("nan")
+    lo = [float(np.isin(v["index"], g0).mean()) if len(v["index"]) else 0.0 for v in views["local"]]
+    return {"global_overlap": go, "local_overlap": lo}
 
 
 class ViewDataset:
