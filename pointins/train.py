@@ -536,7 +536,7 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
     total_batch = cfg.batch_size * world
     peak = cfg.lr * total_batch / cfg.lr_batch
     groups = param_groups(model.student, backbone.config.depths, peak, cfg.weight_decay[0], cfg.layer_decay)
-    opt = torch.optim.AdamW(groups, lr=peak, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(groups, lr=peak)  # default betas (0.9, 0.999), as Sonata's AdamW
     cycle = OneCycle(cfg.steps, cfg.warmup, cfg.div_factor, cfg.final_div_factor)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cycle)
     start = 0

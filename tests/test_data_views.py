@@ -146,7 +146,6 @@ def test_views_are_anchored_as_sonata(scene):
     cfg = ViewConfig(elastic=None, jitter_sigma=0.0, local_views=6)
     for seed in range(4):
         views = make_views(scene, cfg, np.random.default_rng(seed))
-        g0 = views["global"][0]["index"]
         st = overlap_stats(views)
         assert st["global_overlap"] > 0.1  # never disjoint: its centre is a point of view 1
         assert min(st["local_overlap"]) > 0.1
@@ -157,9 +156,8 @@ def test_views_are_anchored_as_sonata(scene):
     old = ViewConfig(elastic=None, anchored=False)
     olds = [overlap_stats(make_views(scene, old, np.random.default_rng(s))) for s in range(12)]
     news = [overlap_stats(make_views(scene, ViewConfig(elastic=None), np.random.default_rng(s))) for s in range(12)]
-    mean = lambda xs: float(np.mean(xs))  # noqa: E731
-    assert mean([s["global_overlap"] for s in news]) > mean([s["global_overlap"] for s in olds])
-    assert mean([np.mean(s["local_overlap"]) for s in news]) > mean([np.mean(s["local_overlap"]) for s in olds])
+    assert np.mean([s["global_overlap"] for s in news]) > np.mean([s["global_overlap"] for s in olds])
+    assert np.mean([np.mean(s["local_overlap"]) for s in news]) > np.mean([np.mean(s["local_overlap"]) for s in olds])
     with pytest.raises(TypeError, match="anchored"):
         ViewConfig(anchored="yes")
 
@@ -182,7 +180,7 @@ def test_local_view_centres_follow_the_cover_mask(scene, monkeypatch):
     major = calls[0][1]
     covered = np.zeros(len(major["index"]), bool)
     resets = 0
-    for centre, crop in calls[cfg.global_views:]:
+    for centre, crop in calls[cfg.global_views :]:
         if covered.all():
             covered[:] = False
             resets += 1

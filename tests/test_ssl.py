@@ -34,7 +34,7 @@ from pointins.ssl import (
     vectors_to_view,
     zipf_marginal,
 )
-from pointins.ssl.teacher import layer_id
+from pointins.ssl.teacher import block_index
 
 # --- semantic branch -------------------------------------------------------------------------------------------
 
@@ -267,22 +267,49 @@ def test_ema_formula():
         torch.testing.assert_close(p_t, 0.9 * p_o + 0.1 * p_s)
 
 
-def test_param_groups_layer_decay_and_weight_decay():
-    bb = build_backbone("tiny", in_channels=6)
+def _sonata_multiplier(name: str, depths, decay: float) -> float:
+    """Sonata's rule from its config, written out independently: keyword ``enc{e}.block{b}.`` gets
+    ``decay ** (sum(depths) - sum(depths[:e]) - b - 1)``; a parameter no keyword matches gets the base lr."""
+    for e in range(len(depths)):
+        for b in range(depths[e]):
+            if f"enc{e}.block{b}." in name:
+                return decay ** (sum(depths) - sum(depths[:e]) - b - 1)
+    return 1.0
+
+
+@pytest.mark.parametrize("preset", ["tiny", "base"])
+def test_param_groups_follow_sonata(preset, capsys):
+    bb = build_backbone(preset, in_channels=9)
     model = PointINS(bb, SSLConfig(prototypes=8, head_hidden=16, head_dim=8)).student
-    groups = param_groups(model, bb.config.depths, lr=1.0, weight_decay=0.1, layer_decay=0.5)
+    depths = bb.config.depths
+    groups = param_groups(model, depths, lr=1.0, weight_decay=0.04, layer_decay=0.9)
     seen = [id(p) for g in groups for p in g["params"]]
     assert sorted(seen) == sorted(id(p) for p in model.parameters()) and len(seen) == len(set(seen))
-    top = sum(bb.config.depths) + 1
-    assert layer_id("embedding.stem.linear.weight", bb.config.depths) == 0
-    assert layer_id("enc.enc1.block0.attn.qkv.weight", bb.config.depths) == 2
-    assert layer_id("enc.enc1.down.proj.weight", bb.config.depths) == 2
-    for g in groups:
-        assert g["lr"] == pytest.approx(0.5 ** (top - g["layer"]))
-        assert all((p.ndim >= 2) == g["apply_wd"] for p in g["params"])
-        assert g["weight_decay"] == (0.1 if g["apply_wd"] else 0.0)
-    heads = [g for g in groups if g["layer"] == top]
-    assert heads and all(g["lr"] == 1.0 for g in heads)
+    group_of = {id(p): g for g in groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        g = group_of[id(p)]
+        assert g["lr"] == pytest.approx(_sonata_multiplier(name, depths, 0.9)), name
+        assert g["apply_wd"] and g["weight_decay"] == 0.04  # Pointcept decays every parameter
+    assert block_index("enc.enc1.block0.attn.qkv.weight", depths) == depths[0]
+    assert block_index("enc.enc1.down.proj.weight", depths) is None
+    assert block_index("embedding.stem.linear.weight", depths) is None
+    last = max(g["block"] for g in groups)
+    assert last == sum(depths) - 1 and next(g for g in groups if g["block"] == last)["lr"] == 1.0
+    # the table (printed for the record: pytest -s)
+    with capsys.disabled():
+        print(f"\n{preset} (depths {depths}): lr multipliers")
+        for g in groups:
+            what = "embedding, pooling, heads" if g["block"] < 0 else f"block {g['block']}"
+            print(f"  {what:28s} {g['lr_scale']:.4f}  ({len(g['params'])} tensors)")
+
+
+def test_ptv3_linear_init_is_pointcepts():
+    bb = build_backbone("tiny", in_channels=9)
+    lin = [m for m in bb.modules() if isinstance(m, torch.nn.Linear)]
+    w = torch.cat([m.weight.detach().flatten() for m in lin])
+    # trunc_normal_(std=0.02) truncates at +-2 (absolute, as timm's): in effect N(0, 0.02)
+    assert abs(float(w.std()) - 0.02) < 0.002 and abs(float(w.mean())) < 0.002
+    assert all(m.bias is None or bool((m.bias == 0).all()) for m in lin)
 
 
 def _batch(n_scenes=2, seed=0):

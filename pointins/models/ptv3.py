@@ -316,6 +316,15 @@ class Stage(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+def _init_weights(m: nn.Module) -> None:
+    """Pointcept's PT-v3m2 initialisation (``point_transformer_v3m2_sonata.py``, ``_init_weights``): Linear and
+    submanifold-conv weights truncated normal (std 0.02), biases zero; norms keep ones / zeros."""
+    if isinstance(m, nn.Linear | SubMConv3d):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
 class PointTransformerV3(nn.Module):
     """PTv3 encoder. ``forward(batch)`` takes a :class:`Point` (or a collated dict) and returns an
     :class:`EncoderOutput`.
@@ -339,6 +348,7 @@ class PointTransformerV3(nn.Module):
         for s, d in enumerate(cfg.depths):
             self.enc[f"enc{s}"] = Stage(cfg, s, rates[start : start + d])
             start += d
+        self.apply(_init_weights)
 
     @property
     def ops(self) -> str:

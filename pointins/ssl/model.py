@@ -45,7 +45,7 @@ class SSLConfig:
     head_dim: int = 256
     student_temp: float = 0.1
     teacher_temp: tuple[float, float] = (0.04, 0.07)
-    teacher_temp_warmup: float = 0.1  # [ours] fraction of training over which teacher_temp rises
+    teacher_temp_warmup: float = 0.05  # fraction of training over which teacher_temp rises (Sonata)
     sinkhorn_iters: int = 3
     zipf_alpha: float = 0.0  # > 0: Zipf marginal (DOS uses ~1.3)
     # teacher

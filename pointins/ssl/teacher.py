@@ -8,7 +8,7 @@ import re
 import torch
 from torch import nn
 
-__all__ = ["cosine", "ema_update", "layer_id", "linear_warmup", "param_groups"]
+__all__ = ["block_index", "cosine", "ema_update", "linear_warmup", "param_groups"]
 
 
 def cosine(start: float, end: float, progress: float) -> float:
@@ -36,42 +36,39 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
         tb.copy_(sb)
 
 
-_BLOCK = re.compile(r"enc\.enc(\d+)\.(?:block(\d+)|down)")
+_BLOCK = re.compile(r"(?:^|\.)enc(\d+)\.block(\d+)\.")
 
 
-def layer_id(name: str, depths) -> int:
-    """Depth index of a backbone parameter for layer-wise lr decay: the embedding is 0, blocks count 1.. in
-    order, a stage's pooling shares its first block's id; anything after the backbone (heads) gets
-    ``sum(depths) + 1``."""
-    if name.startswith("embedding."):
-        return 0
+def block_index(name: str, depths) -> int | None:
+    """Index of the encoder block a parameter belongs to, counted over all stages from 0
+    (``enc.enc1.block0.`` -> ``depths[0]``), or None for everything else (embedding, pooling, heads)."""
     m = _BLOCK.search(name)
     if m is None:
-        return sum(depths) + 1
-    s = int(m.group(1))
-    i = int(m.group(2)) if m.group(2) is not None else 0
-    return 1 + sum(depths[:s]) + i
+        return None
+    s, b = int(m.group(1)), int(m.group(2))
+    return sum(depths[:s]) + b
 
 
 def param_groups(model: nn.Module, depths, lr: float, weight_decay: float, layer_decay: float = 0.9) -> list[dict]:
-    """AdamW parameter groups: lr ``lr * layer_decay^(L - id)`` by :func:`layer_id` (L = heads' id, so heads
-    get ``lr``), and weight decay only on matrices (not biases, norms, the mask token). ``model`` holds the
-    backbone as ``backbone`` and anything else as heads. Each group records ``lr_scale`` and ``apply_wd``."""
-    top = sum(depths) + 1
-    groups: dict[tuple[int, bool], dict] = {}
+    """AdamW parameter groups as Sonata's (``configs/sonata/pretrain-sonata-v1m1-0-base.py`` ``param_dicts``, grouped
+    by ``pointcept/utils/optimizer.py`` ``build_optimizer``): encoder block i (counted over all stages from 0) gets
+    ``lr * layer_decay^(total - i - 1)``, so the last block gets ``lr``; every other parameter (embedding, pooling,
+    norms outside blocks, heads, the mask token) gets ``lr``; weight decay on every parameter (Pointcept applies
+    the optimiser's and the weight-decay schedule's value to all groups). Each group records ``lr_scale``,
+    ``apply_wd`` and ``block`` (-1: not a block)."""
+    total = sum(depths)
+    groups: dict[int, dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        lid = layer_id(name[len("backbone.") :], depths) if name.startswith("backbone.") else top
-        decay = p.ndim >= 2 and not name.endswith("mask_token")
-        g = groups.setdefault(
-            (lid, decay),
-            {"params": [], "lr_scale": layer_decay ** (top - lid), "apply_wd": decay, "layer": lid},
-        )
+        i = block_index(name, depths)
+        key = -1 if i is None else i
+        scale = 1.0 if i is None else layer_decay ** (total - i - 1)
+        g = groups.setdefault(key, {"params": [], "lr_scale": scale, "apply_wd": True, "block": key})
         g["params"].append(p)
     out = []
-    for (_, decay), g in sorted(groups.items()):
+    for _, g in sorted(groups.items()):
         g["lr"] = lr * g["lr_scale"]
-        g["weight_decay"] = weight_decay if decay else 0.0
+        g["weight_decay"] = weight_decay
         out.append(g)
     return out
