@@ -255,6 +255,42 @@ def test_match_views_equals_brute_force():
         torch.testing.assert_close(m.sample, s_sample[m.student])
 
 
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_match_views_radius_pass_equals_brute_force(k):
+    """Exact-cell first, then the k nearest teacher points of the view within the radius (Sonata's nearest-neighbour
+    match) for student points the first pass left without a partner in that view."""
+    g = torch.Generator().manual_seed(11 + k)
+    s_xyz, t_xyz = torch.rand(400, 3, generator=g) * 3 - 1, torch.rand(150, 3, generator=g) * 3 - 1
+    s_sample, t_sample = torch.randint(0, 2, (400,), generator=g), torch.randint(0, 2, (150,), generator=g)
+    s_view, t_view = torch.randint(-1, 2, (400,), generator=g), torch.randint(0, 2, (150,), generator=g)
+    cell, radius = 0.1, 0.32
+    for same in (True, False):
+        m = match_views(s_xyz, s_sample, s_view, t_xyz, t_sample, t_view, cell, same_view=same, radius=radius, k=k,
+                        chunk=5000)  # fmt: skip
+        cs, ct = torch.floor(s_xyz / cell).long(), torch.floor(t_xyz / cell).long()
+        d = torch.cdist(s_xyz.double(), t_xyz.double())
+        want = set()
+        for i in range(400):
+            for v in (0, 1):
+                if not same and s_view[i] == v:
+                    continue
+                ok = [j for j in range(150) if t_sample[j] == s_sample[i] and t_view[j] == v]
+                hits = [j for j in ok if bool((ct[j] == cs[i]).all())]
+                if hits:
+                    want.add((i, hits[0]))
+                    continue
+                near = sorted((float(d[i, j]), j) for j in ok if float(d[i, j]) < radius)
+                want.update((i, j) for _, j in near[:k])
+        got = list(zip(m.student.tolist(), m.teacher.tolist(), strict=True))
+        assert len(got) == len(set(got)) and set(got) == want
+        torch.testing.assert_close(m.sample, s_sample[m.student])
+    # far from every teacher point: nothing; radius 0 rejected
+    far = match_views(s_xyz + 100, s_sample, s_view, t_xyz, t_sample, t_view, cell, radius=radius)
+    assert len(far) == 0
+    with pytest.raises(ValueError, match="radius"):
+        match_views(s_xyz, s_sample, s_view, t_xyz, t_sample, t_view, cell, radius=-1.0)
+
+
 # --- teacher, optimiser, one step ------------------------------------------------------------------------------
 
 

@@ -71,7 +71,9 @@ class SSLConfig:
     scr_radius: float | None = None  # None: 2 up-cast cells [ours]
     scr_min_size: int = 8
     # matching
-    match_cell: float | None = None  # None: one up-cast cell
+    match_cell: float | None = None  # None: one up-cast cell (the exact-cell first pass)
+    match_radius: float | None = 0.32  # then the nearest teacher point(s) within this (Sonata); None/0: off
+    match_k: int = 1  # teacher points per student point in the radius pass (Sonata's code queries 1)
     same_view: bool = True  # also distil a global view into its own masked copy (DOS)
 
     def __post_init__(self):
@@ -95,7 +97,7 @@ class SSLConfig:
             "offset_weight": ("float", 0, None), "offset_warmup": ("float", 0, 1), "kmeans_k": ("int", 1, 1 << 16),
             "kmeans_iters": ("int", 1, 1000), "scr_radius": ("opt-float", 0, None, "lo-open"),
             "scr_min_size": ("int", 1, None), "match_cell": ("opt-float", 0, None, "lo-open"),
-            "same_view": ("bool", 0, 0),
+            "match_radius": ("opt-float", 0, None), "match_k": ("int", 1, 64), "same_view": ("bool", 0, 0),
         })  # fmt: skip
         if not isinstance(self.prior, str) or not self.prior:
             raise ValueError(f"SSLConfig: prior must be indoor, outdoor, lognormal:MU,SIGMA, weibull:SCALE,SHAPE or a "
@@ -257,12 +259,14 @@ class PointINS(nn.Module):
         cell_u = bc.grid_size * 2**bc.upcast_stage
         m = match_views(
             s_xyz, sb["sample"][s_cloud], sb["view"][s_cloud], t_xyz, g["cloud_sample"][t_cloud],
-            g["cloud_view"][t_cloud], c.match_cell or cell_u, same_view=c.same_view,
+            g["cloud_view"][t_cloud], c.match_cell or cell_u, same_view=c.same_view, radius=c.match_radius or None,
+            k=c.match_k,
         )  # fmt: skip
 
         q = sinkhorn_knopp(t_scores.float(), sched["teacher_temp"], c.sinkhorn_iters, c.zipf_alpha)
         l_sem = semantic_loss(s_scores[m.student], q[m.teacher], m.sample, c.student_temp, num_samples)
-        stats = {"pairs": float(len(m)), "student_points": float(sb["coord"].shape[0])}
+        stats = {"pairs": float(len(m)), "student_points": float(sb["coord"].shape[0]),
+                 "student_upcast_points": float(s_out.coord.shape[0])}  # fmt: skip
         stats.update({k: v for k, v in sched.items() if k != "offset_on"})
 
         l_off = torch.zeros((), device=dev)
