@@ -34,6 +34,7 @@ from pointins.ssl import (
     vectors_to_view,
     zipf_marginal,
 )
+from pointins.ssl.semantic import semantic_terms, softmap_loss
 from pointins.ssl.teacher import block_index
 
 # --- semantic branch -------------------------------------------------------------------------------------------
@@ -90,6 +91,84 @@ def test_semantic_loss_is_per_scene_mean_of_cross_entropy():
     ce = -(q * torch.log_softmax(s / 0.1, 1)).sum(1)
     want = (ce[:3].mean() + ce[3:].mean()) / 2
     torch.testing.assert_close(semantic_loss(s, q, sample, 0.1, 3), want)
+
+
+def _softmap_reference(s, plan, group, temp):
+    """DOS's softmap KL written with loops: per group and prototype, teacher column / its sum vs the student's
+    softmax over the group's rows; KL summed over rows, mean over prototypes, mean over groups."""
+    out = []
+    for b in sorted(set(group.tolist())):
+        rows = [i for i in range(len(group)) if group[i] == b]
+        kls = []
+        for k in range(s.shape[1]):
+            t = [float(plan[i, k]) for i in rows]
+            tot = sum(t)
+            z = [math.exp(float(s[i, k]) / temp) for i in rows]
+            zs = sum(z)
+            kls.append(sum(ti / tot * (math.log(ti / tot) - math.log(zi / zs)) for ti, zi in zip(t, z, strict=True)
+                           if ti > 0))  # fmt: skip
+        out.append(sum(kls) / len(kls))
+    return sum(out) / len(out)
+
+
+def test_softmap_loss_matches_loop_reference():
+    g = torch.Generator().manual_seed(3)
+    s = torch.randn(40, 7, generator=g)
+    plan = sinkhorn_knopp(torch.randn(40, 7, generator=g), 0.1, iters=3, zipf_alpha=1.3, rows="plan")
+    group = torch.randint(0, 3, (40,), generator=g)
+    got = softmap_loss(s, plan, group, 0.1, 3)
+    assert float(got) == pytest.approx(_softmap_reference(s, plan, group, 0.1), rel=1e-4)
+    # equal softmaps: zero loss; gradient flows to the student scores
+    same = softmap_loss(torch.log(plan.double()).float() * 0.1, plan, torch.zeros(40, dtype=torch.long), 0.1)
+    assert abs(float(same)) < 1e-4
+    x = s.clone().requires_grad_(True)
+    softmap_loss(x, plan, group, 0.1).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_zipf_sinkhorn_plan_marginals():
+    """rows="plan": every point carries 1/N; prototype columns follow w_k ~ k^-alpha by mass rank."""
+    g = torch.Generator().manual_seed(4)
+    sc = torch.randn(500, 12, generator=g) * 0.5
+    plan = sinkhorn_knopp(sc, 0.1, iters=300, zipf_alpha=1.5, rows="plan").double()
+    torch.testing.assert_close(plan.sum(1), torch.full((500,), 1 / 500, dtype=torch.float64), rtol=1e-5, atol=1e-9)
+    col = torch.sort(plan.sum(0), descending=True).values
+    r = torch.arange(1, 13, dtype=torch.float64)
+    torch.testing.assert_close(col, r.pow(-1.5) / r.pow(-1.5).sum(), rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["dos", "sonata", "pooled"])
+def test_semantic_terms_modes(mode):
+    g = torch.Generator().manual_seed(5)
+    ns, nt, k = 60, 40, 9
+    s = torch.randn(ns, k, generator=g, requires_grad=True)
+    t = torch.randn(nt, k, generator=g)
+    ps, pt = torch.randint(0, ns, (120,), generator=g), torch.randint(0, nt, (120,), generator=g)
+    sample = torch.randint(0, 2, (120,), generator=g)
+    sview = torch.randint(-2, 2, (120,), generator=g)  # local views negative
+    tview = torch.randint(0, 2, (120,), generator=g)
+    cloud = (sview + 2) + 4 * sample
+    loss, stats = semantic_terms(mode, s, t, ps, pt, sample, sview, tview, cloud, teacher_temp=0.05,
+                                 zipf_alpha=1.3, num_samples=2)  # fmt: skip
+    loss.backward()
+    loss = loss.detach()
+    assert torch.isfinite(loss) and s.grad.abs().sum() > 0
+    if mode == "sonata":  # 2/8 mask + 2/8 roll + 4/8 unmask, each its own Sinkhorn over its pairs
+        want = 0.0
+        for name, w, sel in (("mask", 0.25, (sview >= 0) & (tview == sview)),
+                             ("roll", 0.25, (sview >= 0) & (tview != sview)),
+                             ("unmask", 0.5, (sview < 0) & (tview == 0))):  # fmt: skip
+            idx = torch.nonzero(sel).flatten()
+            q = _sinkhorn_reference(t[pt[idx]], 0.05, 3)
+            ce = -(q.float() * torch.log_softmax(s[ps[idx]].detach() / 0.1, 1)).sum(1)
+            per = [ce[cloud[idx] == c].mean() for c in torch.unique(cloud[idx])]
+            want += w * float(torch.stack(per).mean())
+            assert stats[f"loss_{name}"] == pytest.approx(float(torch.stack(per).mean()), rel=1e-4)
+        assert float(loss) == pytest.approx(want, rel=1e-4)
+    if mode == "dos":
+        assert float(loss) == pytest.approx(0.5 * stats["loss_same"] + 0.5 * stats["loss_cross"], rel=1e-5)
+    with pytest.raises(ValueError, match="mode"):
+        semantic_terms("naive", s, t, ps, pt, sample, sview, tview, cloud, teacher_temp=0.05)
 
 
 def test_offset_loss_formula():
@@ -210,7 +289,7 @@ def _two_views(seed=0, jitter=0.0):
     rng = np.random.default_rng(seed)
     scene = prepare_scene(synthetic.indoor_scene(0, 0), 0.05, rng)
     cfg = ViewConfig(grid_size=0.05, max_points=6000, global_views=2, local_views=1, jitter_sigma=jitter,
-                     global_ratio=(0.8, 1.0))  # fmt: skip
+                     global_ratio=(0.8, 1.0), elastic=None if not jitter else ((0.2, 0.4), (0.8, 1.6)))  # fmt: skip
     return scene, collate([{**make_views(scene, cfg, rng), "scene_points": len(scene["coord"])}])
 
 

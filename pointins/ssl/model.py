@@ -29,7 +29,7 @@ from pointins.data.masking import block_mask
 from pointins.models import PointTransformerV3
 from pointins.ssl.matching import match_views, points_to_original, vectors_to_original
 from pointins.ssl.offsets import OffsetHead, _batch_of, get_prior, odr, offset_loss, scr
-from pointins.ssl.semantic import SemanticHead, per_sample_mean, semantic_loss, sinkhorn_knopp
+from pointins.ssl.semantic import SEMANTIC_MODES, SemanticHead, per_sample_mean, semantic_terms
 from pointins.ssl.teacher import cosine, linear_warmup
 
 __all__ = ["VARIANTS", "PointINS", "SSLConfig", "Student"]
@@ -47,7 +47,8 @@ class SSLConfig:
     teacher_temp: tuple[float, float] = (0.04, 0.07)
     teacher_temp_warmup: float = 0.05  # fraction of training over which teacher_temp rises (Sonata)
     sinkhorn_iters: int = 3
-    zipf_alpha: float = 0.0  # > 0: Zipf marginal (DOS uses ~1.3)
+    semantic_loss: str = "dos"  # dos (softmaps + Zipf-Sinkhorn) | sonata (mask / roll / unmask) | pooled
+    zipf_alpha: float = 1.3  # Zipf-Sinkhorn marginal k^-alpha (DOS: 1.3-1.6 best; 0: uniform); "dos" and "pooled"
     # teacher
     ema: tuple[float, float] = (0.994, 1.0)
     # masking (student global views)
@@ -77,6 +78,8 @@ class SSLConfig:
     same_view: bool = True  # also distil a global view into its own masked copy (DOS)
 
     def __post_init__(self):
+        if self.semantic_loss not in SEMANTIC_MODES:
+            raise ValueError(f"SSLConfig: semantic_loss must be one of {SEMANTIC_MODES}, got {self.semantic_loss!r}.")
         if self.odr_side not in ("teacher", "student"):
             raise ValueError(f"SSLConfig: odr_side must be 'teacher' or 'student', got {self.odr_side!r}.")
         for name in ("teacher_temp", "ema", "mask_size", "mask_ratio"):
@@ -263,10 +266,15 @@ class PointINS(nn.Module):
             k=c.match_k,
         )  # fmt: skip
 
-        q = sinkhorn_knopp(t_scores.float(), sched["teacher_temp"], c.sinkhorn_iters, c.zipf_alpha)
-        l_sem = semantic_loss(s_scores[m.student], q[m.teacher], m.sample, c.student_temp, num_samples)
+        s_view = sb["view"][s_cloud]
+        l_sem, sem_stats = semantic_terms(
+            c.semantic_loss, s_scores, t_scores, m.student, m.teacher, m.sample, s_view[m.student],
+            g["cloud_view"][t_cloud][m.teacher], s_cloud[m.student], teacher_temp=sched["teacher_temp"],
+            student_temp=c.student_temp, sinkhorn_iters=c.sinkhorn_iters, zipf_alpha=c.zipf_alpha,
+            num_samples=num_samples,
+        )  # fmt: skip
         stats = {"pairs": float(len(m)), "student_points": float(sb["coord"].shape[0]),
-                 "student_upcast_points": float(s_out.coord.shape[0])}  # fmt: skip
+                 "student_upcast_points": float(s_out.coord.shape[0]), **sem_stats}  # fmt: skip
         stats.update({k: v for k, v in sched.items() if k != "offset_on"})
 
         l_off = torch.zeros((), device=dev)

@@ -1,9 +1,23 @@
-"""Semantic branch (METHOD.md section 4): projection head + prototypes, Sinkhorn-Knopp targets, cross-entropy.
+"""Semantic branch (METHOD.md section 4): projection head + prototypes, and three losses on matched pairs.
 
 The head maps backbone features to ``bottleneck``-dim unit vectors and scores them against ``prototypes``
-weight-normalised prototypes (cosine similarity, no bias). The teacher's scores become soft assignments with
-a few Sinkhorn-Knopp iterations that balance prototype usage over the whole (global) batch, optionally
-towards a Zipf marginal instead of a uniform one; the student's log-softmax is pulled towards them.
+weight-normalised prototypes (cosine similarity, no bias). :func:`semantic_terms` computes the loss selected
+by ``mode``:
+
+* ``"dos"`` (DOS, the paper's baseline; the default): teacher targets by **Zipf-Sinkhorn** (prototype
+  marginals w_k ∝ k^-alpha by current mass rank, every point weighted equally) over the term's pairs, then each
+  prototype's column normalised over the sample's pairs: a **softmap** (a distribution over points per
+  prototype). The student's softmap is its softmax over the same points, per prototype; the loss is
+  KL(teacher || student) averaged over prototypes, per sample, with the same-view and cross-view pairs as two
+  halves. DOS's code is not public: the domain of the softmaps (one sample's matched pairs of one term) is
+  **[ours]**.
+* ``"sonata"`` (``pointcept/models/sonata/sonata_v1m1_base.py``): three terms weighted 2/8 (mask: a masked
+  global view against the teacher's same view), 2/8 (rolled mask: against the other global view) and 4/8
+  (unmask: local views against the teacher's first global view); each with Sinkhorn-Knopp on the matched
+  teacher points of that term, cross-entropy with the student's log-softmax over prototypes, a mean per student
+  view, then over views.
+* ``"pooled"`` (the earlier loss of this package): one Sinkhorn over all teacher points, cross-entropy over all
+  pairs, mean per sample.
 """
 
 from __future__ import annotations
@@ -13,7 +27,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SemanticHead", "semantic_loss", "sinkhorn_knopp", "zipf_marginal"]
+__all__ = [
+    "SEMANTIC_MODES",
+    "SemanticHead",
+    "semantic_loss",
+    "semantic_terms",
+    "sinkhorn_knopp",
+    "softmap_loss",
+    "zipf_marginal",
+]
+
+SEMANTIC_MODES = ("dos", "sonata", "pooled")
 
 
 class SemanticHead(nn.Module):
@@ -52,13 +76,17 @@ def _all_reduce(t: torch.Tensor, op=None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sinkhorn_knopp(scores: torch.Tensor, temperature: float, iters: int = 3, zipf_alpha: float = 0.0) -> torch.Tensor:
+def sinkhorn_knopp(
+    scores: torch.Tensor, temperature: float, iters: int = 3, zipf_alpha: float = 0.0, rows: str = "assign"
+) -> torch.Tensor:
     """Balanced soft assignments (N, K) from teacher ``scores`` (N, K): each row sums to 1.
 
     Alternates normalising prototype totals to the marginal (uniform 1/K, or Zipf by current usage rank when
     ``zipf_alpha > 0`` **[ours: DOS's Zipf-Sinkhorn ranks prototypes by their mass]**) and point totals to 1/N.
     Under ``torch.distributed`` the sums over points (and N) are all-reduced, so every rank gets the
     assignment of the global batch. Computed in float64 after subtracting the global maximum score.
+    ``rows="plan"`` returns the balanced plan itself (rows sum to 1/N, prototype columns to the marginal) instead
+    of per-point assignments.
     """
     if scores.dim() != 2:
         raise ValueError(f"sinkhorn_knopp: scores must be (N, K), got {tuple(scores.shape)}.")
@@ -83,7 +111,8 @@ def sinkhorn_knopp(scores: torch.Tensor, temperature: float, iters: int = 3, zip
             target = torch.full_like(col, 1.0 / k)
         q *= (target / col.clamp_min(1e-300))[None]
         q /= q.sum(1, keepdim=True).clamp_min(1e-300) * n
-    q *= n
+    if rows != "plan":
+        q *= n
     return q.to(scores.dtype if scores.is_floating_point() else torch.float32)
 
 
@@ -110,3 +139,100 @@ def per_sample_mean(values: torch.Tensor, sample: torch.Tensor, num_samples: int
     cnt = torch.bincount(sample, minlength=b).to(values.dtype)
     have = cnt > 0
     return (tot[have] / cnt[have]).mean()
+
+
+def softmap_loss(
+    student_scores: torch.Tensor,
+    teacher_plan: torch.Tensor,
+    group: torch.Tensor,
+    temperature: float = 0.1,
+    num_groups: int | None = None,
+) -> torch.Tensor:
+    """DOS's softmap distillation: within each ``group`` (M,) of rows, every prototype's column of the teacher
+    plan is normalised over the rows (the teacher softmap) and the student's softmax over the same rows of
+    ``scores / temperature`` (the student softmap); the loss is KL(teacher || student) summed over rows, averaged
+    over prototypes, then over the groups that have rows."""
+    if student_scores.shape[0] == 0:
+        return student_scores.sum() * 0.0
+    b = int(num_groups) if num_groups is not None else int(group.max()) + 1
+    k = student_scores.shape[1]
+    logits = student_scores.float() / temperature
+    gi = group[:, None].expand(-1, k)
+    # log-softmax over the rows of each group, per prototype (stable: subtract the group maximum)
+    gmax = torch.full((b, k), -torch.inf, device=logits.device).scatter_reduce(0, gi, logits.detach(), "amax")
+    z = torch.exp(logits - gmax[group])
+    logp = logits - gmax[group] - torch.log(torch.zeros(b, k, device=logits.device).index_add(0, group, z))[group]
+    t = teacher_plan.float()
+    tcol = torch.zeros(b, k, device=t.device).index_add(0, group, t)
+    q = t / tcol[group].clamp_min(1e-30)
+    kl = torch.where(q > 0, q * (torch.log(q.clamp_min(1e-30)) - logp), torch.zeros_like(q))
+    per = torch.zeros(b, k, device=kl.device).index_add(0, group, kl)  # (groups, prototypes)
+    have = torch.bincount(group, minlength=b) > 0
+    return per[have].mean(1).mean()
+
+
+def semantic_terms(
+    mode: str,
+    student_scores: torch.Tensor,
+    teacher_scores: torch.Tensor,
+    pair_student: torch.Tensor,
+    pair_teacher: torch.Tensor,
+    pair_sample: torch.Tensor,
+    student_view: torch.Tensor,
+    teacher_view: torch.Tensor,
+    student_cloud: torch.Tensor,
+    *,
+    teacher_temp: float,
+    student_temp: float = 0.1,
+    sinkhorn_iters: int = 3,
+    zipf_alpha: float = 0.0,
+    num_samples: int | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The semantic loss of matched pairs under ``mode`` (see the module docstring) and its terms.
+
+    ``pair_*``: (M,) student point, teacher point and sample of each pair; ``student_view`` / ``teacher_view``:
+    (M,) view id of each side (student local views negative, global views 0..G-1 on both sides);
+    ``student_cloud``: (M,) the student view cloud of each pair (Sonata averages per view).
+    """
+    if mode not in SEMANTIC_MODES:
+        raise ValueError(f"semantic loss: mode must be one of {SEMANTIC_MODES}, got {mode!r}.")
+    zero = student_scores.sum() * 0.0
+    stats: dict[str, float] = {}
+    if mode == "pooled":
+        q = sinkhorn_knopp(teacher_scores.float(), teacher_temp, sinkhorn_iters, zipf_alpha)
+        loss = semantic_loss(student_scores[pair_student], q[pair_teacher], pair_sample, student_temp, num_samples)
+        return loss, stats
+    if mode == "sonata":
+        local = student_view < 0
+        terms = (
+            ("mask", 2 / 8, ~local & (teacher_view == student_view)),
+            ("roll", 2 / 8, ~local & (teacher_view != student_view)),
+            ("unmask", 4 / 8, local & (teacher_view == 0)),
+        )
+        loss = zero
+        for name, w, sel in terms:
+            idx = torch.nonzero(sel).flatten()
+            if idx.numel() == 0:
+                stats[f"loss_{name}"] = 0.0
+                continue
+            q = sinkhorn_knopp(teacher_scores[pair_teacher[idx]].float(), teacher_temp, sinkhorn_iters)
+            logp = F.log_softmax(student_scores[pair_student[idx]].float() / student_temp, dim=-1)
+            ce = -(q * logp).sum(-1)
+            _, cloud = torch.unique(student_cloud[idx], return_inverse=True)
+            term = per_sample_mean(ce, cloud)
+            stats[f"loss_{name}"] = float(term.detach())
+            loss = loss + w * term
+        return loss, stats
+    # DOS: same-view and cross-view halves of softmap distillation with Zipf-Sinkhorn targets
+    loss = zero
+    for name, sel in (("same", teacher_view == student_view), ("cross", teacher_view != student_view)):
+        idx = torch.nonzero(sel).flatten()
+        if idx.numel() == 0:
+            stats[f"loss_{name}"] = 0.0
+            continue
+        plan = sinkhorn_knopp(teacher_scores[pair_teacher[idx]].float(), teacher_temp, sinkhorn_iters, zipf_alpha,
+                              rows="plan")  # fmt: skip
+        term = softmap_loss(student_scores[pair_student[idx]], plan, pair_sample[idx], student_temp, num_samples)
+        stats[f"loss_{name}"] = float(term.detach())
+        loss = loss + 0.5 * term
+    return loss, stats
