@@ -71,6 +71,9 @@ class SSLConfig:
     kmeans_iters: int = 5
     scr_radius: float | None = None  # None: 2 up-cast cells [ours]
     scr_min_size: int = 8
+    # classes whose points ODR / SCR leave out when the data has labels (e.g. (0, 1): wall, floor); empty: all
+    # points, label-free (the default)
+    stuff_classes: tuple[int, ...] = ()
     # matching
     match_cell: float | None = None  # None: one up-cast cell (the exact-cell first pass)
     match_radius: float | None = 0.32  # then the nearest teacher point(s) within this (Sonata); None/0: off
@@ -82,6 +85,13 @@ class SSLConfig:
             raise ValueError(f"SSLConfig: semantic_loss must be one of {SEMANTIC_MODES}, got {self.semantic_loss!r}.")
         if self.odr_side not in ("teacher", "student"):
             raise ValueError(f"SSLConfig: odr_side must be 'teacher' or 'student', got {self.odr_side!r}.")
+        st = self.stuff_classes
+        if isinstance(st, int | str):
+            st = [st]
+        try:
+            self.stuff_classes = tuple(int(x) for x in st)
+        except (TypeError, ValueError):
+            raise ValueError(f"SSLConfig: stuff_classes must be class ids, e.g. (0, 1); got {st!r}.") from None
         for name in ("teacher_temp", "ema", "mask_size", "mask_ratio"):
             v = tuple(getattr(self, name))
             if len(v) != 2:
@@ -283,14 +293,24 @@ class PointINS(nn.Module):
             so = vectors_to_original(s_off.float(), sb["transform"], s_cloud)
             if sched["offset_on"]:
                 to = vectors_to_original(t_off.float(), g["transform"], t_cloud)
-                target, info = self._targets(t_out.feat, t_xyz, to, t_out.offsets, step, cell_u)
+                thing = self._thing_points(g, t_out)
+                if thing is None:
+                    target, info = self._targets(t_out.feat, t_xyz, to, t_out.offsets, step, cell_u)
+                    ms, mt, msample = m.student, m.teacher, m.sample
+                else:  # ODR and SCR on the thing points only; pairs at stuff points carry no offset loss
+                    sub = self._sub_offsets(thing, t_out.offsets)
+                    target = torch.zeros_like(to)
+                    target[thing], info = self._targets(t_out.feat[thing], t_xyz[thing], to[thing], sub, step, cell_u)
+                    keep = thing[m.teacher]
+                    ms, mt, msample = m.student[keep], m.teacher[keep], m.sample[keep]
+                    stats["stuff_fraction"] = float(1.0 - thing.float().mean()) if thing.numel() else 0.0
                 centre = t_xyz + target
-                s_target = centre[m.teacher] - s_xyz[m.student]
-                pred = so[m.student]
+                s_target = centre[mt] - s_xyz[ms]
+                pred = so[ms]
                 if c.odr and c.odr_side == "student":
-                    mag = odr(so, s_out.offsets, self.prior, directions=False).norm(dim=1)[m.student]
+                    mag = odr(so, s_out.offsets, self.prior, directions=False).norm(dim=1)[ms]
                     pred = pred / pred.norm(dim=1, keepdim=True).clamp_min(1e-6) * mag[:, None]
-                l_off = per_sample_mean(offset_loss(pred, s_target), m.sample, num_samples)
+                l_off = per_sample_mean(offset_loss(pred, s_target), msample, num_samples) + so.sum() * 0.0
                 stats["pseudo_instances"] = float(info.num_instances) if info is not None else 0.0
                 stats["target_norm"] = float(target.norm(dim=1).mean()) if target.numel() else 0.0
             else:
@@ -303,6 +323,26 @@ class PointINS(nn.Module):
         if details:
             det = {"teacher": t_out, "t_xyz": t_xyz, "scr": info, "matches": m, "student_batch": sb}
         return StepOutput(loss, stats, det)
+
+    @torch.no_grad()
+    def _thing_points(self, g: dict, t_out) -> torch.Tensor | None:
+        """Up-cast teacher points whose input points are mostly not of a ``stuff_classes`` class (None when the
+        option is off or the batch has no ``segment`` labels: pretraining stays label-free by default)."""
+        stuff = self.cfg.stuff_classes
+        if not stuff or "segment" not in g:
+            return None
+        seg = g["segment"].to(t_out.point_to_upcast.device)
+        is_stuff = torch.isin(seg, torch.tensor(list(stuff), device=seg.device)).double()
+        n_u = t_out.coord.shape[0]
+        tot = torch.zeros(n_u, dtype=torch.float64, device=seg.device).index_add(0, t_out.point_to_upcast, is_stuff)
+        cnt = torch.bincount(t_out.point_to_upcast, minlength=n_u).double().clamp_min(1)
+        return (tot / cnt) <= 0.5
+
+    @staticmethod
+    def _sub_offsets(keep: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        cloud = _cloud_of(offsets, keep.numel())
+        cnt = torch.bincount(cloud[keep], minlength=offsets.numel() - 1)
+        return torch.cat([cnt.new_zeros(1), cnt.cumsum(0)])
 
     @torch.no_grad()
     def _targets(self, feat, xyz, off, offsets, step: int, cell_u: float):

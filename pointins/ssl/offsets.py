@@ -194,32 +194,64 @@ def rank_within(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return rank
 
 
+def _midrank_within(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """0-based rank within each CSR segment, tied values sharing the mean of their ranks (float64)."""
+    n = values.shape[0]
+    seg = _batch_of(offsets, n)
+    rank = rank_within(values, offsets).double()
+    if n == 0:
+        return rank
+    o1 = torch.sort(values, stable=True).indices
+    perm = o1[torch.sort(seg[o1], stable=True).indices]  # by segment, then value
+    v, sg = values[perm], seg[perm]
+    new = torch.ones(n, dtype=torch.bool, device=values.device)
+    new[1:] = (v[1:] != v[:-1]) | (sg[1:] != sg[:-1])
+    run = torch.cumsum(new.long(), 0) - 1
+    runs = int(run[-1]) + 1
+    tot = torch.zeros(runs, dtype=torch.float64, device=values.device).index_add(0, run, rank[perm])
+    cnt = torch.bincount(run, minlength=runs).double()
+    out = torch.empty_like(rank)
+    out[perm] = (tot / cnt)[run]
+    return out
+
+
 @torch.no_grad()
-def odr(offsets_pred: torch.Tensor, offsets: torch.Tensor, prior, directions: bool = True) -> torch.Tensor:
+def odr(
+    offsets_pred: torch.Tensor, offsets: torch.Tensor, prior, directions: bool = True, min_norm: float = 1e-4
+) -> torch.Tensor:
     """Offset Distribution Regularization of (N, 3) offsets, cloud by cloud (CSR ``offsets``).
 
     Magnitudes: ``r~_i = F^-1((rank_i + 0.5) / n)`` with F the prior, so each cloud's magnitudes become exactly
     the prior's quantiles in the original order. Directions (``directions=True``): each component is
-    rank-transformed to the Uniform(-1, 1) quantiles, then the vector is renormalised **[ours]**.
+    rank-transformed to the Uniform(-1, 1) quantiles (tied components share their mean rank, so a component that
+    is 0 throughout stays 0), then the vector is renormalised **[ours]**. Degenerate offsets (norm <= ``min_norm``,
+    e.g. points with no instance) carry no direction: they stay zero and are left out of both rankings, so they
+    neither take the prior's quantiles nor skew the others' directions.
     """
     prior = get_prior(prior)
     o = offsets_pred.detach().float()
     n = o.shape[0]
     if n == 0:
         return o.clone()
-    cnt = offsets.diff()[_batch_of(offsets, n)].to(torch.float64)
     r = o.norm(dim=1)
+    valid = r > min_norm
+    if not bool(valid.all()):
+        out = torch.zeros_like(o)
+        if bool(valid.any()):
+            seg = _batch_of(offsets, n)
+            cnt = torch.bincount(seg[valid], minlength=offsets.numel() - 1)
+            sub = torch.cat([cnt.new_zeros(1), cnt.cumsum(0)])
+            out[valid] = odr(o[valid], sub, prior, directions, min_norm=-1.0)
+        return out
+    cnt = offsets.diff()[_batch_of(offsets, n)].to(torch.float64)
     u = (rank_within(r, offsets).double() + 0.5) / cnt
     mag = prior.ppf(u).float()
     d = o / r.clamp_min(1e-12)[:, None]
     if directions:
-        comps = [(rank_within(o[:, k], offsets).double() + 0.5) / cnt * 2.0 - 1.0 for k in range(3)]
+        comps = [(_midrank_within(o[:, k], offsets) + 0.5) / cnt * 2.0 - 1.0 for k in range(3)]
         dd = torch.stack(comps, 1).float()
         norm = dd.norm(dim=1, keepdim=True)
         d = torch.where(norm > 1e-6, dd / norm.clamp_min(1e-12), d)
-    zero = r <= 1e-12
-    if bool(zero.any()) and not directions:  # no direction to keep: point along x
-        d = torch.where(zero[:, None], torch.tensor([1.0, 0.0, 0.0], device=o.device), d)
     return d * mag[:, None]
 
 
