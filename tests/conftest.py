@@ -65,3 +65,24 @@ def triton_interpret(monkeypatch):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    """Tiny indoor and outdoor datasets and a 2-step PointINS run on each (the evaluation tests)."""
+    from pointins.config import resolve
+    from pointins.data import synthetic
+    from pointins.train import run
+
+    root = tmp_path_factory.mktemp("eval")
+    synthetic.generate("indoor", root / "indoor", 4, seed=3, val_fraction=0.25, workers=1, progress=False,
+                       config=synthetic.IndoorConfig(points=(8000, 12000)))  # fmt: skip
+    synthetic.generate("outdoor", root / "outdoor", 3, seed=3, val_fraction=0.34, workers=1, progress=False,
+                       config=synthetic.OutdoorConfig(beams=32, columns=600))  # fmt: skip
+    small = ["steps=2", "batch_size=1", "num_workers=0", "views.max_points=3000", "views.local_views=1",
+             "ssl.offset_warmup=0.0", "device=cpu", "ckpt_every=2", "vis_every=0", "ssl.prototypes=32",
+             "ssl.head_hidden=64", "log_every=1"]  # fmt: skip
+    run(resolve("cpu-demo", [*small, f"data={root / 'indoor'}", f"out={root / 'run_in'}"]), progress=False)
+    out = resolve("outdoor-base", [*small, "backbone=tiny", f"data={root / 'outdoor'}", f"out={root / 'run_out'}"])
+    run(out, progress=False)
+    return root

@@ -243,12 +243,12 @@ CAR, ROAD, WALK = 6, 1, 2
 def test_pq_perfect_and_hand_case():
     sem = np.array([CAR] * 100 + [ROAD] * 100)
     ins = np.array([0] * 100 + [-1] * 100)
-    r = panoptic_quality(sem, ins, sem, ins, num_classes=9, thing_classes=[6, 7, 8])
+    r = panoptic_quality(sem, ins, sem, ins, num_classes=9, thing_classes=[6, 7, 8], average="present")
     assert r["pq"] == r["sq"] == r["rq"] == r["pq_dagger"] == 1.0
     # prediction: 80 car points as the car, 20 car points as road
     ps = sem.copy()
     ps[80:100] = ROAD
-    r = panoptic_quality(ps, ins, sem, ins, num_classes=9, thing_classes=[6, 7, 8], min_points=15)
+    r = panoptic_quality(ps, ins, sem, ins, num_classes=9, thing_classes=[6, 7, 8], min_points=15, average="present")
     assert r["per_class"][CAR]["pq"] == pytest.approx(0.8)
     assert r["per_class"][ROAD]["pq"] == pytest.approx(100 / 120)
     assert r["pq"] == pytest.approx((0.8 + 100 / 120) / 2)
@@ -261,7 +261,7 @@ def test_pq_dagger_uses_iou_for_stuff():
     sem = np.array([ROAD] * 100 + [WALK] * 200)
     ins = np.full(300, -1)
     ps = np.full(300, ROAD)
-    r = panoptic_quality(ps, ins, sem, ins, num_classes=9, thing_classes=[6])
+    r = panoptic_quality(ps, ins, sem, ins, num_classes=9, thing_classes=[6], average="present")
     assert r["per_class"][ROAD]["pq"] == 0.0 and r["per_class"][ROAD]["fp"] == 1 and r["per_class"][ROAD]["fn"] == 1
     assert r["per_class"][WALK]["fn"] == 1 and r["per_class"][WALK]["pq"] == 0.0
     assert r["pq"] == 0.0
@@ -276,24 +276,28 @@ def test_pq_split_instance_min_points_and_void():
     pi = np.array([0] * 60 + [1] * 40 + [-1] * 100 + [5] * 20)
     ps = sem.copy()
     ps[200:] = CAR  # a predicted car instance entirely on void: removed with the void points
-    r = panoptic_quality(ps, pi, gs, gi, num_classes=9, thing_classes=[6], min_points=15)
+    r = panoptic_quality(ps, pi, gs, gi, num_classes=9, thing_classes=[6], min_points=15, average="present")
     car = r["per_class"][CAR]
     assert (car["tp"], car["fp"], car["fn"]) == (1, 1, 0)  # the 40-point part is a false positive
     assert car["sq"] == pytest.approx(0.6) and car["rq"] == pytest.approx(2 / 3) and car["pq"] == pytest.approx(0.4)
     # under min_points the leftover is neither FP nor FN
-    r = panoptic_quality(ps, pi, gs, gi, num_classes=9, thing_classes=[6], min_points=50)
+    r = panoptic_quality(ps, pi, gs, gi, num_classes=9, thing_classes=[6], min_points=50, average="present")
     assert r["per_class"][CAR]["fp"] == 0 and r["per_class"][CAR]["pq"] == pytest.approx(0.6)
 
 
 def test_pq_lists_of_scenes_and_errors():
     sem = np.array([CAR] * 100 + [ROAD] * 100)
     ins = np.array([0] * 50 + [1] * 50 + [-1] * 100)
-    r = panoptic_quality([sem, sem], [ins, ins], [sem, sem], [ins, ins], num_classes=9, thing_classes=[6])
+    r = panoptic_quality(
+        [sem, sem], [ins, ins], [sem, sem], [ins, ins], num_classes=9, thing_classes=[6], average="present"
+    )
     assert r["per_class"][CAR]["tp"] == 4 and r["per_class"][ROAD]["tp"] == 2 and r["pq"] == 1.0
     # instances are matched within a scene: same ids in another scene do not merge
     other = ins.copy()
     other[:100] = 0
-    r = panoptic_quality([sem, sem], [other, other], [sem, sem], [ins, ins], num_classes=9, thing_classes=[6])
+    r = panoptic_quality(
+        [sem, sem], [other, other], [sem, sem], [ins, ins], num_classes=9, thing_classes=[6], average="present"
+    )
     assert r["per_class"][CAR]["tp"] == 0 and r["per_class"][CAR]["fn"] == 4 and r["per_class"][CAR]["fp"] == 2
     with pytest.raises(ValueError, match="same number"):
         panoptic_quality([sem], [ins, ins], [sem], [ins], num_classes=9, thing_classes=[6])

@@ -1,10 +1,19 @@
-"""Instance proposals from predicted offsets (PointGroup-style inference, METHOD.md section 7).
+"""Instance proposals from predicted offsets: PointGroup's inference as Pointcept's ``PG-v1m2`` runs it
+(METHOD.md section 7).
 
-Points are shifted by their predicted offsets towards their instance centre; shifted points closer than
-``radius`` are linked **within the same predicted class** (``ops.connected_components``, breadth-first
-search in PointGroup); clusters under ``min_cluster`` voxels are dropped; a proposal is a cluster mapped
-back to every original point, kept when it has more than ``min_proposal`` points; its class is the cluster's
-predicted class and its score the mean probability of that class over the cluster.
+Voxels are shifted by their predicted offsets towards their instance centre; shifted voxels closer than
+``radius`` (strictly; PG's ``cluster_thresh`` 1.5 in voxel units, i.e. 1.5 x grid) are linked **within the
+same predicted class**, voxels predicted as a class that is not an instance class take no part
+(``segment_ignore_index``); connected components (``ops.connected_components``; PG's ball query + breadth-first
+search) of at least ``min_cluster`` voxels (``cluster_min_points`` 50) are clusters; a cluster with more than
+``min_proposal`` voxels (``cluster_propose_points`` 200) is a proposal, mapped back to every original point
+through the voxel map; its class is the cluster's predicted class and its score the mean probability of that
+class over the cluster. The benchmark's evaluator then drops proposals under 100 original points.
+
+Two differences from PG, both measure-zero in practice: PG's CUDA ball query keeps at most 1000 neighbours of
+a point (we keep every neighbour; the graph is already dense wherever 1000 shifted voxels lie within 1.5
+voxels), and Pointcept maps voxel predictions to the original points by nearest kept point (we use each
+point's own voxel).
 
 :func:`panoptic_labels` turns the same clusters into per-point panoptic labels (outdoor), and
 :func:`agnostic_proposals` clusters the self-supervised offsets with no labels at all (unsupervised
@@ -42,11 +51,13 @@ def _class_clusters(coord, probs, offsets, thing_classes, radius: float, min_clu
     return sem, cluster(coord, offsets, group, radius, min_cluster)
 
 
-def _masks(labels_v: np.ndarray, inverse: np.ndarray, min_proposal: int):
-    """Per-point cluster ids and the clusters with more than ``min_proposal`` points."""
+def _masks(labels_v: np.ndarray, inverse: np.ndarray, min_proposal: int, unit: str = "voxels"):
+    """Per-point cluster ids and the clusters with more than ``min_proposal`` voxels (``unit="points"``:
+    original points)."""
     lab_p = labels_v[inverse]
     k = int(labels_v.max()) + 1 if labels_v.size and labels_v.max() >= 0 else 0
-    sizes = np.bincount(lab_p[lab_p >= 0], minlength=k)
+    lab = labels_v if unit == "voxels" else lab_p
+    sizes = np.bincount(lab[lab >= 0], minlength=k)
     return lab_p, [c for c in range(k) if sizes[c] > min_proposal]
 
 
@@ -58,10 +69,11 @@ def proposals(
     thing_classes: Sequence[int],
     radius: float,
     min_cluster: int = 50,
-    min_proposal: int = 100,
+    min_proposal: int = 200,
 ) -> list[dict]:
     """Instance proposals ``[{"mask": (N,) bool, "label", "score"}]`` of one scene (see the module docstring).
-    ``coord``/``probs``/``offsets`` are per voxel, ``inverse`` maps the N original points to voxels."""
+    ``coord``/``probs``/``offsets`` are per voxel, ``inverse`` maps the N original points to voxels; the
+    defaults are Sonata's linear-probe settings (radius: pass 1.5 x the grid)."""
     probs = np.asarray(probs, np.float32)
     sem, lab_v = _class_clusters(coord, probs, offsets, thing_classes, radius, min_cluster)
     lab_p, keep = _masks(lab_v, inverse, min_proposal)
@@ -116,7 +128,7 @@ def agnostic_proposals(
     shifted = coord + np.asarray(offsets, np.float32)
     group = np.zeros(len(coord), np.int64) if group is None else np.asarray(group, np.int64)
     lab_v = cluster(coord, offsets, group, radius, min_cluster)
-    lab_p, keep = _masks(lab_v, inverse, min_proposal)
+    lab_p, keep = _masks(lab_v, inverse, min_proposal, unit="points")
     out = []
     for c in keep:
         s = shifted[lab_v == c]

@@ -342,19 +342,30 @@ def panoptic_quality(
     thing_classes: Sequence[int],
     ignore_index: int = -1,
     min_points: int = 50,
+    average: str = "all",
 ) -> dict:
     """PQ, SQ, RQ and PQ-dagger (see the module docstring); arguments are one scene's arrays or lists of
     per-scene arrays (instances are matched within a scene). ``min_points``: 50 for SemanticKITTI, 15 for
     nuScenes. Returns ``{"pq", "sq", "rq", "pq_dagger", "miou", "pq_things", "sq_things", "rq_things",
-    "pq_stuff", "sq_stuff", "rq_stuff", "per_class": {cls: {"pq", "sq", "rq", "iou", "tp", "fp", "fn"}}}``;
-    classes with no segment in either prediction or ground truth are NaN and left out of the means.
+    "pq_stuff", "sq_stuff", "rq_stuff", "per_class": {cls: {"pq", "sq", "rq", "iou", "tp", "fp", "fn"}},
+    "average", "absent_classes"}``.
+
+    ``average="all"`` (the official evaluators: SemanticKITTI's ``PanopticEval``, nuScenes' panoptic
+    evaluation): the means run over all ``num_classes`` classes; a class with no segment in either prediction
+    or ground truth scores 0 (its per-class entries too). ``average="present"``: such classes are NaN and left
+    out of the means (reads higher on small evaluation sets that lack some classes).
 
     >>> sem = [6] * 100 + [1] * 50
     >>> ins = [0] * 60 + [1] * 40 + [-1] * 50
     >>> r = panoptic_quality(sem, ins, sem, ins, num_classes=9, thing_classes=[6], min_points=15)
+    >>> round(r["pq"], 4), r["absent_classes"]  # 2 of 9 classes perfect, 7 absent ones count 0
+    (0.2222, [0, 2, 3, 4, 5, 7, 8])
+    >>> r = panoptic_quality(sem, ins, sem, ins, 9, [6], min_points=15, average="present")
     >>> r["pq"], r["pq_dagger"]
     (1.0, 1.0)
     """
+    if average not in ("all", "present"):
+        raise ValueError(f"panoptic_quality: average must be 'all' (official) or 'present', got {average!r}.")
     ps, pi, gs, gi = (_scenes(a) for a in (pred_semantic, pred_instance, gt_semantic, gt_instance))
     if not (len(ps) == len(pi) == len(gs) == len(gi)):
         raise ValueError("panoptic_quality: pass the same number of scenes for all four arguments.")
@@ -407,6 +418,9 @@ def panoptic_quality(
     sq = np.where(seen & (tp == 0), 0.0, sq)
     pq = sq * rq
     _, iou = miou(sem_p, sem_g, num_classes, ignore_index)
+    absent = [int(c) for c in np.flatnonzero(~seen)]
+    if average == "all":  # PanopticEval: x / max(d, eps) makes every absent class 0, then a plain mean
+        sq, rq, pq, iou = (np.nan_to_num(x, nan=0.0) for x in (sq, rq, pq, iou))
     is_thing = np.isin(np.arange(num_classes), things)
     dagger = np.where(is_thing, pq, iou)
 
@@ -438,4 +452,6 @@ def panoptic_quality(
             }
             for cl in range(num_classes)
         },
+        "average": average,
+        "absent_classes": absent,
     }

@@ -1,13 +1,20 @@
 """Frozen-feature probes (METHOD.md section 7): load a pretrained encoder, extract its un-pooled all-stage
-features per scene, train a linear (or small MLP) semantic + offset head on them, or fine-tune everything.
+features per scene, train PointGroup heads on them (Pointcept's ``PG-v1m2`` as Sonata's linear-probe configs
+set it up), or fine-tune everything.
 
 * :func:`load_encoder` reads ``backbone.pt`` / a training checkpoint / a run folder (or builds a random
   ``"scratch"`` encoder for the baseline).
 * :func:`prepare` grid-samples a labelled scene (one point per voxel, the training views' centre shift) and
-  keeps the point -> voxel map, so predictions made on voxels are scored on every original point.
+  keeps the point -> voxel map, so predictions made on voxels are scored on every original point. As
+  Pointcept's ``InstanceParser``, points of classes that are not instance classes carry no instance, and the
+  offset targets point at the centroid of the instance's voxels.
+* :func:`augment` is the Sonata instance probe's training augmentation (``insseg-sonata-v1m1-0a-scannet-pg-lin``).
 * :func:`extract` runs the frozen encoder (eval mode: deterministic) and keeps ``full`` features (float16).
-* :class:`ProbeHeads` + :func:`train_probe` train the heads (CE, optional Lovasz-softmax, L1 + (1 - cos) on
-  offsets to ground-truth instance centroids) on random point minibatches, or end to end (``kind="finetune"``).
+* :class:`ProbeHeads` + :func:`train_probe`: PG-v1m2's heads (a Linear semantic head; the offset "bias" head
+  Linear -> BatchNorm1d(eps 1e-3, momentum 0.01) -> ReLU -> Linear), CE + Lovasz-softmax on labels, L1 + cosine
+  on offsets of instance points; AdamW (lr 0.002, weight decay 0.05) with OneCycleLR (5% warm-up, cosine, div
+  10 / 1000), as the config. Trained on random voxel minibatches of frozen features (optionally re-augmented
+  and re-extracted every epoch), or end to end (fine-tuning).
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ __all__ = [
     "Encoder",
     "ProbeHeads",
     "Scene",
+    "augment",
     "extract",
     "load_encoder",
     "lovasz_softmax",
+    "one_cycle",
     "prepare",
     "probe_loss",
     "train_probe",
@@ -211,13 +220,20 @@ class Scene:
     point_coord: np.ndarray  # (N, 3)
     feat: torch.Tensor | None = None  # (V, C) float16 frozen features (after extract)
     ssl_offsets: np.ndarray | None = None  # (V, 3) SSL offset head's prediction at each voxel (unsupervised)
+    source: dict | None = None  # the scene as read (kept for re-augmentation)
 
     def __len__(self) -> int:
         return len(self.coord)
 
 
-def prepare(scene: dict, grid_size: float, feat_keys, seed: int = 0, name: str | None = None) -> Scene:
-    """Grid-sample a labelled scene for evaluation (see the module docstring)."""
+def prepare(scene: dict, grid_size: float, feat_keys, seed: int = 0, name: str | None = None,
+            thing_classes=None, keep_source: bool = False) -> Scene:  # fmt: skip
+    """Grid-sample a labelled scene for evaluation (see the module docstring).
+
+    ``thing_classes``: the instance classes; voxels of other classes get no instance and no offset target
+    (Pointcept's ``InstanceParser(segment_ignore_index=...)``; None: every instance id counts). The offset target
+    of a voxel is its instance's centroid over the instance's voxels minus the voxel's point, as
+    ``InstanceParser`` computes it after ``GridSample``. ``keep_source``: keep ``scene`` for :func:`augment`."""
     from pointins import ops
     from pointins.data import transforms as T
     from pointins.data.collate import features
@@ -239,18 +255,61 @@ def prepare(scene: dict, grid_size: float, feat_keys, seed: int = 0, name: str |
     feat = torch.from_numpy(features(v, feat_keys))
     batch = {"coord": torch.from_numpy(v["coord"]), "feat": feat, "offsets": torch.tensor([0, len(idx)]),
              "grid_coord": vox.grid_coord}  # fmt: skip
-    # offsets to ground-truth instance centroids (original frame, from every point of the instance)
+    vseg, vins = seg[idx], ins[idx].copy()
+    if thing_classes is not None:
+        vins[~np.isin(vseg, np.asarray(list(thing_classes), np.int64))] = -1
     cen = np.full((len(idx), 3), np.nan, np.float32)
-    has = ins >= 0
+    has = vins >= 0
     if has.any():
-        ids, rows = np.unique(ins[has], return_inverse=True)
+        ids, rows = np.unique(vins[has], return_inverse=True)
+        pts = coord[idx][has].astype(np.float64)
         sums = np.zeros((len(ids), 3))
-        np.add.at(sums, rows, coord[has].astype(np.float64))
+        np.add.at(sums, rows, pts)
         centre = sums / np.bincount(rows, minlength=len(ids))[:, None]
-        vi = ins[idx]
-        ok = vi >= 0
-        cen[ok] = centre[np.searchsorted(ids, vi[ok])] - coord[idx][ok]
-    return Scene(name, batch, coord[idx], seg[idx], ins[idx], cen, inv, seg, ins, coord)
+        cen[has] = centre[rows] - pts
+    out = Scene(name, batch, coord[idx], vseg, vins, cen, inv, seg, ins, coord)
+    if keep_source:
+        out.source = scene
+    return out
+
+
+def augment(scene: dict, rng: np.random.Generator, grid_size: float, elastic: bool = True) -> dict:
+    """The training augmentation of Sonata's instance probe (``insseg-sonata-v1m1-0a-scannet-pg-lin.py``):
+    CenterShift, RandomDropout (20% of the points, half of the time), rotation about z (p 0.5, +-180 deg,
+    about the origin), tilts about x and y (p 0.5 each, +-180/64 deg, about the box centre), RandomScale
+    0.9-1.1, flips, jitter (0.005, clip 0.02), ElasticDistortion (p 0.95), colour auto-contrast (p 0.2),
+    translation (p 0.95, 0.05) and jitter (p 0.95, 0.05), GridSample, then SphereCrop keeping 80% of the
+    voxels nearest a random one and CenterShift in x, y. Returns a new scene dict (labels carried along).
+    ``elastic=False`` leaves the distortion out (outdoor sweeps: its 0.2 m lattice over a 100 m sweep is
+    large, and Pointcept's outdoor configs do not use it)."""
+    import math
+
+    from pointins.data import transforms as T
+
+    keys = [k for k in ("coord", "color", "normal", "strength", "segment", "instance") if k in scene]
+    d = {k: np.array(scene[k], copy=True) for k in keys}
+    d["coord"] = d["coord"].astype(np.float64)
+    d = T.center_shift(T.start_view(d))
+    n = len(d["coord"])
+    if rng.random() < 0.5 and n > 1:  # RandomDropout(dropout_ratio=0.2, dropout_application_ratio=0.5)
+        d = T.take(d, np.sort(rng.choice(n, int(n * 0.8), replace=False)))
+    T.random_rotate(d, rng, "z", (-math.pi, math.pi), p=0.5, about="origin")
+    T.random_rotate(d, rng, "x", (-math.pi / 64, math.pi / 64), p=0.5, about="bbox")
+    T.random_rotate(d, rng, "y", (-math.pi / 64, math.pi / 64), p=0.5, about="bbox")
+    T.random_scale(d, rng, (0.9, 1.1))
+    T.random_flip(d, rng, 0.5)
+    T.random_jitter(d, rng, 0.005, 0.02)
+    if elastic:
+        d = T.elastic_distortion(d, rng, p=0.95)
+    if "color" in d:
+        T.color_jitter(d, rng, auto_contrast_p=0.2, translate=0.05, std=0.05, p=0.95)
+    d = T.grid_sample(d, grid_size, "train", rng)
+    m = len(d["coord"])
+    if m > 1:
+        d = T.sphere_crop(d, rng, max_points=max(1, int(0.8 * m)))
+    d = T.center_shift(d, apply_z=False)
+    d["coord"] = d["coord"].astype(np.float32)
+    return {k: d[k] for k in keys}
 
 
 def _to(batch: dict, device) -> dict:
@@ -287,28 +346,39 @@ def extract(encoder: Encoder, scenes: list[Scene], device="cpu", progress: bool 
 
 
 class ProbeHeads(nn.Module):
-    """Semantic (+ offset) heads on encoder features. ``kind="linear"``: one Linear each (the linear probe);
-    ``"decoder"``: a 2-layer MLP each. Features are standardised with fixed per-channel statistics first (an
-    affine map: a linear probe stays linear)."""
+    """PointGroup (Pointcept ``PG-v1m2``) heads on encoder features: ``semantic`` one Linear to the classes;
+    ``offset`` (PG's ``bias_head``, with ``offsets=True``) Linear(C, C) -> BatchNorm1d(C, eps 1e-3, momentum 0.01)
+    -> ReLU -> Linear(C, 3).
+
+    ``kind="linear"``: the heads sit on the frozen features (Sonata's linear probe). ``"decoder"``: a trainable
+    per-point trunk (Linear -> BatchNorm -> ReLU, twice, ``hidden`` channels) comes first; Sonata's decoder probe
+    trains a PTv3 decoder (4 unpooling stages with attention blocks, 64 channels) there instead: ours has no
+    spatial context of its own. Features are standardised with fixed per-channel statistics first (an affine
+    map, so a linear probe stays linear; Pointcept feeds them raw -- this only conditions the optimisation)."""
 
     def __init__(self, in_channels: int, num_classes: int, offsets: bool = False, kind: str = "linear",
                  hidden: int = 256):  # fmt: skip
         super().__init__()
         if kind not in ("linear", "decoder"):
             raise ValueError(f"ProbeHeads: kind must be 'linear' or 'decoder', got {kind!r}.")
-
-        def head(out):
-            if kind == "linear":
-                return nn.Linear(in_channels, out)
-            return nn.Sequential(
-                nn.Linear(in_channels, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, out)
-            )
-
         self.kind = kind
         self.register_buffer("mean", torch.zeros(in_channels))
         self.register_buffer("std", torch.ones(in_channels))
-        self.semantic = head(num_classes)
-        self.offset = head(3) if offsets else None
+        c = in_channels
+        if kind == "decoder":
+            self.trunk = nn.Sequential(
+                nn.Linear(c, hidden), nn.BatchNorm1d(hidden, eps=1e-3, momentum=0.01), nn.ReLU(),
+                nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden, eps=1e-3, momentum=0.01), nn.ReLU(),
+            )  # fmt: skip
+            c = hidden
+        else:
+            self.trunk = nn.Identity()
+        self.semantic = nn.Linear(c, num_classes)
+        self.offset = (
+            nn.Sequential(nn.Linear(c, c), nn.BatchNorm1d(c, eps=1e-3, momentum=0.01), nn.ReLU(), nn.Linear(c, 3))
+            if offsets
+            else None
+        )
 
     @torch.no_grad()
     def set_statistics(self, feat: torch.Tensor) -> None:
@@ -317,7 +387,7 @@ class ProbeHeads(nn.Module):
         self.std.copy_(f.std(0).clamp_min(1e-4).to(self.std.device))
 
     def forward(self, feat: torch.Tensor):
-        x = (feat.float() - self.mean) / self.std
+        x = self.trunk((feat.float() - self.mean) / self.std)
         return self.semantic(x), (self.offset(x) if self.offset is not None else None)
 
 
@@ -348,7 +418,8 @@ def lovasz_softmax(probs: torch.Tensor, labels: torch.Tensor, ignore_index: int 
 
 
 def probe_loss(logits, offsets, segment, centroid_offset, lovasz: bool = False, ignore_index: int = -1):
-    """CE (+ Lovasz) on labels, L1 + (1 - cos) of offsets against ground-truth centroid offsets where given."""
+    """CE (+ Lovasz) on labels; on offsets PG-v1m2's loss, the mean L1 distance plus the mean (1 - cosine) to the
+    ground-truth centroid offsets over the voxels that have one (PG adds -cos: the same gradient)."""
     valid = segment != ignore_index
     if valid.any():
         loss = F.cross_entropy(logits[valid], segment[valid])
@@ -373,11 +444,29 @@ def probe_loss(logits, offsets, segment, centroid_offset, lovasz: bool = False, 
 # ------------------------------------------------------------------------------------------------
 
 
-def _cosine_lr(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+def one_cycle(step: int, total: int, pct_start: float = 0.05, div_factor: float = 10.0,
+              final_div_factor: float = 1000.0) -> float:  # fmt: skip
+    """The lr factor (of the maximum lr) of ``torch.optim.lr_scheduler.OneCycleLR`` with cosine annealing after
+    ``step`` steps of ``total`` (Sonata's probe schedule: ``pct_start`` 0.05, ``div_factor`` 10,
+    ``final_div_factor`` 1000): from 1/div up to 1 over the first ``pct_start`` of the steps, then down to
+    1/(div x final_div)."""
+    lo, hi, end = 1.0 / div_factor, 1.0, 1.0 / (div_factor * final_div_factor)
+    up = float(pct_start * total) - 1
+    down = float(total) - 1
+
+    def cos(a, b, t):
+        return b + (a - b) / 2.0 * (math.cos(math.pi * t) + 1)
+
+    if step <= up:
+        return cos(lo, hi, step / up) if up > 0 else hi
+    return cos(hi, end, min(1.0, (step - up) / max(down - up, 1e-12)))
+
+
+def _stack(scenes: list[Scene]):
+    feat = torch.cat([s.feat for s in scenes])
+    seg = torch.from_numpy(np.concatenate([s.segment for s in scenes]))
+    cen = torch.from_numpy(np.concatenate([s.centroid_offset for s in scenes]))
+    return feat, seg, cen
 
 
 def train_probe(
@@ -385,10 +474,16 @@ def train_probe(
     heads: ProbeHeads,
     *,
     epochs: int = 20,
-    lr: float = 1e-3,
+    lr: float = 2e-3,
+    weight_decay: float = 0.05,
     batch_points: int = 32768,
-    lovasz: bool = False,
+    lovasz: bool = True,
     encoder: Encoder | None = None,
+    finetune: bool | None = None,
+    augment_epochs: bool = False,
+    grid_size: float | None = None,
+    thing_classes=None,
+    elastic: bool = True,
     backbone_lr_scale: float = 0.1,
     seed: int = 0,
     device="cpu",
@@ -397,18 +492,27 @@ def train_probe(
 ) -> list[float]:
     """Train ``heads`` on ``scenes``; returns the loss of every step.
 
-    Frozen probe (``encoder=None``): scenes need :func:`extract`'s features; each step is a random minibatch of
-    ``batch_points`` voxels from all scenes, ``epochs`` passes over the voxels. Fine-tuning (``encoder`` given):
-    each step runs the encoder (train mode) on one scene, ``epochs`` passes over the scenes, the encoder at
-    ``lr * backbone_lr_scale``. AdamW, 5% warm-up, cosine decay.
+    Frozen probe (the default): scenes need :func:`extract`'s features; each step is a random minibatch of
+    ``batch_points`` voxels from all scenes, ``epochs`` passes over the voxels. With ``augment_epochs`` (needs
+    ``encoder``, ``grid_size`` and scenes prepared with ``keep_source=True``) every epoch trains on a fresh
+    :func:`augment` of each scene, its features extracted again by the frozen encoder. Fine-tuning
+    (``finetune=True``, or ``encoder`` given without ``augment_epochs``): each step runs the encoder (train mode)
+    on one scene, ``epochs`` passes over the scenes, the encoder at ``lr * backbone_lr_scale`` (Sonata's
+    ``param_dicts`` for the blocks). AdamW (``weight_decay``) with :func:`one_cycle` over all the steps.
     """
     from pointins._progress import progress_bar
 
     if not scenes:
         raise EvalError("pointins.evaluate: no training scenes for the probe.")
+    if finetune is None:
+        finetune = encoder is not None and not augment_epochs
+    if (finetune or augment_epochs) and encoder is None:
+        raise EvalError("train_probe: fine-tuning and per-epoch augmentation need encoder=.")
+    if augment_epochs and (grid_size is None or any(s.source is None for s in scenes)):
+        raise EvalError("train_probe: augment_epochs needs grid_size= and scenes prepared with keep_source=True.")
     gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     heads.to(device).train()
-    finetune = encoder is not None
     if finetune:
         model = encoder.backbone.to(device)
         with torch.no_grad():  # input statistics from the initial features of a few scenes
@@ -422,27 +526,31 @@ def train_probe(
     else:
         if any(s.feat is None for s in scenes):
             raise EvalError("train_probe: call extract() first (or pass encoder= to fine-tune).")
-        feat = torch.cat([s.feat for s in scenes])
-        seg = torch.from_numpy(np.concatenate([s.segment for s in scenes]))
-        cen = torch.from_numpy(np.concatenate([s.centroid_offset for s in scenes]))
+        feat, seg, cen = _stack(scenes)
         heads.set_statistics(feat[torch.randperm(len(feat), generator=gen)[:200_000]])
         params = [{"params": heads.parameters(), "lr": lr}]
-        per_epoch = max(1, math.ceil(len(feat) / batch_points))
+        per_epoch = max(1, math.ceil(len(feat) / batch_points))  # augmented epochs: about as many voxels
         total = epochs * per_epoch
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     base = [g["lr"] for g in opt.param_groups]
-    warm = max(1, total // 20)
     losses: list[float] = []
     bar = progress_bar(total=total, desc="finetune" if finetune else "probe", enabled=progress)
     step = 0
-    for _ep in range(epochs):
+    for ep in range(epochs):
         if finetune:
             batches = torch.randperm(len(scenes), generator=gen).tolist()
         else:
+            if augment_epochs and ep > 0:  # epoch 0 trains on the scenes as prepared
+                views = [prepare(augment(s.source, rng, grid_size, elastic), grid_size, encoder.feat_keys,
+                                 seed=int(rng.integers(2**31)), name=s.name, thing_classes=thing_classes)
+                         for s in scenes]  # fmt: skip
+                extract(encoder, views, device, progress=False)
+                feat, seg, cen = _stack(views)
             perm = torch.randperm(len(feat), generator=gen)
-            batches = [perm[i : i + batch_points] for i in range(0, len(perm), batch_points)]
+            size = max(1, math.ceil(len(perm) / per_epoch))
+            batches = [perm[i : i + size] for i in range(0, len(perm), size)][:per_epoch]
         for b in batches:
-            f = _cosine_lr(step, total, warm)
+            f = one_cycle(min(step, total - 1), total)
             for g, lr0 in zip(opt.param_groups, base, strict=True):
                 g["lr"] = lr0 * f
             if finetune:
@@ -452,6 +560,8 @@ def train_probe(
                 c = torch.from_numpy(s.centroid_offset).to(device)
             else:
                 x, y, c = feat[b].to(device), seg[b].to(device), cen[b].to(device)
+            if len(x) < 2:  # BatchNorm needs two samples
+                continue
             logits, off = heads(x)
             loss, parts = probe_loss(logits, off, y, c, lovasz)
             opt.zero_grad(set_to_none=True)
@@ -462,12 +572,14 @@ def train_probe(
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if log is not None:
-                log({"step": step, "loss": losses[-1], **parts, "lr": opt.param_groups[0]["lr"]})
+                log({"step": step, "epoch": ep, "loss": losses[-1], **parts, "lr": opt.param_groups[0]["lr"]})
     bar.close()
     heads.eval()
     if finetune:
         encoder.backbone.eval()
-    if losses and not math.isfinite(losses[-1]):
+    if not losses:
+        raise EvalError("pointins.evaluate: the probe made no step (every minibatch had fewer than 2 voxels).")
+    if not math.isfinite(losses[-1]):
         print("pointins.evaluate: warning: the probe's loss is not finite; lower --lr.", file=sys.stderr)
     return losses
 

@@ -8,7 +8,8 @@ and score its frozen encoder:
 * outdoor sweeps: linear-probe panoptic PQ (SemanticKITTI protocol, ``min_points`` 50).
 
 Variants: ``scratch`` (random encoder, no pretraining), ``semantic-only``, ``offset`` (+ offset branch, raw
-teacher offsets), ``offset+odr``, ``offset+scr``, ``pointins`` (offset branch with SCR then ODR).
+teacher offsets), ``offset+odr``, ``offset+scr``, ``pointins`` (offset branch with ODR, then SCR on the
+ODR-refined offsets; ``ssl.scr_before_odr=true`` swaps them).
 
     python -m pointins.experiments.ablation --out runs/ablation            # CPU scale (tiny, ~45 min/seed)
     python -m pointins.experiments.ablation --scale gpu --out runs/abl-gpu # GPU scale
@@ -273,7 +274,7 @@ def run_ablation(
                     ckpt, grid = _pretrain(kind, v, seed, steps, data, run_dir, over, progress), None
                 task = "insseg" if kind == "indoor" else "panoptic"
                 kw = {"epochs": sc["probe_epochs"], "seed": seed, "grid_size": grid, "device": device, "render": 1,
-                      "min_points": 50, "backbone": "tiny" if scale == "cpu" else "small"}  # fmt: skip
+                      "backbone": "tiny" if scale == "cpu" else "small"}  # fmt: skip
                 r = _evaluate(ckpt, data, task, run_dir, kw, progress)
                 keep = ("miou", "ap", "ap50", "ap25") if kind == "indoor" else ("pq", "sq", "rq", "pq_dagger", "miou")
                 res["runs"][tag] = {k: r[k] for k in keep}
