@@ -255,6 +255,37 @@ def test_ablation_smoke(tmp_path):
     assert svg_bars("t", list(ORDER), {"AP": [0.1] * 6}, {"AP": [0.01] * 6}).count("<rect") == 8
     with pytest.raises(SystemExit):
         main(["--variants", "nonsense"])
+    md = (tmp_path / "ablation.md").read_text()
+    assert "PointINS − semantic-only" in md and "Paper's ordering" in md and "Machine:" in md
+
+
+def test_ablation_report_partial_and_gap(tmp_path):
+    """An interrupted ablation reports what it finished (missing cells marked, seed counts), the paper's
+    ordering and the PointINS gain with its spread."""
+    from pointins.experiments.ablation import _report, gap
+
+    runs = {}
+    vals = {"semantic-only": [0.05, 0.06, 0.04], "offset": [0.06, 0.07, 0.05], "pointins": [0.10, 0.09, 0.11]}
+    for v, xs in vals.items():
+        for s, x in enumerate(xs):
+            runs[f"indoor/{v}/seed{s}"] = {"miou": 0.4, "ap": x, "ap50": 2 * x, "ap25": 3 * x}
+            if v != "semantic-only":
+                runs[f"indoor/{v}/seed{s}"].update(unsup_ap=x / 2, unsup_ap50=x, unsup_ap25=x, offset_cos=0.3,
+                                                   offset_l1=0.9)  # fmt: skip
+    del runs["indoor/offset/seed2"]
+    g = gap(runs, "indoor", "ap", "semantic-only", "pointins", [0, 1, 2])
+    assert g["mean"] == pytest.approx(0.05) and g["seeds"] == 3 and g["std_a"] == pytest.approx(0.01)
+    assert g["std_diff"] == pytest.approx(np.std([0.05, 0.03, 0.07], ddof=1))
+    assert gap(runs, "indoor", "ap", "offset+odr", "pointins", [0, 1, 2]) is None
+    res = {"scale": "cpu", "steps": 600, "seeds": [0, 1, 2], "runs": runs,
+           "variants": ["scratch", "semantic-only", "offset", "offset+odr", "pointins"]}  # fmt: skip
+    _report(tmp_path, res, ["indoor"])
+    md = (tmp_path / "ablation.md").read_text()
+    assert "| scratch | … | … | … | … | 0 |" in md and "| offset | 6.0 ± 1.4 |" not in md
+    assert "| offset | 40.0 ± 0.0 | 6.5 ± 0.7 |" in md and "| 2 |" in md
+    assert "**holds**" in md and "pointins − offset +3.5" in md and "+5.0 AP over 3 seed(s)" in md
+    assert "beyond 2 std" in md and "still running or interrupted" in md
+    assert json.loads((tmp_path / "ablation.json").read_text())["paper_order_holds"] == {"indoor": True}
 
 
 def test_offset_agreement():

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ORDER", "SCALES", "main", "ordering", "run_ablation", "svg_bars"]
+__all__ = ["ORDER", "PAPER_ORDER", "SCALES", "gap", "main", "ordering", "run_ablation", "svg_bars"]
 
 ORDER = ("scratch", "semantic-only", "offset", "offset+odr", "offset+scr", "pointins")
 OFFSET_VARIANTS = ("offset", "offset+odr", "offset+scr", "pointins")  # those that pretrain an offset head
@@ -255,16 +255,21 @@ def run_ablation(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kinds = [k for k, on in (("indoor", indoor), ("outdoor", outdoor)) if on]
-    res: dict = {"scale": scale, "steps": steps, "seeds": list(seeds), "variants": list(variants), "runs": {}}
+    res: dict = {"scale": scale, "steps": steps, "seeds": list(seeds), "variants": list(variants), "runs": {},
+                 "machine": _machine(device), "started": time.strftime("%Y-%m-%d %H:%M %Z")}  # fmt: skip
     t0 = time.perf_counter()
-    for kind in kinds:
-        n = sc[f"{kind}_scenes"]
-        data = _data(out / "data", kind, n, sc["indoor_points"], data_seed, progress)
-        over = [*sc[kind], *(extra or [])]
-        if device != "auto":
-            over.append(f"device={device}")
-        for v in variants:
-            for seed in seeds:
+    datas = {}
+    # seed-major: an interrupted command leaves every variant of the first seeds done, not half the variants
+    for seed in seeds:
+        for kind in kinds:
+            n = sc[f"{kind}_scenes"]
+            if kind not in datas:
+                datas[kind] = _data(out / "data", kind, n, sc["indoor_points"], data_seed, progress)
+            data = datas[kind]
+            over = [*sc[kind], *(extra or [])]
+            if device != "auto":
+                over.append(f"device={device}")
+            for v in variants:
                 tag = f"{kind}/{v}/seed{seed}"
                 print(f"ablation: {tag} ({steps} pretraining steps)", file=sys.stderr)
                 run_dir = out / kind / v / f"seed{seed}"
@@ -284,10 +289,44 @@ def run_ablation(
                     res["runs"][tag].update(unsup_ap=u["ap"], unsup_ap50=u["ap50"], unsup_ap25=u["ap25"],
                                             offset_cos=u["ssl_offset_cosine"],
                                             offset_l1=u["ssl_offset_l1_ratio"])  # fmt: skip
-                (out / "ablation.json").write_text(json.dumps(res, indent=2) + "\n")
+                res["seconds"] = time.perf_counter() - t0
+                _report(out, res, kinds)  # after every run: a partial table is always on disk
     res["seconds"] = time.perf_counter() - t0
+    res["finished"] = time.strftime("%Y-%m-%d %H:%M %Z")
     _report(out, res, kinds)
     return res
+
+
+def _machine(device: str) -> str:
+    import os
+    import platform
+
+    import torch
+
+    dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.startswith("cuda") and torch.cuda.is_available():
+        what = torch.cuda.get_device_name(0)
+    else:
+        cpu = platform.processor() or platform.machine()
+        what = f"{cpu}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} threads"
+    return f"{what}; torch {torch.__version__}; Python {platform.python_version()}"
+
+
+#: The paper's ordering of the instance metric (METHOD.md section 7): each part adds.
+PAPER_ORDER = ("semantic-only", "offset", "offset+odr", "offset+scr", "pointins")
+
+
+def gap(runs: dict, kind: str, metric: str, a: str, b: str, seeds) -> dict | None:
+    """``b`` minus ``a`` on ``metric`` over the seeds both finished: mean, std of the per-seed differences,
+    and the pooled std of the two variants (None when no seed has both)."""
+    pairs = [(runs[f"{kind}/{a}/seed{s}"][metric], runs[f"{kind}/{b}/seed{s}"][metric]) for s in seeds
+             if f"{kind}/{a}/seed{s}" in runs and f"{kind}/{b}/seed{s}" in runs]  # fmt: skip
+    if not pairs:
+        return None
+    x, y = np.asarray(pairs, np.float64).T
+    d = y - x
+    sd = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
+    return {"mean": float(d.mean()), "std_diff": sd(d), "std_a": sd(x), "std_b": sd(y), "seeds": len(d)}
 
 
 def ordering(names: list[str], values: list[float], tol: float = 5e-4) -> str:
@@ -304,36 +343,66 @@ def ordering(names: list[str], values: list[float], tol: float = 5e-4) -> str:
 
 
 def _report(out: Path, res: dict, kinds: list[str]) -> None:
-    variants, seeds = res["variants"], res["seeds"]
+    variants, seeds, runs = res["variants"], res["seeds"], res["runs"]
     md = [f"# PointINS ablation ({res['scale']} scale)", "",
           f"{res['steps']} pretraining steps per variant, seeds {seeds}, linear probes on frozen features "
-          "(mean ± std over seeds where more than one). Numbers in %.", ""]  # fmt: skip
+          "(mean ± std over the seeds finished; the count is shown where it is not all of them). Numbers in %.",
+          "", f"Machine: {res.get('machine', '?')}. Started {res.get('started', '?')}"
+          + (f", finished {res['finished']}" if res.get("finished") else " (still running or interrupted: "
+             "rerun the same command to resume)") + ".", ""]  # fmt: skip
     summary = {}
     for kind in kinds:
         metrics = ("miou", "ap", "ap50", "ap25") if kind == "indoor" else ("pq", "sq", "rq", "pq_dagger", "miou")
         label = {"miou": "mIoU", "ap": "AP", "ap50": "AP50", "ap25": "AP25", "pq": "PQ", "sq": "SQ", "rq": "RQ",
                  "pq_dagger": "PQ†"}  # fmt: skip
         proto = "ScanNet-protocol instance AP" if kind == "indoor" else "SemanticKITTI-protocol PQ"
-        md += [f"## {kind} ({proto})", "", "| variant | " + " | ".join(label[m] for m in metrics) + " |",
-               "|---|" + "---|" * len(metrics)]  # fmt: skip
+        md += [f"## {kind} ({proto})", "", "| variant | " + " | ".join(label[m] for m in metrics) + " | seeds |",
+               "|---|" + "---|" * (len(metrics) + 1)]  # fmt: skip
         means: dict[str, list[float]] = {m: [] for m in metrics}
         stds: dict[str, list[float]] = {m: [] for m in metrics}
+        done_v = []
         for v in variants:
-            vals = {m: [res["runs"][f"{kind}/{v}/seed{s}"][m] for s in seeds] for m in metrics}
-            md.append(f"| {v} | " + " | ".join(_cell(vals[m]) for m in metrics) + " |")
+            have = [s for s in seeds if f"{kind}/{v}/seed{s}" in runs]
+            if not have:
+                md.append(f"| {v} | " + " | ".join("…" for _ in metrics) + " | 0 |")
+                continue
+            done_v.append(v)
+            vals = {m: [runs[f"{kind}/{v}/seed{s}"][m] for s in have] for m in metrics}
+            md.append(f"| {v} | " + " | ".join(_cell(vals[m]) for m in metrics) + f" | {len(have)} |")
             for m in metrics:
                 mu, sd = _stats(vals[m])
                 means[m].append(mu)
                 stds[m].append(sd)
+        if not done_v:
+            md.append("")
+            continue
         key = "ap" if kind == "indoor" else "pq"
-        summary[kind] = ordering(variants, means[key])
+        summary[kind] = ordering(done_v, means[key])
         md += ["", f"Ordering by {label[key]} (low to high; = within 0.05 points): {summary[kind]}", ""]
+        paper = [v for v in PAPER_ORDER if v in done_v]
+        mean_of = dict(zip(done_v, means[key], strict=True))
+        if len(paper) > 1:
+            holds = all(mean_of[a] < mean_of[b] for a, b in itertools.pairwise(paper))
+            steps_txt = ", ".join(f"{b} − {a} {100 * (mean_of[b] - mean_of[a]):+.1f}"
+                                  for a, b in itertools.pairwise(paper))  # fmt: skip
+            md += [f"Paper's ordering ({' < '.join(paper)}): **{'holds' if holds else 'does not hold'}** "
+                   f"({steps_txt}).", ""]  # fmt: skip
+            res.setdefault("paper_order_holds", {})[kind] = holds
+        g = gap(runs, kind, key, "semantic-only", "pointins", seeds)
+        if g is not None:
+            spread = max(g["std_a"], g["std_b"]) if math.isfinite(g["std_a"]) else float("nan")
+            verdict = ("n/a with one seed" if not math.isfinite(spread) else
+                       ("beyond 2 std" if g["mean"] > 2 * spread else "within 2 std"))  # fmt: skip
+            md += [f"PointINS − semantic-only: {100 * g['mean']:+.1f} {label[key]} over {g['seeds']} seed(s) "
+                   f"(std of the variants {100 * g['std_a']:.1f} / {100 * g['std_b']:.1f}, of the per-seed "
+                   f"differences {100 * g['std_diff']:.1f}: {verdict}; target +3.0).", ""]  # fmt: skip
+            res.setdefault("pointins_gain", {})[kind] = g
         shown = ("miou", "ap", "ap50", "ap25") if kind == "indoor" else ("pq", "pq_dagger", "miou")
-        svg = svg_bars(f"{kind}: linear probe ({res['steps']} pretraining steps)", variants,
+        svg = svg_bars(f"{kind}: linear probe ({res['steps']} pretraining steps)", done_v,
                        {label[m]: means[m] for m in shown}, {label[m]: stds[m] for m in shown})  # fmt: skip
         (out / f"ablation_{kind}.svg").write_text(svg)
         md += [f"![{kind}](ablation_{kind}.svg)", ""]
-        offs = [v for v in variants if v in OFFSET_VARIANTS]
+        offs = [v for v in done_v if v in OFFSET_VARIANTS]
         if offs:
             md += [f"### {kind}: the self-supervised offset head alone (no probe)", "",
                    "Class-agnostic AP of clusters of points shifted by the pretrained offset head inside K-means "
@@ -343,17 +412,21 @@ def _report(out: Path, res: dict, kinds: list[str]) -> None:
                    "| variant | AP | AP50 | AP25 | offset cosine | offset L1 / zero-offset L1 |",
                    "|---|---|---|---|---|---|"]  # fmt: skip
             for v in offs:
-                runs = [res["runs"][f"{kind}/{v}/seed{s}"] for s in seeds]
-                cells = [_cell([r[m] for r in runs]) for m in ("unsup_ap", "unsup_ap50", "unsup_ap25")]
-                cos = _stats([r["offset_cos"] for r in runs])
+                rs = [runs[f"{kind}/{v}/seed{s}"] for s in seeds if f"{kind}/{v}/seed{s}" in runs]
+                cells = [_cell([r[m] for r in rs]) for m in ("unsup_ap", "unsup_ap50", "unsup_ap25")]
+                cos = _stats([r["offset_cos"] for r in rs])
                 md.append(f"| {v} | " + " | ".join(cells) + f" | {cos[0]:.3f}"
-                          + (f" ± {cos[1]:.3f}" if len(runs) > 1 else "")
-                          + f" | {_cell([r['offset_l1'] for r in runs])} |")  # fmt: skip
+                          + (f" ± {cos[1]:.3f}" if len(rs) > 1 else "")
+                          + f" | {_cell([r['offset_l1'] for r in rs])} |")  # fmt: skip
             md.append("")
-    md.append(f"Total time {res.get('seconds', 0):.0f} s.")
+    md.append(f"Time {res.get('seconds', 0):.0f} s (this command).")
     res["ordering"] = summary
-    (out / "ablation.md").write_text("\n".join(md) + "\n")
-    (out / "ablation.json").write_text(json.dumps(res, indent=2) + "\n")
+    tmp = out / ".ablation.md.tmp"
+    tmp.write_text("\n".join(md) + "\n")
+    tmp.replace(out / "ablation.md")
+    tmp = out / ".ablation.json.tmp"
+    tmp.write_text(json.dumps(res, indent=2) + "\n")
+    tmp.replace(out / "ablation.json")
 
 
 def main(argv: list[str] | None = None) -> int:
