@@ -48,7 +48,7 @@ TORCH_LIBRARY(pointins, m) {
   // aux = int64 arg rows (max/min), the mean (var), or an empty tensor (sum/mean).
   // Ragged batched K-means steps (the Lloyd loop is pointins/ops/cluster.py). Sets: CSR offsets
   // of the points; coff: CSR offsets of the centroids (k_b = coff[b+1] - coff[b]).
-  m.def("kmeans_init(Tensor x, Tensor offsets, Tensor coff, int method, int seed) -> Tensor");
+  m.def("kmeans_init(Tensor x, Tensor offsets, Tensor coff, int method, int seed, int local_trials=0) -> Tensor");
   // -> (labels (N,) local cluster ids or -1, dist (N,) squared distance to it, sums (K, D), counts (K,))
   m.def("kmeans_assign(Tensor x, Tensor offsets, Tensor coff, Tensor centroids, Tensor? converged, "
         "bool accumulate, int? max_k=None) -> (Tensor, Tensor, Tensor, Tensor)");

@@ -17,6 +17,7 @@ using pointins::cuda::grid_stride;
 using pointins::cuda::thread_index;
 
 constexpr int kInitThreads = 512;
+constexpr int kGroup = 8;  // k-means++ candidates whose potentials are summed together (8 x 512 doubles shared)
 constexpr int kTile = 256;  // points per assignment block
 constexpr int kUpdateThreads = 256;
 constexpr int64_t kSharedBytes = 48 * 1024;
@@ -48,10 +49,14 @@ __device__ double block_sum(double v, double* sh) {
 
 template <typename T>
 __global__ void init_kernel(const T* __restrict__ x, int64_t D, const int64_t* __restrict__ off,
-                            const int64_t* __restrict__ coff, uint64_t seed, int method, double* __restrict__ d2,
+                            const int64_t* __restrict__ coff, uint64_t seed, int method, int64_t trials,
+                            double* __restrict__ d2,
                             T* __restrict__ cen) {
-  __shared__ double sh[kInitThreads];
-  __shared__ int64_t pick_sh[kInitThreads];
+  __shared__ double csum[kInitThreads];
+  __shared__ double part[kGroup * kInitThreads];
+  __shared__ int64_t cand_sh[kGroup];
+  __shared__ int64_t best_sh;
+  __shared__ double best_pot_sh, total_sh;
   const int64_t b = blockIdx.x;
   const int64_t lo = off[b], n = off[b + 1] - lo, c0 = coff[b], kb = coff[b + 1] - c0;
   if (kb == 0 || n == 0) return;
@@ -79,57 +84,78 @@ __global__ void init_kernel(const T* __restrict__ x, int64_t D, const int64_t* _
   __syncthreads();
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ds[i] = sqdist(xs + i * D, cs, D);
   __syncthreads();
+  // Greedy k-means++ (pointins/kmeans.h). Thread j owns the contiguous chunk [j c, (j + 1) c) for the prefix
+  // sums; thread 0 walks the chunk totals and then one chunk to find each candidate (no block-wide scans), the
+  // candidates' potentials are strided partial sums that thread 0 adds in thread order: few barriers per centre
+  // and a result independent of timing.
+  const int64_t L = pointins::kmeans_local_trials(trials, kb);
+  const int64_t chunk = (n + blockDim.x - 1) / blockDim.x;
+  const int64_t my0 = (int64_t)threadIdx.x * chunk, my1 = my0 + chunk < n ? my0 + chunk : n;
   for (int64_t r = 1; r < kb; ++r) {
-    double part = 0;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) part += ds[i];
-    const double total = block_sum(part, sh);
-    const double u = pointins::kmeans_uniform(seed, b, r);
-    int64_t pick = -1;
-    if (total > 0) {
-      // First i (in order) with prefix sum > u * total and d2 > 0: tile by tile, block scan.
-      const double target = u * total;
-      double carry = 0;
-      int64_t last_pos = -1;
-      for (int64_t t0 = 0; t0 < n && pick < 0; t0 += blockDim.x) {
-        const int64_t i = t0 + threadIdx.x;
-        const double v = i < n ? ds[i] : 0.0;
-        sh[threadIdx.x] = v;
-        __syncthreads();
-        for (int w = 1; w < (int)blockDim.x; w <<= 1) {  // inclusive Hillis-Steele scan
-          const double add = (int)threadIdx.x >= w ? sh[threadIdx.x - w] : 0.0;
-          __syncthreads();
-          sh[threadIdx.x] += add;
-          __syncthreads();
+    double s = 0;
+    for (int64_t i = my0; i < my1; ++i) s += ds[i];
+    csum[threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      double total = 0;
+      for (int j = 0; j < (int)blockDim.x; ++j) total += csum[j];
+      total_sh = total;
+      best_sh = -1;
+    }
+    __syncthreads();
+    const double total = total_sh;
+    for (int64_t g0 = 0; g0 < L; g0 += kGroup) {
+      const int64_t G = L - g0 < kGroup ? L - g0 : kGroup;
+      if (threadIdx.x == 0) {
+        for (int64_t q = 0; q < G; ++q) {
+          const double u = pointins::kmeans_uniform(seed, b, 1 + (r - 1) * L + g0 + q);
+          int64_t pick = -1;
+          if (total > 0) {  // first i with d2 > 0 whose prefix sum exceeds u x total
+            const double target = u * total;
+            double carry = 0;
+            int j = 0;
+            while (j < (int)blockDim.x && carry + csum[j] <= target) carry += csum[j++];
+            for (int64_t i = (int64_t)j * chunk; i < n; ++i) {
+              carry += ds[i];
+              if (ds[i] > 0 && carry > target) {
+                pick = i;
+                break;
+              }
+            }
+            for (int64_t i = n - 1; pick < 0 && i >= 0; --i)  // rounding at the very end: the last positive
+              if (ds[i] > 0) pick = i;
+          } else {
+            pick = (int64_t)(u * (double)n);
+            if (pick > n - 1) pick = n - 1;
+          }
+          cand_sh[q] = pick;
         }
-        const bool hit = i < n && v > 0 && carry + sh[threadIdx.x] > target;
-        pick_sh[threadIdx.x] = hit ? i : INT64_MAX;
-        const double tile_total = sh[blockDim.x - 1];
-        __syncthreads();
-        for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-          if ((int)threadIdx.x < w && pick_sh[threadIdx.x + w] < pick_sh[threadIdx.x])
-            pick_sh[threadIdx.x] = pick_sh[threadIdx.x + w];
-          __syncthreads();
+      }
+      __syncthreads();
+      if (L > 1) {
+        for (int64_t q = 0; q < G; ++q) {
+          const T* cand = xs + cand_sh[q] * D;
+          double pp = 0;
+          for (int64_t i = threadIdx.x; i < n; i += blockDim.x) pp += fmin(ds[i], sqdist(xs + i * D, cand, D));
+          part[q * kInitThreads + threadIdx.x] = pp;
         }
-        if (pick_sh[0] != INT64_MAX) pick = pick_sh[0];
-        __syncthreads();  // everyone has read pick_sh[0] before it is reused
-        // Last positive entry so far (guards the rounding at the very end).
-        pick_sh[threadIdx.x] = (i < n && v > 0) ? i : -1;
-        __syncthreads();
-        for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-          if ((int)threadIdx.x < w && pick_sh[threadIdx.x + w] > pick_sh[threadIdx.x])
-            pick_sh[threadIdx.x] = pick_sh[threadIdx.x + w];
-          __syncthreads();
-        }
-        if (pick_sh[0] > last_pos) last_pos = pick_sh[0];
-        carry += tile_total;
         __syncthreads();
       }
-      if (pick < 0) pick = last_pos;
-    } else {
-      pick = (int64_t)(u * (double)n);
-      if (pick > n - 1) pick = n - 1;
+      if (threadIdx.x == 0) {
+        for (int64_t q = 0; q < G; ++q) {
+          double pot = 0;
+          if (L > 1)
+            for (int j = 0; j < (int)blockDim.x; ++j) pot += part[q * kInitThreads + j];
+          if (best_sh < 0 || pot < best_pot_sh) {  // the first of equal potentials
+            best_sh = cand_sh[q];
+            best_pot_sh = pot;
+          }
+        }
+      }
+      __syncthreads();
     }
-    for (int64_t t = threadIdx.x; t < D; t += blockDim.x) cs[r * D + t] = xs[pick * D + t];
+    const int64_t best = best_sh;
+    for (int64_t t = threadIdx.x; t < D; t += blockDim.x) cs[r * D + t] = xs[best * D + t];
     __syncthreads();
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
       const double nd = sqdist(xs + i * D, cs + r * D, D);
@@ -303,10 +329,11 @@ __global__ void update_kernel(const T* __restrict__ x, int64_t D, const int64_t*
 
 template <typename T>
 int launch_init(const T* x, int64_t n, int64_t D, const int64_t* off, const int64_t* coff, int64_t num_sets,
-                uint64_t seed, int method, double* workspace, T* cen, cudaStream_t stream) {
+                uint64_t seed, int method, int64_t trials, double* workspace, T* cen, cudaStream_t stream) {
   (void)n;
   if (num_sets > 0)
-    init_kernel<T><<<(unsigned)num_sets, kInitThreads, 0, stream>>>(x, D, off, coff, seed, method, workspace, cen);
+    init_kernel<T><<<(unsigned)num_sets, kInitThreads, 0, stream>>>(x, D, off, coff, seed, method, trials, workspace,
+                                                                   cen);
   return (int)cudaGetLastError();
 }
 
@@ -339,14 +366,15 @@ int launch_update(const T* x, int64_t D, const int64_t* off, const int64_t* coff
 extern "C" {
 
 int pointins_kmeans_init(int dtype, const void* x, int64_t n, int64_t D, const int64_t* offsets, const int64_t* coff,
-                         int64_t num_sets, uint64_t seed, int method, double* workspace, void* centroids,
-                         cudaStream_t stream) {
+                         int64_t num_sets, uint64_t seed, int method, int64_t local_trials, double* workspace,
+                         void* centroids, cudaStream_t stream) {
+  if (local_trials < 0) return (int)cudaErrorInvalidValue;
   if (dtype == POINTINS_F32)
-    return launch_init<float>(static_cast<const float*>(x), n, D, offsets, coff, num_sets, seed, method, workspace,
-                              static_cast<float*>(centroids), stream);
+    return launch_init<float>(static_cast<const float*>(x), n, D, offsets, coff, num_sets, seed, method, local_trials,
+                              workspace, static_cast<float*>(centroids), stream);
   if (dtype == POINTINS_F64)
-    return launch_init<double>(static_cast<const double*>(x), n, D, offsets, coff, num_sets, seed, method, workspace,
-                               static_cast<double*>(centroids), stream);
+    return launch_init<double>(static_cast<const double*>(x), n, D, offsets, coff, num_sets, seed, method,
+                               local_trials, workspace, static_cast<double*>(centroids), stream);
   return (int)cudaErrorInvalidValue;
 }
 

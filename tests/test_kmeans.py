@@ -43,13 +43,74 @@ def _same(a, b, atol=1e-9):
     metric=st.sampled_from(["l2", "cosine"]),
     tol=st.sampled_from([None, 0.0, 1e-3]),
     seed=st.integers(0, 2**20),
+    trials=st.sampled_from([None, 1, 3]),
 )
-def test_cpu_matches_reference(sizes, d, k, init, metric, tol, seed):
+def test_cpu_matches_reference(sizes, d, k, init, metric, tol, seed, trials):
     x, off = blobs(sizes, d, seed=seed)
     if metric == "cosine":
         x = x + 0.5  # no zero rows
-    kw = dict(k=k, iters=6, init=init, metric=metric, tol=tol, seed=seed)
+    kw = dict(k=k, iters=6, init=init, metric=metric, tol=tol, seed=seed, local_trials=trials)
     _same(ops.kmeans(x, off, **kw), ops.kmeans(x, off, backend="reference", **kw))
+
+
+def _numpy_plusplus(x: np.ndarray, k: int, seed: int, trials: int, set_id: int = 0) -> np.ndarray:
+    """Greedy k-means++ written from its description (scikit-learn's ``_kmeans_plusplus``) with the kernels'
+    draws: the first centre floor(u0 n); per centre ``trials`` D^2-sampled candidates, the lowest potential kept."""
+    n = len(x)
+    u = lambda draw: ref.kmeans_uniform(seed, set_id, draw)
+    centres = [min(n - 1, int(u(0) * n))]
+    d2 = ((x - x[centres[0]]) ** 2).sum(1)
+    for r in range(1, k):
+        cands = []
+        for t in range(trials):
+            target = u(1 + (r - 1) * trials + t) * d2.sum()
+            above = np.flatnonzero((np.cumsum(d2) > target) & (d2 > 0))
+            cands.append(int(above[0]) if len(above) else int(np.flatnonzero(d2 > 0)[-1]))
+        pots = [np.minimum(d2, ((x - x[c]) ** 2).sum(1)).sum() for c in cands]
+        best = cands[int(np.argmin(pots))]
+        centres.append(best)
+        d2 = np.minimum(d2, ((x - x[best]) ** 2).sum(1))
+    return x[centres]
+
+
+@pytest.mark.parametrize("trials", [None, 1, 4])
+@pytest.mark.parametrize("d", [2, 16])
+def test_greedy_plusplus_matches_its_description(trials, d):
+    rng = np.random.default_rng(d)
+    x = rng.normal(size=(3000, d)) * rng.uniform(0.5, 3, d)
+    for seed in range(3):
+        got = ops.kmeans(torch.from_numpy(x), None, k=12, iters=0, seed=seed, local_trials=trials).centroids
+        want = _numpy_plusplus(x, 12, seed, ref.kmeans_local_trials(trials or 0, 12))
+        np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=0)
+    assert [ref.kmeans_local_trials(0, k) for k in (1, 2, 3, 7, 8, 20, 21, 64, 403, 404)] == [2, 2, 3, 3, 4, 4, 5, 6,
+                                                                                              7, 8]  # fmt: skip
+    assert all(ref.kmeans_local_trials(0, k) == 2 + int(np.log(k)) for k in range(1, 5000))
+
+
+def test_greedy_plusplus_quality_matches_scikit_learn():
+    """Inertia after 10 Lloyd iterations within 2% of scikit-learn's median single run (its greedy k-means++),
+    geometric mean over sets and seeds, on clustered and on uniform data; the classic single-draw seeding
+    (local_trials=1) is far worse on clustered data."""
+    sk = pytest.importorskip("sklearn.cluster")
+    rng = np.random.default_rng(0)
+    ratios: dict = {}
+    for kind in ("clustered", "uniform"):
+        for d, k in ((3, 8), (64, 32), (1088, 16)):
+            for seed in range(2):
+                if kind == "uniform":
+                    x = rng.random((2000, d))
+                else:
+                    x = rng.normal(0, 3, (k, d))[rng.integers(0, k, 2000)] + rng.normal(size=(2000, d))
+                fits = [sk.KMeans(k, n_init=1, random_state=s, max_iter=10, tol=0, algorithm="lloyd").fit(x).inertia_
+                        for s in range(5)]  # fmt: skip
+                base = float(np.median(fits))
+                for trials in (None, 1):
+                    ours = float(ops.kmeans(torch.from_numpy(x), None, k, iters=10, seed=seed,
+                                            local_trials=trials).inertia[0])  # fmt: skip
+                    ratios.setdefault((kind, trials), []).append(ours / base)
+    geo = {key: float(np.exp(np.mean(np.log(v)))) for key, v in ratios.items()}
+    assert geo[("clustered", None)] <= 1.02 and geo[("uniform", None)] <= 1.02, geo
+    assert geo[("clustered", 1)] > geo[("clustered", None)] + 0.05, geo
 
 
 def test_per_set_k_clamping_and_empty_sets():
@@ -172,6 +233,9 @@ def test_bad_input():
     ops.kmeans(zero, off, k=3, metric="l2")  # fine under L2
     with pytest.raises(ValueError, match="k has 3 entries but there are 2 sets"):
         ops.kmeans(x, off, k=[1, 2, 3])
+    for bad in (0, 2000, True, 2.0):
+        with pytest.raises(ValueError, match="local_trials must be an integer"):
+            ops.kmeans(torch.randn(20, 3), None, 4, local_trials=bad)
     with pytest.raises(ValueError, match="k must be >= 1"):
         ops.kmeans(x, off, k=0)
     with pytest.raises(ValueError, match=r"init centroids must have shape \(sum k_b, D\) = \(6, 3\)"):
@@ -251,3 +315,19 @@ def test_triton_feature_block_fits_small_dims():
     from pointins.triton.kmeans import feature_block
 
     assert [feature_block(d) for d in (1, 2, 3, 4, 5, 8, 9, 15, 16, 64)] == [2, 2, 4, 4, 8, 8, 16, 16, 32, 32]
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("trials", [0, 1, 3])
+def test_triton_greedy_plusplus_matches_reference(triton_interpret, trials):
+    """The Triton initialisation (one program per set) picks the same centres as the reference: ragged sets,
+    an empty set, a set without clusters, k = n, and a set whose points all coincide."""
+    from pointins.triton import kmeans as tk
+
+    x, off = blobs([300, 0, 170, 5, 40], 5, centers_per_set=5, seed=9, dtype=torch.float32, spread=0.5)
+    x[off[4] : off[5]] = 1.5  # every d2 is 0 after the first centre
+    coff = torch.tensor([0, 7, 7, 7, 12, 16])  # k: 7, 0 (empty set), 0 (points, no clusters), 5 = n, 4
+    for seed in (0, 11):
+        got = tk.plusplus(x, off, coff, seed, trials)
+        want = ref.kmeans_init(x, off, coff, "k-means++", seed, trials)
+        assert torch.equal(got, want), (seed, trials)

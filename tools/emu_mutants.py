@@ -43,13 +43,22 @@ class Mutant:
 
 MUTANTS = [
     Mutant(
-        name="K-means block_sum without its last __syncthreads() (a write-after-read race on shared memory)",
+        name="greedy k-means++ without the barrier between the chunk sums and thread 0 reading them",
         sanitizer="thread",
         file="kmeans.cu",
-        old="  const double r = sh[0];\n  __syncthreads();\n  return r;",
-        new="  const double r = sh[0];\n  return r;",
+        old="    csum[threadIdx.x] = s;\n    __syncthreads();\n",
+        new="    csum[threadIdx.x] = s;\n",
         family="kmeans",
         expect=("ThreadSanitizer: data race",),
+    ),
+    Mutant(
+        name="greedy k-means++ without the barrier after thread 0 publishes the candidates",
+        sanitizer="thread",
+        file="kmeans.cu",
+        old="          cand_sh[q] = pick;\n        }\n      }\n      __syncthreads();\n",
+        new="          cand_sh[q] = pick;\n        }\n      }\n",
+        family="kmeans",
+        expect=("ThreadSanitizer: data race", "differ from the reference"),
     ),
     Mutant(
         name="connected components: the pre-fix final pass (path-halving find, plain store of the root)",

@@ -43,7 +43,8 @@ inline double sqdist(const T* a, const T* b, int64_t D) {
 // ---- initialisation ----------------------------------------------------------------------------
 
 template <typename T>
-void init_set(const T* x, int64_t n, int64_t D, int64_t kb, int64_t set, uint64_t seed, int method, T* cen) {
+void init_set(const T* x, int64_t n, int64_t D, int64_t kb, int64_t set, uint64_t seed, int method, int64_t trials,
+              T* cen) {
   if (kb == 0) return;
   auto take = [&](int64_t j, int64_t i) { std::copy(x + i * D, x + (i + 1) * D, cen + j * D); };
   if (method == POINTINS_KMEANS_RANDOM) {  // Floyd's sampling of kb distinct points
@@ -58,30 +59,73 @@ void init_set(const T* x, int64_t n, int64_t D, int64_t kb, int64_t set, uint64_
     for (int64_t j = 0; j < kb; ++j) take(j, chosen[j]);
     return;
   }
-  // k-means++: first centre uniform, then each next point with probability D(x)^2 / sum D^2.
+  // Greedy k-means++ (pointins/kmeans.h): L candidates by D^2 sampling per centre, the one with the lowest
+  // potential kept. Work is split into fixed point chunks and the partial sums added in chunk order, so the
+  // result does not depend on the thread count.
+  const int64_t L = kmeans_local_trials(trials, kb);
   int64_t first = std::min<int64_t>(n - 1, (int64_t)(kmeans_uniform(seed, set, 0) * (double)n));
   take(0, first);
   std::vector<double> d2(n);
   at::parallel_for(0, n, 4096, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) d2[i] = sqdist(x + i * D, cen, D);
   });
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> part(chunks * L);
+  std::vector<int64_t> cand(L);
+  std::vector<double> target(L);
   for (int64_t r = 1; r < kb; ++r) {
     double total = 0;
     for (int64_t i = 0; i < n; ++i) total += d2[i];
-    const double u = kmeans_uniform(seed, set, r);
-    int64_t pick = -1;
-    if (total > 0) {
-      const double target = u * total;
-      double acc = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        acc += d2[i];
-        if (d2[i] > 0) pick = i;  // last positive so far: guards the rounding at the end
-        if (acc > target && d2[i] > 0) break;
+    for (int64_t t = 0; t < L; ++t) {
+      const double u = kmeans_uniform(seed, set, 1 + (r - 1) * L + t);
+      if (total > 0) {
+        target[t] = u * total;
+        cand[t] = -1;
+      } else {
+        target[t] = -1;  // every point coincides with a centre
+        cand[t] = std::min<int64_t>(n - 1, (int64_t)(u * (double)n));
       }
-    } else {
-      pick = std::min<int64_t>(n - 1, (int64_t)(u * (double)n));  // all points coincide with centres
     }
-    take(r, pick);
+    if (total > 0) {  // one pass finds every candidate: first positive entry whose prefix sum exceeds its target
+      double acc = 0;
+      int64_t last = -1, open = L;
+      for (int64_t i = 0; i < n && open > 0; ++i) {
+        acc += d2[i];
+        if (d2[i] <= 0) continue;
+        last = i;
+        for (int64_t t = 0; t < L; ++t)
+          if (cand[t] < 0 && acc > target[t]) {
+            cand[t] = i;
+            --open;
+          }
+      }
+      for (int64_t t = 0; t < L; ++t)
+        if (cand[t] < 0) cand[t] = last;  // rounding at the very end
+    }
+    int64_t best = 0;
+    if (L > 1) {
+      at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) {
+          const int64_t i0 = c * kChunk, i1 = std::min(n, i0 + kChunk);
+          for (int64_t t = 0; t < L; ++t) {
+            const T* ct = x + cand[t] * D;
+            double s = 0;
+            for (int64_t i = i0; i < i1; ++i) s += std::min(d2[i], sqdist(x + i * D, ct, D));
+            part[c * L + t] = s;
+          }
+        }
+      });
+      double best_pot = 0;
+      for (int64_t t = 0; t < L; ++t) {
+        double pot = 0;
+        for (int64_t c = 0; c < chunks; ++c) pot += part[c * L + t];
+        if (t == 0 || pot < best_pot) {
+          best_pot = pot;
+          best = t;
+        }
+      }
+    }
+    take(r, cand[best]);
     const T* c = cen + r * D;
     at::parallel_for(0, n, 4096, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) d2[i] = std::min(d2[i], sqdist(x + i * D, c, D));
@@ -90,11 +134,13 @@ void init_set(const T* x, int64_t n, int64_t D, int64_t kb, int64_t set, uint64_
 }
 
 at::Tensor kmeans_init_cpu(const at::Tensor& x_in, const at::Tensor& offsets, const at::Tensor& coff, int64_t method,
-                           int64_t seed) {
+                           int64_t seed, int64_t local_trials) {
   check_kmeans_args(x_in, offsets, coff, "kmeans");
   check_cpu(x_in, "x", "kmeans");
   TORCH_CHECK_VALUE(method == POINTINS_KMEANS_PLUSPLUS || method == POINTINS_KMEANS_RANDOM,
                     "pointins.kmeans: unknown init method ", method, ".");
+  TORCH_CHECK_VALUE(local_trials >= 0 && local_trials <= 1024, "pointins.kmeans: local_trials must be in [0, 1024] ",
+                    "(0: 2 + floor(ln k)), got ", local_trials, ".");
   auto x = x_in.contiguous();
   auto off = offsets.contiguous(), co = coff.contiguous();
   const Sets sets{off.data_ptr<int64_t>(), co.data_ptr<int64_t>(), off.numel() - 1};
@@ -107,7 +153,7 @@ at::Tensor kmeans_init_cpu(const at::Tensor& x_in, const at::Tensor& offsets, co
     at::parallel_for(0, sets.B, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b)
         init_set<scalar_t>(xp + sets.off[b] * D, sets.n(b), D, sets.k(b), b, (uint64_t)seed, (int)method,
-                           cp + sets.coff[b] * D);
+                           local_trials, cp + sets.coff[b] * D);
     });
   });
   return cen;

@@ -13,11 +13,13 @@ namespace {
 const uint8_t* bool_ptr(const at::Tensor& t) { return reinterpret_cast<const uint8_t*>(t.data_ptr<bool>()); }
 
 at::Tensor kmeans_init_cuda(const at::Tensor& x_in, const at::Tensor& offsets, const at::Tensor& coff, int64_t method,
-                            int64_t seed) {
+                            int64_t seed, int64_t local_trials) {
   check_kmeans_args(x_in, offsets, coff, "kmeans");
   check_cuda_tensor(x_in, "x", "kmeans");
   TORCH_CHECK_VALUE(method == POINTINS_KMEANS_PLUSPLUS || method == POINTINS_KMEANS_RANDOM,
                     "pointins.kmeans: unknown init method ", method, ".");
+  TORCH_CHECK_VALUE(local_trials >= 0 && local_trials <= 1024, "pointins.kmeans: local_trials must be in [0, 1024] ",
+                    "(0: 2 + floor(ln k)), got ", local_trials, ".");
   const c10::cuda::CUDAGuard guard(x_in.device());
   auto x = x_in.contiguous();
   auto off = offsets.contiguous(), co = coff.contiguous();
@@ -33,7 +35,7 @@ at::Tensor kmeans_init_cuda(const at::Tensor& x_in, const at::Tensor& offsets, c
   auto cen = at::empty({K, x.size(1)}, x.options());
   auto ws = at::empty({std::max<int64_t>(x.size(0), 1)}, x.options().dtype(at::kDouble));
   check_launch(pointins_kmeans_init(dtype_code(x), x.data_ptr(), x.size(0), x.size(1), off.data_ptr<int64_t>(),
-                                    co.data_ptr<int64_t>(), off.numel() - 1, (uint64_t)seed, (int)method,
+                                    co.data_ptr<int64_t>(), off.numel() - 1, (uint64_t)seed, (int)method, local_trials,
                                     ws.data_ptr<double>(), cen.data_ptr(), current_stream()),
                "kmeans");
   return cen;

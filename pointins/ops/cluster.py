@@ -78,6 +78,7 @@ def kmeans(
     init: str | Any = "k-means++",
     seed: int = 0,
     tol: float | None = None,
+    local_trials: int | None = None,
     backend: str | None = None,
 ) -> KMeans:
     """Lloyd's K-means on every set of a batch at once.
@@ -90,9 +91,12 @@ def kmeans(
         iters: maximum Lloyd iterations.
         metric: ``"l2"``, or ``"cosine"`` (spherical K-means: features and centroids are
             L2-normalised; zero-norm features are an error).
-        init: ``"k-means++"`` (D^2 sampling), ``"random"`` (k distinct points), or a
-            (sum k_b, D) tensor of initial centroids. Seeded by ``seed``: identical on every
-            backend and independent of the thread count.
+        init: ``"k-means++"`` (greedy D^2 sampling: ``local_trials`` candidates per centre, the one
+            that lowers the potential most kept, as scikit-learn's default), ``"random"`` (k distinct
+            points), or a (sum k_b, D) tensor of initial centroids. Seeded by ``seed``: identical on
+            every backend and independent of the thread count.
+        local_trials: k-means++ candidates per centre; None: 2 + floor(ln k_b) per set
+            (scikit-learn's ``n_local_trials``); 1: the classic single-draw k-means++.
         tol: stop a set once its squared centre shift is <= ``tol * mean per-feature variance``
             of the set (scikit-learn's rule). Checked on the device: no host sync per
             iteration; finished sets skip their work. None: run ``iters`` iterations.
@@ -142,13 +146,22 @@ def kmeans(
     compiled = be in ("cpu", "cuda") or (be == "triton" and _compiled_available(xt.device))
 
     seed = check_seed(seed, op)
+    if local_trials is not None and (
+        isinstance(local_trials, bool) or not isinstance(local_trials, int) or not 1 <= local_trials <= 1024
+    ):
+        raise ValueError(f"pointins.{op}: local_trials must be an integer in [1, 1024] or None, got {local_trials!r}.")
+    trials = 0 if local_trials is None else int(local_trials)
     if isinstance(init, str):
         if init not in INITS:
             raise ValueError(f"pointins.{op}: init must be one of {INITS} or a tensor of centroids, got {init!r}.")
         if compiled:
-            cen = torch.ops.pointins.kmeans_init(xt, off, coff, INITS.index(init), int(seed) & (2**63 - 1))
+            cen = torch.ops.pointins.kmeans_init(xt, off, coff, INITS.index(init), int(seed) & (2**63 - 1), trials)
+        elif be == "triton" and init == "k-means++" and xt.dtype == torch.float32:
+            from pointins.triton import load
+
+            cen = load("kmeans").plusplus(xt, off, coff, int(seed) & (2**63 - 1), trials)
         else:
-            cen = reference.kmeans_init(xt, off, coff, "random" if init == "random" else "k-means++", int(seed))
+            cen = reference.kmeans_init(xt, off, coff, "random" if init == "random" else "k-means++", int(seed), trials)
     else:
         cen, _ = to_tensor(init, "init", op)
         if cen.shape != (int(coff[-1]), d):
@@ -324,7 +337,7 @@ def _register() -> None:
         return group.new_empty(group.shape)
 
     @torch.library.register_fake("pointins::kmeans_init")
-    def _(x, offsets, coff, method, seed):
+    def _(x, offsets, coff, method, seed, local_trials=0):
         k = torch.library.get_ctx().new_dynamic_size()
         return x.new_empty((k, x.shape[1]))
 

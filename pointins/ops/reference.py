@@ -460,8 +460,65 @@ def kmeans_uniform(seed: int, set_index: int, draw: int) -> float:
     return (h >> 11) * (1.0 / 9007199254740992.0)
 
 
-def kmeans_init(x: torch.Tensor, offsets: torch.Tensor, coff: torch.Tensor, method: str, seed: int) -> torch.Tensor:
-    """k-means++ (first centre uniform, then D^2 sampling) or k distinct random points (Floyd)."""
+def kmeans_uniforms(seed: int, sets: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """:func:`kmeans_uniform` for tensors of set indices and draw indices (float64, same device)."""
+
+    def signed(v: int) -> int:
+        v &= _M64
+        return v - (1 << 64) if v >= 1 << 63 else v
+
+    inner = _mix(sets.long() * signed(0x9E3779B97F4A7C15) + draws.long())
+    outer = _mix(torch.tensor([signed(seed ^ 0x6A09E667F3BCC909)], dtype=torch.long, device=sets.device))
+    h = _mix(outer ^ inner)
+    return ((h >> 11) & ((1 << 53) - 1)).double() * (1.0 / 9007199254740992.0)
+
+
+def kmeans_local_trials(trials: int, k: int) -> int:
+    """Candidates per centre of greedy k-means++: ``trials`` when > 0, else 2 + floor(ln k) (scikit-learn's
+    ``n_local_trials``), floor(ln k) from exact integer thresholds as the kernels compute it."""
+    if trials > 0:
+        return int(trials)
+    return 2 + sum(1 for t in _LN_THRESHOLDS if k >= t)
+
+
+# ceil(e^m), m = 1..20: k >= _LN_THRESHOLDS[m - 1] <=> floor(ln k) >= m
+_LN_THRESHOLDS = (3, 8, 21, 55, 149, 404, 1097, 2981, 8104, 22027, 59875, 162755, 442414, 1202605, 3269018, 8886111,
+                  24154953, 65659970, 178482301, 485165196)  # fmt: skip
+
+
+_CHUNK = 2048  # the CPU kernel's work unit: potentials are summed per chunk, then over chunks, in order
+
+
+def _seq_sqdist(xd: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Squared distances of the rows of ``xd`` to ``c`` (..., D), summed over D in order as the kernels do."""
+    s = torch.zeros(torch.broadcast_shapes(xd.shape[:-1], c.shape[:-1]), dtype=torch.float64, device=xd.device)
+    for j in range(xd.shape[-1]):
+        s = s + (xd[..., j] - c[..., j]) ** 2
+    return s
+
+
+def _seq_sum(v: torch.Tensor) -> torch.Tensor:
+    """Sum over the last dim in the CPU kernel's order (per 2048-chunk, then over the chunks)."""
+    total = torch.zeros(v.shape[:-1], dtype=torch.float64, device=v.device)
+    for c0 in range(0, v.shape[-1], _CHUNK):
+        total = total + v[..., c0 : c0 + _CHUNK].cumsum(-1)[..., -1]
+    return total
+
+
+def _d2_pick(d2: torch.Tensor, u: float, total: float, n: int) -> int:
+    if total > 0:
+        cum = torch.cumsum(d2, 0)
+        hit = ((cum > u * total) & (d2 > 0)).nonzero()
+        return int(hit[0]) if hit.numel() else int((d2 > 0).nonzero()[-1])
+    return min(n - 1, int(u * n))
+
+
+def kmeans_init(
+    x: torch.Tensor, offsets: torch.Tensor, coff: torch.Tensor, method: str, seed: int, local_trials: int = 0
+) -> torch.Tensor:
+    """Greedy k-means++ (first centre uniform; each next centre the best of L D^2-sampled candidates, the
+    lowest potential winning, L = ``local_trials`` or 2 + floor(ln k); ``local_trials=1`` is classic k-means++)
+    or k distinct random points (Floyd). The draws are those of ``pointins/kmeans.h``."""
     d = x.shape[1]
     out = x.new_empty(int(coff[-1]), d)
     for b in range(offsets.numel() - 1):
@@ -476,20 +533,22 @@ def kmeans_init(x: torch.Tensor, offsets: torch.Tensor, coff: torch.Tensor, meth
                 chosen.append(j if t in chosen else t)
             out[c0 : c0 + k] = xs[chosen]
             continue
+        trials = kmeans_local_trials(local_trials, k)
+        xd = xs.double()
         first = min(n - 1, int(kmeans_uniform(seed, b, 0) * n))
         out[c0] = xs[first]
-        d2 = ((xs.double() - xs[first].double()) ** 2).sum(1)
+        d2 = _seq_sqdist(xd, xd[first])
         for r in range(1, k):
-            u = kmeans_uniform(seed, b, r)
-            total = float(d2.sum())
-            if total > 0:
-                cum = torch.cumsum(d2, 0)
-                hit = ((cum > u * total) & (d2 > 0)).nonzero()
-                pick = int(hit[0]) if hit.numel() else int((d2 > 0).nonzero()[-1])
-            else:
-                pick = min(n - 1, int(u * n))
-            out[c0 + r] = xs[pick]
-            d2 = torch.minimum(d2, ((xs.double() - xs[pick].double()) ** 2).sum(1))
+            total = float(d2.cumsum(0)[-1])  # in point order, as the kernels
+            picks = [_d2_pick(d2, kmeans_uniform(seed, b, 1 + (r - 1) * trials + t), total, n) for t in range(trials)]
+            best, best_d2 = picks[0], None
+            if trials > 1:
+                cand = torch.minimum(d2[None], _seq_sqdist(xd[None], xd[picks][:, None]))  # (L, n)
+                pots = _seq_sum(cand)
+                j = int(torch.nonzero(pots == pots.min())[0])  # the first of equal potentials
+                best, best_d2 = picks[j], cand[j]
+            out[c0 + r] = xs[best]
+            d2 = best_d2 if best_d2 is not None else torch.minimum(d2, _seq_sqdist(xd, xd[best]))
     return out
 
 

@@ -1,4 +1,5 @@
-"""Triton K-means assignment with per-cluster accumulation (fused), for ragged batched sets.
+"""Triton K-means for ragged batched sets: greedy k-means++ initialisation (:func:`plusplus`, one program per
+set, one launch) and the assignment with per-cluster accumulation (fused, :func:`assign`).
 
 Each program takes BM points of one set and scans that set's centroids BN at a time: the
 point-centroid dot products are a ``tl.dot`` (tensor cores; fp32 runs as 3xTF32 for fp32
@@ -152,6 +153,118 @@ def assign(x, offsets, coff, centroids, converged, accumulate):
     return labels, dist, sums, counts
 
 
+@triton.jit
+def _sqdist_tile(x_ptr, rows, rmask, c_ptr, D, BLOCK: tl.constexpr, BD: tl.constexpr):
+    """float64 squared distances of the points ``rows`` to the point at ``c_ptr``."""
+    acc = tl.zeros([BLOCK], dtype=tl.float64)
+    for d0 in range(0, D, BD):
+        dd = d0 + tl.arange(0, BD)
+        dmask = dd < D
+        xt = tl.load(x_ptr + rows[:, None] * D + dd[None, :], mask=rmask[:, None] & dmask[None, :], other=0.0)
+        ct = tl.load(c_ptr + dd, mask=dmask, other=0.0)
+        diff = xt.to(tl.float64) - ct.to(tl.float64)[None, :]
+        acc += tl.sum(diff * diff, axis=1)
+    return acc
+
+
+@triton.jit
+def _plusplus_kernel(
+    x_ptr, off_ptr, coff_ptr, uoff_ptr, u_ptr, trials_ptr, d2_ptr, cen_ptr, D,
+    BLOCK: tl.constexpr, BD: tl.constexpr,
+):  # fmt: skip
+    b = tl.program_id(0).to(tl.int64)
+    lo = tl.load(off_ptr + b)
+    n = tl.load(off_ptr + b + 1) - lo
+    c0 = tl.load(coff_ptr + b)
+    kb = tl.load(coff_ptr + b + 1) - c0
+    if (kb > 0) & (n > 0):
+        xs = x_ptr + lo * D
+        ds = d2_ptr + lo
+        u0 = tl.load(uoff_ptr + b)
+        L = tl.load(trials_ptr + b)
+        first = tl.minimum((tl.load(u_ptr + u0) * n.to(tl.float64)).to(tl.int64), n - 1)
+        for d0 in range(0, D, BD):
+            dd = d0 + tl.arange(0, BD)
+            tl.store(cen_ptr + c0 * D + dd, tl.load(xs + first * D + dd, mask=dd < D), mask=dd < D)
+        for i0 in range(0, n, BLOCK):
+            rows = i0 + tl.arange(0, BLOCK).to(tl.int64)
+            rmask = rows < n
+            tl.store(ds + rows, _sqdist_tile(xs, rows, rmask, xs + first * D, D, BLOCK, BD), mask=rmask)
+        for r in range(1, kb):
+            total = tl.zeros([], dtype=tl.float64)
+            for i0 in range(0, n, BLOCK):
+                rows = i0 + tl.arange(0, BLOCK).to(tl.int64)
+                total += tl.sum(tl.load(ds + rows, mask=rows < n, other=0.0))
+            best = tl.full([], -1, tl.int64)
+            best_pot = tl.full([], float("inf"), tl.float64)
+            for t in range(0, L):
+                u = tl.load(u_ptr + u0 + 1 + (r - 1) * L + t)
+                pick = tl.minimum((u * n.to(tl.float64)).to(tl.int64), n - 1)  # every d2 is 0
+                if total > 0:
+                    target = u * total
+                    carry = tl.zeros([], dtype=tl.float64)
+                    hit_i = tl.full([], 1 << 62, tl.int64)
+                    last = tl.full([], -1, tl.int64)
+                    for i0 in range(0, n, BLOCK):
+                        rows = i0 + tl.arange(0, BLOCK).to(tl.int64)
+                        rmask = rows < n
+                        v = tl.load(ds + rows, mask=rmask, other=0.0)
+                        cum = tl.cumsum(v, axis=0) + carry
+                        pos = rmask & (v > 0)
+                        hit_i = tl.minimum(hit_i, tl.min(tl.where(pos & (cum > target), rows, 1 << 62), axis=0))
+                        last = tl.maximum(last, tl.max(tl.where(pos, rows, -1), axis=0))
+                        carry += tl.sum(v, axis=0)
+                    pick = tl.where(hit_i < n, hit_i, last)
+                pot = tl.zeros([], dtype=tl.float64)
+                for i0 in range(0, n, BLOCK):
+                    rows = i0 + tl.arange(0, BLOCK).to(tl.int64)
+                    rmask = rows < n
+                    dist = _sqdist_tile(xs, rows, rmask, xs + pick * D, D, BLOCK, BD)
+                    pot += tl.sum(tl.where(rmask, tl.minimum(tl.load(ds + rows, mask=rmask, other=0.0), dist), 0.0))
+                better = pot < best_pot
+                best = tl.where(better, pick, best)
+                best_pot = tl.where(better, pot, best_pot)
+            for d0 in range(0, D, BD):
+                dd = d0 + tl.arange(0, BD)
+                tl.store(cen_ptr + (c0 + r) * D + dd, tl.load(xs + best * D + dd, mask=dd < D), mask=dd < D)
+            for i0 in range(0, n, BLOCK):
+                rows = i0 + tl.arange(0, BLOCK).to(tl.int64)
+                rmask = rows < n
+                dist = _sqdist_tile(xs, rows, rmask, xs + best * D, D, BLOCK, BD)
+                tl.store(ds + rows, tl.minimum(tl.load(ds + rows, mask=rmask, other=0.0), dist), mask=rmask)
+
+
+PP_BLOCK = 256
+
+
+@on_tensor_device
+def plusplus(x, offsets, coff, seed: int, local_trials: int = 0):
+    """Greedy k-means++ centroids (``pointins/kmeans.h``: the same draws and rules as the CPU and CUDA kernels;
+    distances and potentials in float64, potentials summed in a different order, so a near-tie between two
+    candidates may resolve differently). One program per set, one launch."""
+    from pointins.ops import reference
+
+    d = x.shape[1]
+    x = x.contiguous()
+    num_sets = offsets.numel() - 1
+    k_host = coff.diff().tolist()
+    trials = [reference.kmeans_local_trials(local_trials, k) for k in k_host]
+    need = [1 + max(0, k - 1) * t if k > 0 else 0 for k, t in zip(k_host, trials, strict=True)]
+    uoff = torch.tensor([0, *torch.tensor(need).cumsum(0).tolist()][:-1] or [0], dtype=torch.long)
+    sets = torch.repeat_interleave(torch.arange(num_sets), torch.tensor(need, dtype=torch.long))
+    draws = torch.arange(len(sets)) - torch.repeat_interleave(uoff[:num_sets], torch.tensor(need, dtype=torch.long))
+    u = reference.kmeans_uniforms(seed, sets, draws).to(x.device)
+    cen = torch.empty((int(coff[-1]), d), dtype=x.dtype, device=x.device)
+    if num_sets == 0 or cen.numel() == 0:
+        return cen
+    d2 = torch.empty(max(1, x.shape[0]), dtype=torch.float64, device=x.device)
+    _plusplus_kernel[(num_sets,)](
+        x, offsets, coff, uoff.to(x.device), u if len(u) else d2, torch.tensor(trials, dtype=torch.long,
+        device=x.device), d2, cen, d, BLOCK=PP_BLOCK, BD=feature_block(d) if d < 16 else 16,
+    )  # fmt: skip
+    return cen
+
+
 _SIG = {
     "x_ptr": "*fp32",
     "off_ptr": "*i64",
@@ -165,7 +278,11 @@ _SIG = {
     "counts_ptr": "*i64",
     "D": "i32",
 }
+_PP_SIG = {"x_ptr": "*fp32", "off_ptr": "*i64", "coff_ptr": "*i64", "uoff_ptr": "*i64", "u_ptr": "*fp64",
+           "trials_ptr": "*i64", "d2_ptr": "*fp64", "cen_ptr": "*fp32", "D": "i32"}  # fmt: skip
 COMPILE_CHECKS = [
+    ("_plusplus_kernel", _PP_SIG, {"BLOCK": PP_BLOCK, "BD": 16}),
+    ("_plusplus_kernel", _PP_SIG, {"BLOCK": PP_BLOCK, "BD": 4}),
     ("_assign_kernel", _SIG, {"HAS_CONV": True, "ACCUMULATE": True, "DOT": True, "BM": BM, "BN": BN, "BD": BD}),
     ("_assign_kernel", _SIG, {"HAS_CONV": False, "ACCUMULATE": False, "DOT": False, "BM": BM, "BN": BN, "BD": BD}),
     ("_assign_kernel", _SIG, {"HAS_CONV": True, "ACCUMULATE": True, "DOT": False, "BM": BM, "BN": BN, "BD": 4}),

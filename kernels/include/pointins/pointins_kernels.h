@@ -138,11 +138,12 @@ int pointins_segment_offsets_from_sorted(const int64_t* sorted_keys, int64_t n, 
  * centroids at rows coff[b].. of `centroids` (K, D). dtype: POINTINS_F32 or POINTINS_F64.
  * The caller validates offsets/coff (host side, once per K-means call). */
 
-/* Initial centroids: method POINTINS_KMEANS_PLUSPLUS or POINTINS_KMEANS_RANDOM, seeded;
- * workspace: n doubles. One block per set. */
+/* Initial centroids: method POINTINS_KMEANS_PLUSPLUS (greedy, local_trials candidates per centre; 0 = 2 +
+ * floor(ln k_b); 1 = classic k-means++) or POINTINS_KMEANS_RANDOM, seeded; workspace: n doubles. One block
+ * per set. */
 int pointins_kmeans_init(int dtype, const void* x, int64_t n, int64_t D, const int64_t* offsets, const int64_t* coff,
-                         int64_t num_sets, uint64_t seed, int method, double* workspace, void* centroids,
-                         cudaStream_t stream);
+                         int64_t num_sets, uint64_t seed, int method, int64_t local_trials, double* workspace,
+                         void* centroids, cudaStream_t stream);
 /* labels[i] = nearest centroid of i's set (local id, lowest on ties), dist[i] = its squared
  * distance; points of sets with converged[b] != 0 (converged may be NULL) get -1 / 0. With
  * `accumulate`, sums (K, D) and counts (K) (zeroed by the caller) receive the cluster sums

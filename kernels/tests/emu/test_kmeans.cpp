@@ -44,7 +44,8 @@ double sqdist(const T* a, const T* b, int64_t D) {
 // ---- serial reference of the three steps ----------------------------------------------------------
 
 template <typename T>
-std::vector<T> ref_init(const std::vector<T>& x, int64_t D, const Sets& s, uint64_t seed, int method) {
+std::vector<T> ref_init(const std::vector<T>& x, int64_t D, const Sets& s, uint64_t seed, int method,
+                        int64_t trials = 0) {
   std::vector<T> cen(s.K * D);
   const int64_t B = (int64_t)s.off.size() - 1;
   for (int64_t b = 0; b < B; ++b) {
@@ -68,27 +69,38 @@ std::vector<T> ref_init(const std::vector<T>& x, int64_t D, const Sets& s, uint6
     std::copy(xs + first * D, xs + first * D + D, cs);
     std::vector<double> d2(n);
     for (int64_t i = 0; i < n; ++i) d2[i] = sqdist(xs + i * D, cs, D);
+    const int64_t L = pointins::kmeans_local_trials(trials, kb);
     for (int64_t r = 1; r < kb; ++r) {
       double total = 0;
       for (double v : d2) total += v;
-      const double u = pointins::kmeans_uniform(seed, b, r);
-      int64_t pick = -1;
-      if (total > 0) {
-        double prefix = 0;
-        int64_t last = -1;
-        for (int64_t i = 0; i < n; ++i) {
-          prefix += d2[i];
-          if (d2[i] > 0) last = i;
-          if (d2[i] > 0 && prefix > u * total) {
-            pick = i;
-            break;
+      int64_t best = -1;
+      double best_pot = 0;
+      for (int64_t t = 0; t < L; ++t) {  // greedy: L candidates by D^2 sampling, lowest potential kept
+        const double u = pointins::kmeans_uniform(seed, b, 1 + (r - 1) * L + t);
+        int64_t pick = -1;
+        if (total > 0) {
+          double prefix = 0;
+          int64_t last = -1;
+          for (int64_t i = 0; i < n; ++i) {
+            prefix += d2[i];
+            if (d2[i] > 0) last = i;
+            if (d2[i] > 0 && prefix > u * total) {
+              pick = i;
+              break;
+            }
           }
+          if (pick < 0) pick = last;
+        } else {
+          pick = std::min<int64_t>((int64_t)(u * (double)n), n - 1);
         }
-        if (pick < 0) pick = last;
-      } else {
-        pick = std::min<int64_t>((int64_t)(u * (double)n), n - 1);
+        double pot = 0;
+        for (int64_t i = 0; i < n; ++i) pot += std::min(d2[i], sqdist(xs + i * D, xs + pick * D, D));
+        if (best < 0 || pot < best_pot) {
+          best = pick;
+          best_pot = pot;
+        }
       }
-      std::copy(xs + pick * D, xs + pick * D + D, cs + r * D);
+      std::copy(xs + best * D, xs + best * D + D, cs + r * D);
       for (int64_t i = 0; i < n; ++i) d2[i] = std::min(d2[i], sqdist(xs + i * D, cs + r * D, D));
     }
   }
@@ -195,12 +207,12 @@ std::vector<T> integer_points(std::mt19937_64& rng, int64_t n, int64_t D, int ce
 
 template <typename T>
 void lloyd_case(const char* what, const std::vector<T>& x, int64_t D, const Sets& s, int method, bool spherical,
-                int iters, bool with_tol, bool exact) {
+                int iters, bool with_tol, bool exact, int64_t trials = 0) {
   const int64_t B = (int64_t)s.off.size() - 1;
   std::vector<double> tol(B);
   for (int64_t b = 0; b < B; ++b) tol[b] = b % 3 == 0 ? 0.0 : 1e-3 * (double)(b + 1);
   // Reference loop.
-  std::vector<T> rcen = ref_init(x, D, s, 77, method);
+  std::vector<T> rcen = ref_init(x, D, s, 77, method, trials);
   const std::vector<T> rcen0 = rcen;
   std::vector<uint8_t> rconv(B, 0);
   std::vector<int64_t> rn(B, 0), rlab, rcnt;
@@ -214,8 +226,8 @@ void lloyd_case(const char* what, const std::vector<T>& x, int64_t D, const Sets
   for_schedules(what, [&] {
     std::vector<T> cen(s.K * D, T(-5));
     std::vector<double> ws(std::max<int64_t>(s.n, 1));
-    EOK(pointins_kmeans_init(dtype_code<T>(), x.data(), s.n, D, s.off.data(), s.coff.data(), B, 77, method, ws.data(),
-                             cen.data(), nullptr));
+    EOK(pointins_kmeans_init(dtype_code<T>(), x.data(), s.n, D, s.off.data(), s.coff.data(), B, 77, method, trials,
+                             ws.data(), cen.data(), nullptr));
     ECHECK(cen == rcen0, "%s: initial centroids differ from the reference\n", what);
     std::vector<uint8_t> conv(B, 0);
     std::vector<int64_t> n_iter(B, 0), labels(s.n), counts(s.K);
@@ -277,6 +289,8 @@ void family(const char* prefix, uint64_t seed) {
     const std::vector<T> x = integer_points<T>(rng, s.n, D, 5);
     std::string name = std::string(prefix) + " k-means++";
     lloyd_case<T>(name.c_str(), x, D, s, POINTINS_KMEANS_PLUSPLUS, false, 4, true, true);
+    lloyd_case<T>((name + " single-draw").c_str(), x, D, s, POINTINS_KMEANS_PLUSPLUS, false, 2, false, true, 1);
+    lloyd_case<T>((name + " 5 trials").c_str(), x, D, s, POINTINS_KMEANS_PLUSPLUS, false, 2, false, true, 5);
     name = std::string(prefix) + " random init";
     lloyd_case<T>(name.c_str(), x, D, s, POINTINS_KMEANS_RANDOM, false, 3, false, true);
   }
@@ -347,7 +361,7 @@ EMU_CASE(kmeans, edge_cases) {
   ECHECK(pointins_kmeans_update(POINTINS_BF16, nullptr, 1, nullptr, nullptr, 0, nullptr, nullptr, nullptr, nullptr,
                                 nullptr, nullptr, nullptr, nullptr, 0, nullptr) == cudaErrorInvalidValue,
          "bf16 update accepted\n");
-  ECHECK(pointins_kmeans_init(POINTINS_F16, nullptr, 0, 1, nullptr, nullptr, 0, 0, 0, nullptr, nullptr, nullptr) ==
+  ECHECK(pointins_kmeans_init(POINTINS_F16, nullptr, 0, 1, nullptr, nullptr, 0, 0, 0, 0, nullptr, nullptr, nullptr) ==
              cudaErrorInvalidValue,
          "f16 K-means accepted\n");
 }
