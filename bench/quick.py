@@ -34,6 +34,45 @@ def _timer(device):
     return run
 
 
+def torch_batched_lloyd(x, offsets, init, k: int, iters: int):
+    """Plain PyTorch Lloyd on every set at once (sets padded to the largest, one cdist per iteration): the
+    baseline a GPU user writes without our kernels. Same k per set; empty clusters keep their centre."""
+    b = offsets.numel() - 1
+    sizes = offsets.diff()
+    nmax, d = int(sizes.max()), x.shape[1]
+    mask = torch.arange(nmax, device=x.device)[None] < sizes[:, None]
+    xp = x.new_zeros(b, nmax, d)
+    xp[mask] = x
+    c = init.view(b, k, d).clone()
+    w = mask.to(x.dtype)
+    for _ in range(iters):
+        lab = torch.cdist(xp, c).argmin(-1)
+        sums = x.new_zeros(b, k, d).scatter_add_(1, lab[..., None].expand(-1, -1, d), xp * w[..., None])
+        cnt = x.new_zeros(b, k).scatter_add_(1, lab, w)
+        c = torch.where(cnt[..., None] > 0, sums / cnt.clamp(min=1)[..., None], c)
+    return c.reshape(b * k, d)
+
+
+def _cuml_kmeans(device):
+    """cuML's KMeans per set (same initial centroids) when cuML is importable on a CUDA device, else None."""
+    if device.type != "cuda":
+        return None
+    try:
+        from cuml.cluster import KMeans
+    except Exception:
+        return None
+
+    def run(x, offsets, init, k, iters):
+        out = []
+        for s in range(offsets.numel() - 1):
+            xs = x[offsets[s] : offsets[s + 1]]
+            km = KMeans(n_clusters=k, init=init[s * k : (s + 1) * k], n_init=1, max_iter=iters, tol=0.0)
+            out.append(torch.as_tensor(km.fit(xs).cluster_centers_, device=x.device))
+        return torch.cat(out)
+
+    return run
+
+
 def cases(device, scale: float):
     import pointins.ops as ops
 
@@ -57,6 +96,19 @@ def cases(device, scale: float):
     x = torch.randn(v, 64, generator=g).to(device)
     yield "kmeans k=20 x10 (2 sets)", lambda: ops.kmeans(x, voff, 20, iters=10, seed=0), \
         "reference kmeans", lambda: ops.kmeans(x, voff, 20, iters=10, seed=0, backend="reference")  # fmt: skip
+    # the GPU peers of issue #24: the same initial centroids, agreement checked before timing
+    init = ops.kmeans(x, voff, 20, iters=0, seed=0).centroids
+    # one iteration from the same centroids must agree (later ones may part on float ties: Lloyd on unclustered
+    # data is chaotic)
+    mine = ops.kmeans(x, voff, 20, init=init, iters=1).centroids
+    theirs = torch_batched_lloyd(x, voff, init, 20, 1)
+    agree = "agree" if torch.allclose(mine, theirs, atol=1e-3, rtol=1e-3) else "DIFFER"
+    yield f"kmeans k=20 x10, same init ({agree})", lambda: ops.kmeans(x, voff, 20, init=init, iters=10), \
+        "torch batched Lloyd", lambda: torch_batched_lloyd(x, voff, init, 20, 10)  # fmt: skip
+    cuml_km = _cuml_kmeans(device)
+    if cuml_km is not None:
+        yield "kmeans k=20 x10, same init", lambda: ops.kmeans(x, voff, 20, init=init, iters=10), \
+            "cuML KMeans per set", lambda: cuml_km(x, voff, init, 20, 10)  # fmt: skip
     kmap = ops.kernel_map(grid, voff)
     w = torch.randn(27, 64, 64, generator=g).to(device) / 40
     dt = torch.float16 if device.type == "cuda" else torch.float32
