@@ -346,7 +346,7 @@ def _report(out: Path, res: dict, kinds: list[str]) -> None:
     variants, seeds, runs = res["variants"], res["seeds"], res["runs"]
     md = [f"# PointINS ablation ({res['scale']} scale)", "",
           f"{res['steps']} pretraining steps per variant, seeds {seeds}, linear probes on frozen features "
-          "(mean ± std over the seeds finished; the count is shown where it is not all of them). Numbers in %.",
+          "(mean ± std over the seeds finished so far: the last column counts them). Numbers in %.",
           "", f"Machine: {res.get('machine', '?')}. Started {res.get('started', '?')}"
           + (f", finished {res['finished']}" if res.get("finished") else " (still running or interrupted: "
              "rerun the same command to resume)") + ".", ""]  # fmt: skip
