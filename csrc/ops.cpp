@@ -39,6 +39,9 @@ TORCH_LIBRARY(pointins, m) {
   m.def("voxel_group(Tensor keys, int? seed=None) -> (Tensor, Tensor, Tensor, Tensor)");
   // Submanifold kernel map (N, kernel_size^3): neighbour index or -1.
   m.def("kernel_map(Tensor grid_coord, Tensor? batch, int kernel_size, int dilation, int bits=16) -> Tensor");
+  // Its pairs grouped by offset: (in_index (P,), out_index (P,), kernel_offsets (K+1,)); offset-major,
+  // output rows ascending (CPU; other devices use the torch ops in pointins/ops/voxel.py).
+  m.def("kernel_map_pairs(Tensor kmap) -> (Tensor, Tensor, Tensor)");
   // PTv3 patch padding: (pad, unpad, cu_seqlens).
   m.def("patch_partition(Tensor offsets, int patch_size) -> (Tensor, Tensor, Tensor)");
 

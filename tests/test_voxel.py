@@ -222,6 +222,26 @@ def test_kernel_map_pairs_and_transpose():
     assert torch.equal(t, km.flip(1))  # a submanifold map is its own mirror
 
 
+@pytest.mark.parametrize("shape", [(0, 27), (5, 0), (1, 1), (20_000, 27), (17_000, 8)])
+def test_kernel_map_pairs_compiled_equals_torch_ops(shape):
+    # the CPU op counts and fills per 8192-row block: several blocks, any thread count, same layout
+    g = torch.Generator().manual_seed(shape[0])
+    km = torch.randint(-1, max(1, shape[0]), shape, generator=g)
+    km[torch.rand(shape, generator=g) < 0.6] = -1
+    mt = km.t()
+    k_idx, out_idx = (mt >= 0).nonzero(as_tuple=True)
+    counts = (mt >= 0).sum(1)
+    want = (mt[k_idx, out_idx], out_idx, torch.cat([counts.new_zeros(1), counts.cumsum(0)]))
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            got = ops.kernel_map_pairs(km)
+            assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_downsample_maps(device):
     grid, batch = unique_voxels([500, 400], span=16, device=device)
     offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=device), torch.bincount(batch).cumsum(0)])

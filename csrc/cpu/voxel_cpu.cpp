@@ -8,6 +8,7 @@
 #include <atomic>
 #include <climits>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "../common.h"
@@ -316,6 +317,67 @@ at::Tensor kernel_map_cpu(const at::Tensor& grid_in, const c10::optional<at::Ten
   return out;
 }
 
+// Pairs of a kernel map grouped by offset (offset-major, output rows ascending), in two passes over
+// fixed row blocks: count per (block, offset), an exclusive scan in (offset, block) order, then fill. The
+// layout depends only on the map, not on the thread count.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> kernel_map_pairs_cpu(const at::Tensor& kmap_in) {
+  TORCH_CHECK_VALUE(kmap_in.dim() == 2 && kmap_in.scalar_type() == at::kLong,
+                    "pointins.kernel_map_pairs: kmap must be a 2-D int64 kernel map, got ", kmap_in.scalar_type(), " ",
+                    kmap_in.sizes(), ".");
+  check_cpu(kmap_in, "kmap", "kernel_map_pairs");
+  auto kmap = kmap_in.contiguous();
+  const int64_t m = kmap.size(0), kv = kmap.size(1);
+  const int64_t* km = kmap.data_ptr<int64_t>();
+  constexpr int64_t kBlock = 8192;
+  const int64_t nb = (m + kBlock - 1) / kBlock;
+  std::vector<int64_t> cnt(nb * kv, 0);  // cnt[k * nb + b]
+  std::atomic<bool> bad{false};
+  at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<int64_t> c(kv);
+    for (int64_t b = b0; b < b1; ++b) {
+      std::fill(c.begin(), c.end(), 0);
+      for (int64_t i = b * kBlock; i < std::min(m, (b + 1) * kBlock); ++i)
+        for (int64_t k = 0; k < kv; ++k) {
+          const int64_t v = km[i * kv + k];
+          c[k] += v >= 0;
+          if (v < -1) bad.store(true, std::memory_order_relaxed);
+        }
+      for (int64_t k = 0; k < kv; ++k) cnt[k * nb + b] = c[k];
+    }
+  });
+  TORCH_CHECK_VALUE(!bad.load(), "pointins.kernel_map_pairs: kmap entries must be -1 (no neighbour) or row ",
+                    "indices >= 0; found a value below -1.");
+  auto koff = at::empty({kv + 1}, kmap.options());
+  int64_t* ko = koff.data_ptr<int64_t>();
+  int64_t total = 0;
+  for (int64_t k = 0; k < kv; ++k) {
+    ko[k] = total;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t c = cnt[k * nb + b];
+      cnt[k * nb + b] = total;
+      total += c;
+    }
+  }
+  ko[kv] = total;
+  auto in_idx = at::empty({total}, kmap.options()), out_idx = at::empty({total}, kmap.options());
+  int64_t *ii = in_idx.data_ptr<int64_t>(), *oi = out_idx.data_ptr<int64_t>();
+  at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<int64_t> cur(kv);
+    for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t k = 0; k < kv; ++k) cur[k] = cnt[k * nb + b];
+      for (int64_t i = b * kBlock; i < std::min(m, (b + 1) * kBlock); ++i)
+        for (int64_t k = 0; k < kv; ++k) {
+          const int64_t v = km[i * kv + k];
+          if (v >= 0) {
+            ii[cur[k]] = v;
+            oi[cur[k]++] = i;
+          }
+        }
+    }
+  });
+  return {in_idx, out_idx, koff};
+}
+
 }  // namespace
 }  // namespace pointins
 
@@ -324,4 +386,5 @@ TORCH_LIBRARY_IMPL(pointins, CPU, m) {
   m.impl("hash_query", &pointins::hash_query_cpu);
   m.impl("voxel_group", &pointins::voxel_group_cpu);
   m.impl("kernel_map", &pointins::kernel_map_cpu);
+  m.impl("kernel_map_pairs", &pointins::kernel_map_pairs_cpu);
 }

@@ -13,8 +13,9 @@ Backends:
 - ``"triton"`` (CUDA default; CPU tensors under ``TRITON_INTERPRET=1``): fused implicit GEMM, no
   gathered copy; input gradient by the same kernel on the transposed map; weight gradient with fp32
   atomics, or a workspace and a second reduction (bitwise reproducible).
-- ``"cpu"`` (CPU default): implicit GEMM in chunks of rows (gather ``K * Cin`` columns, one
-  matrix multiply per chunk); deterministic.
+- ``"cpu"`` (CPU default): gather-GEMM-scatter per kernel offset over the map's pairs only (the
+  submanifold centre as one plain matrix multiply); input gradient from the same pairs, no transposed
+  map; deterministic for any thread count.
 - ``"reference"``: gather-GEMM-scatter per kernel offset in plain PyTorch (autograd by PyTorch).
 
 The input gradient needs the **transposed map** ``T[kernel_map[i, k], k] = i``. It is computed
@@ -38,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -48,7 +50,6 @@ from pointins.ops._interop import from_tensor, to_tensor
 __all__ = ["sparse_conv"]
 
 OP = "sparse_conv"
-_GATHER_ELEMENTS = 1 << 22  # CPU path: rows per chunk so that one gathered chunk holds ~4M values
 
 
 def _select(backend: str | None, device: torch.device) -> str:
@@ -95,10 +96,11 @@ def _check_values(feat, kmap, need_transpose: bool, kmap_t=None) -> None:
     """Content checks (one sync): what the kernels would otherwise turn into garbage or a crash. A given
     ``kmap_t`` must be exactly the transpose of ``kmap`` (else the input gradient would be silently wrong)."""
     n = feat.shape[0]
-    if kmap.numel() and bool(((kmap < -1) | (kmap >= n)).any()):
+    lo, hi = (int(v) for v in torch.aminmax(kmap)) if kmap.numel() else (-1, -1)  # one pass, no temporaries
+    if lo < -1 or hi >= n:
         raise ValueError(
             f"pointins.{OP}: kernel_map entries must be -1 or row indices of feat (0..{n - 1}); got values in "
-            f"[{int(kmap.min())}, {int(kmap.max())}]. Was the map built for a different voxel set?"
+            f"[{lo}, {hi}]. Was the map built for a different voxel set?"
         )
     if need_transpose and kmap.numel():
         valid = kmap >= 0
@@ -123,7 +125,7 @@ def _check_values(feat, kmap, need_transpose: bool, kmap_t=None) -> None:
                 "elsewhere), so the input gradient would be wrong. Build it with "
                 "pointins.ops.transpose_kernel_map(kernel_map, feat.shape[0]), or pass None to have it computed."
             )
-    if not bool(torch.isfinite(feat).all()):
+    if feat.numel() and not all(math.isfinite(float(v)) for v in torch.aminmax(feat)):  # NaN and Inf show in both
         row = int(torch.nonzero(~torch.isfinite(feat).all(1))[0])
         raise ValueError(f"pointins.{OP}: feat has NaN/Inf (first at row {row}); check the layer feeding the conv.")
 
@@ -184,7 +186,7 @@ def sparse_conv(
     if be == "reference":
         out = reference.sparse_conv(feat_t, kmap, w, b)
     else:
-        if kt is None and needs_grad:
+        if kt is None and needs_grad and be == "triton":  # the CPU path reads the input gradient off kmap's pairs
             kt = transpose_map(kmap, feat_t.shape[0])
         if deterministic is None:
             deterministic = torch.are_deterministic_algorithms_enabled()
@@ -196,41 +198,72 @@ def sparse_conv(
 
 
 # ---------------------------------------------------------------------------------------------
-# CPU path: implicit GEMM in row chunks (torch ops), and the custom op pair
+# CPU path: gather-GEMM-scatter per kernel offset over the map's pairs only (torch ops), and the
+# custom op pair
 # ---------------------------------------------------------------------------------------------
 
 
-def _gathered(x: torch.Tensor, kmap: torch.Tensor):
-    """Yield (start, stop, A) with A = x[kmap[start:stop]] as (rows, K * Cin), zeros where -1."""
-    n, cin = x.shape
-    kvol = kmap.shape[1]
-    xz = torch.cat([x, x.new_zeros(1, cin)])
-    idx = torch.where(kmap < 0, n, kmap)
-    chunk = max(64, _GATHER_ELEMENTS // max(1, kvol * cin))
-    for s in range(0, kmap.shape[0], chunk):
-        e = min(s + chunk, kmap.shape[0])
-        yield s, e, torch.index_select(xz, 0, idx[s:e].reshape(-1)).view(e - s, kvol * cin)
+def _pairs(kmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """The map's (output row, input row) pairs grouped by offset: ``rows``, ``src`` and the bounds of each
+    offset's group (rows ascending within a group)."""
+    from pointins.ops.voxel import _pairs as pairs
+
+    src, rows, koff = pairs(kmap)
+    return rows, src, koff.tolist()
 
 
-def _cpu_conv(x, kmap, w, bias):
-    kvol, cin, cout = w.shape
-    out = x.new_empty((kmap.shape[0], cout))
-    w2 = w.reshape(kvol * cin, cout)
-    for s, e, a in _gathered(x, kmap):
-        if bias is None:
-            torch.mm(a, w2, out=out[s:e])
-        else:
-            torch.addmm(bias, a, w2, out=out[s:e])
-    return out
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _cpu_conv(x, kmap, w, bias, transposed_rows: int | None = None):
+    """``out[i] = bias + sum_k x[kmap[i, k]] @ w[k]``; with ``transposed`` the input gradient of that conv for
+    ``x`` = the output gradient and ``w`` (K, Cout, Cin): ``out[kmap[i, k]] += x[i] @ w[k]`` over
+    ``transposed_rows`` output rows (the conv's inputs), from the same pairs
+    (no transposed map needed). One offset at a time: gather its pairs' rows, one matrix multiply, add into the
+    output rows (an offset whose pairs are the identity, the submanifold centre, multiplies ``x`` directly).
+    Only the map's pairs are computed (a submanifold map of a scan holds about 5-10 of 27), in a fixed order:
+    deterministic for any thread count."""
+    kvol, _cin, cout = w.shape
+    transposed = transposed_rows is not None
+    m = transposed_rows if transposed else kmap.shape[0]
+    rows, src, bounds = _pairs(kmap)
+    if transposed:
+        rows, src = src, rows
+    acc = _acc_dtype(x.dtype)
+    out = torch.zeros((m, cout), dtype=acc, device=x.device)
+    if bias is not None:
+        out += bias.to(acc)
+    widest = max((bounds[k + 1] - bounds[k] for k in range(kvol)), default=0)
+    gathered = x.new_empty((widest, x.shape[1]))
+    product = x.new_empty((widest, cout))
+    for k in range(kvol):
+        s, e = bounds[k], bounds[k + 1]
+        n = e - s
+        if n == 0:
+            continue
+        if n == m == x.shape[0] and torch.equal(src[s:e], rows[s:e]):  # identity pairs: rows 0..m-1 in order
+            out.addmm_(x.to(acc), w[k].to(acc))
+            continue
+        torch.index_select(x, 0, src[s:e], out=gathered[:n])
+        torch.mm(gathered[:n], w[k], out=product[:n])
+        out.index_add_(0, rows[s:e], product[:n].to(acc))
+    return out.to(x.dtype)
 
 
 def _cpu_weight_grad(x, kmap, g):
+    """``dw[k] = x[kmap[:, k]]^T @ g`` over the pairs of offset k."""
     kvol, cin, cout = kmap.shape[1], x.shape[1], g.shape[1]
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    dw = torch.zeros((kvol * cin, cout), dtype=acc, device=x.device)
-    for s, e, a in _gathered(x, kmap):
-        dw.addmm_(a.t().to(acc), g[s:e].to(acc))
-    return dw.view(kvol, cin, cout)
+    acc = _acc_dtype(x.dtype)
+    dw = torch.zeros((kvol, cin, cout), dtype=acc, device=x.device)
+    rows, src, bounds = _pairs(kmap)
+    for k in range(kvol):
+        s, e = bounds[k], bounds[k + 1]
+        if e > s:
+            a = torch.index_select(x, 0, src[s:e]).to(acc)
+            b = torch.index_select(g, 0, rows[s:e]).to(acc)
+            torch.mm(a.t(), b, out=dw[k])
+    return dw
 
 
 @torch.library.custom_op("pointins::sparse_conv", mutates_args=())
@@ -271,7 +304,7 @@ def _sparse_conv_backward_op(
         dfeat = kern.conv(grad_out, kmap_t, wt) if need_feat else feat.new_empty((0, feat.shape[1]))
         dw = kern.weight_grad(feat, kmap, grad_out, deterministic) if need_weight else None
     else:
-        dfeat = _cpu_conv(grad_out, kmap_t, wt, None) if need_feat else feat.new_empty((0, feat.shape[1]))
+        dfeat = _cpu_conv(grad_out, kmap, wt, None, feat.shape[0]) if need_feat else feat.new_empty((0, feat.shape[1]))
         dw = _cpu_weight_grad(feat, kmap, grad_out) if need_weight else None
     dw = weight.new_empty((0, *weight.shape[1:])) if dw is None else dw.to(weight.dtype)
     return dfeat, dw
@@ -298,7 +331,7 @@ def _backward(ctx, grad_out):
     feat, kmap, kmap_t, weight = ctx.saved_tensors
     use_triton, deterministic, has_bias = ctx.args
     need_feat, _, _, need_weight, need_bias = ctx.needs_input_grad[:5]
-    if need_feat and kmap_t is None:
+    if need_feat and kmap_t is None and use_triton:
         kmap_t = transpose_map(kmap, feat.shape[0])
     dfeat = dw = db = None
     if need_feat or need_weight:

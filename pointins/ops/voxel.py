@@ -286,13 +286,19 @@ def kernel_map_pairs(kmap: Any) -> tuple[Any, Any, Any]:
             f"pointins.kernel_map_pairs: kmap entries must be -1 (no neighbour) or row indices >= 0; found "
             f"{int(m.min())}."
         )
+    return results(_pairs(m), kind)
+
+
+def _pairs(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`kernel_map_pairs` of a checked int64 map: one compiled pass on the CPU, torch ops elsewhere."""
+    if m.device.type == "cpu":
+        return torch.ops.pointins.kernel_map_pairs(m)
     mt = m.t()
     valid = mt >= 0
     k_idx, out_idx = valid.nonzero(as_tuple=True)  # row-major: by offset, then output
     in_idx = mt[k_idx, out_idx]
     counts = valid.sum(1)
-    kernel_offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    return results((in_idx, out_idx, kernel_offsets), kind)
+    return in_idx, out_idx, torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
 
 def transpose_kernel_map(kmap: Any, num_inputs: int) -> Any:
@@ -391,6 +397,11 @@ def _register_fakes() -> None:
     @torch.library.register_fake("pointins::kernel_map")
     def _(grid_coord, batch, kernel_size, dilation, bits=16):
         return grid_coord.new_empty((grid_coord.shape[0], kernel_size**3), dtype=torch.int64)
+
+    @torch.library.register_fake("pointins::kernel_map_pairs")
+    def _(kmap):
+        p = torch.library.get_ctx().new_dynamic_size()
+        return kmap.new_empty((p,)), kmap.new_empty((p,)), kmap.new_empty((kmap.shape[1] + 1,))
 
 
 if _ext.try_load() is not None:
