@@ -366,9 +366,9 @@ void check_segment_coo_args(const at::Tensor& src, const at::Tensor& index, int6
   check_same_device(src, "src", index, "index", "segment_reduce");
 }
 
-at::Tensor segment_aux(int reduce, int64_t num_segments, const at::Tensor& src) {
+at::Tensor segment_aux(int reduce, int64_t num_segments, const at::Tensor& src, bool with_arg) {
   const int64_t C = src.size(1);
-  if (reduce == POINTINS_REDUCE_MAX || reduce == POINTINS_REDUCE_MIN)
+  if ((reduce == POINTINS_REDUCE_MAX || reduce == POINTINS_REDUCE_MIN) && with_arg)
     return at::empty({num_segments, C}, src.options().dtype(at::kLong));
   if (reduce == POINTINS_REDUCE_VAR) return at::empty({num_segments, C}, src.options());
   return at::empty({0}, src.options());

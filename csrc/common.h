@@ -77,7 +77,7 @@ int check_segment_csr_args(const at::Tensor& src, const at::Tensor& offsets, con
 [[noreturn]] void raise_segment_offsets_error(const at::Tensor& offsets, int64_t n, bool with_perm);
 void check_segment_coo_args(const at::Tensor& src, const at::Tensor& index, int64_t num_segments);
 // The second output of segment_csr/segment_coo: int64 args (max/min), the mean (var), or empty.
-at::Tensor segment_aux(int reduce, int64_t num_segments, const at::Tensor& src);
+at::Tensor segment_aux(int reduce, int64_t num_segments, const at::Tensor& src, bool with_arg = true);
 
 }  // namespace pointins
 

@@ -48,7 +48,8 @@ TORCH_LIBRARY(pointins, m) {
   // Segment ids (N,) -> stable CSR: (perm (N,), offsets (S+1,)); negative ids are ignored (last in perm).
   m.def("segment_index_csr(Tensor index, int num_segments) -> (Tensor, Tensor)");
   // Reduction of src (N, C) rows offsets[s]..offsets[s+1] (through perm) -> (out (S, C), aux):
-  // aux = int64 arg rows (max/min), the mean (var), or an empty tensor (sum/mean).
+  // aux = int64 arg rows (max/min; empty with with_arg=False on the CPU: values only), the mean (var), or an
+  // empty tensor (sum/mean).
   // Ragged batched K-means steps (the Lloyd loop is pointins/ops/cluster.py). Sets: CSR offsets
   // of the points; coff: CSR offsets of the centroids (k_b = coff[b+1] - coff[b]).
   m.def("kmeans_init(Tensor x, Tensor offsets, Tensor coff, int method, int seed, int local_trials=0) -> Tensor");
@@ -63,8 +64,10 @@ TORCH_LIBRARY(pointins, m) {
   // (smallest index) of each point's component, -1 where group < 0.
   m.def("radius_components(Tensor coord, Tensor group, float radius) -> Tensor");
   // The same by segment ids (N,) (negative ids ignored), deterministic: rows in index order.
-  m.def("segment_coo(Tensor src, Tensor index, int num_segments, str reduce, int correction=0) -> (Tensor, Tensor)");
-  m.def("segment_csr(Tensor src, Tensor offsets, Tensor? perm, str reduce, int correction=0) -> (Tensor, Tensor)");
+  m.def("segment_coo(Tensor src, Tensor index, int num_segments, str reduce, int correction=0, bool with_arg=True) "
+        "-> (Tensor, Tensor)");
+  m.def("segment_csr(Tensor src, Tensor offsets, Tensor? perm, str reduce, int correction=0, bool with_arg=True) "
+        "-> (Tensor, Tensor)");
   // Deferred error flags (pointins.ops.deferred_checks): register an int32 (1,) accumulator for its device, or
   // clear one device's (accumulator None, device given) or all; and the number of flag read-backs so far.
   m.def("set_deferred_flags(Tensor? accumulator, Device? device=None) -> ()",

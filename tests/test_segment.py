@@ -271,3 +271,37 @@ def test_float32_long_segment_sum_stays_accurate():
     idx = torch.zeros(2**25, dtype=torch.long)
     assert ops.segment_reduce(x, offsets=torch.tensor([0, 2**25]), reduce="sum").item() == 2**25
     assert ops.segment_reduce(x, index=idx, reduce="mean").item() == 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("reduce", ["max", "min"])
+def test_value_only_extrema_equal_the_arg_path(dtype, reduce):
+    # without return_arg or autograd, max/min skip the (S, C) int64 arg array: same values, NaN first-wins,
+    # ties, empty segments (0) and ignored rows included
+    g = torch.Generator().manual_seed(7)
+    x = torch.randint(-3, 4, (500, 9), generator=g).to(dtype)  # many ties
+    x[torch.rand(500, 9, generator=g) < 0.02] = float("nan")
+    idx = torch.randint(-1, 60, (500,), generator=g)
+    off = _offsets([0, 7, 0, 100, 1, 392])
+    for args in ((x, idx, 64, reduce, 0),):
+        vals, aux = torch.ops.pointins.segment_coo(*args, False)
+        full, arg = torch.ops.pointins.segment_coo(*args, True)
+        assert aux.numel() == 0 and arg.shape == full.shape
+        torch.testing.assert_close(vals, full, equal_nan=True, rtol=0, atol=0)
+    vals, aux = torch.ops.pointins.segment_csr(x, off, None, reduce, 0, False)
+    full, _ = torch.ops.pointins.segment_csr(x, off, None, reduce, 0, True)
+    assert aux.numel() == 0
+    torch.testing.assert_close(vals, full, equal_nan=True, rtol=0, atol=0)
+    # the public API takes the value-only path and still matches the reference
+    want, _ = ref.segment_reduce(x.double(), idx, 64, reduce, 0)
+    got = ops.segment_reduce(x, index=idx, reduce=reduce, num_segments=64)
+    torch.testing.assert_close(got.double(), want, equal_nan=True, rtol=0, atol=0)
+
+
+def test_value_only_extrema_refuse_autograd():
+    x = torch.randn(10, 3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="with_arg=True"):
+        torch.ops.pointins.segment_coo(x, torch.zeros(10, dtype=torch.long), 1, "max", 0, False)
+    out = ops.segment_reduce(x, index=torch.zeros(10, dtype=torch.long), reduce="max")  # the API records args
+    out.sum().backward()
+    assert int((x.grad != 0).sum()) == 3

@@ -94,6 +94,31 @@ inline void extremum_row(const T* q, int64_t w, I pos, A* acc, I* best) {
   }
 }
 
+// Values only (no argument wanted): the same selection without the position lanes.
+template <bool kMax, typename T, typename A>
+inline void extremum_value_row(const T* q, int64_t w, A* acc) {
+  for (int64_t c = 0; c < w; ++c) {
+    const A v = A(q[c]), b = acc[c];
+    const bool take = (b == b) & ((v != v) | (kMax ? v > b : v < b));
+    acc[c] = take ? v : b;
+  }
+}
+
+template <typename T, typename A>
+void extremum_value_segment(const T* src, int64_t C, int64_t c0, int64_t w, const int64_t* perm, int64_t lo,
+                            int64_t hi, int64_t end, bool is_max, A* acc) {
+  const T* p = src + (perm ? perm[lo] : lo) * C + c0;
+  for (int64_t c = 0; c < w; ++c) acc[c] = A(p[c]);
+  for (int64_t j = lo + 1; j < hi; ++j) {
+    if (perm && j + kPrefetch < end) prefetch_row(src + perm[j + kPrefetch] * C + c0, w);
+    const T* q = src + (perm ? perm[j] : j) * C + c0;
+    if (is_max)
+      extremum_value_row<true, T, A>(q, w, acc);
+    else
+      extremum_value_row<false, T, A>(q, w, acc);
+  }
+}
+
 template <typename T, typename A, typename I>
 void extremum_segment(const T* src, int64_t C, int64_t c0, int64_t w, const int64_t* perm, int64_t lo, int64_t hi,
                       int64_t end, bool is_max, A* acc, I* pos) {
@@ -130,12 +155,21 @@ void segment_csr_kernel(const T* src, int64_t C, const int64_t* off, int64_t S, 
       T* o = out + s * C + c0;
       auto row_ptr = [&](int64_t j) { return src + (perm ? perm[j] : j) * C + c0; };
       if (reduce == POINTINS_REDUCE_MAX || reduce == POINTINS_REDUCE_MIN) {
+        const bool is_max = reduce == POINTINS_REDUCE_MAX;
+        if (arg == nullptr) {  // values only
+          if (cnt == 0) {
+            for (int64_t c = 0; c < w; ++c) o[c] = T(0);
+            continue;
+          }
+          extremum_value_segment<T, A>(src, C, c0, w, perm, lo, hi, end, is_max, acc.data());
+          for (int64_t c = 0; c < w; ++c) o[c] = T(acc[c]);
+          continue;
+        }
         int64_t* a = arg + s * C + c0;
         if (cnt == 0) {
           for (int64_t c = 0; c < w; ++c) o[c] = T(0), a[c] = -1;
           continue;
         }
-        const bool is_max = reduce == POINTINS_REDUCE_MAX;
         if (cnt <= INT32_MAX) {
           extremum_segment<T, A, int32_t>(src, C, c0, w, perm, lo, hi, end, is_max, acc.data(), pos32.data());
           for (int64_t c = 0; c < w; ++c) best[c] = pos32[c];
@@ -195,7 +229,7 @@ void segment_csr_kernel(const T* src, int64_t C, const int64_t* off, int64_t S, 
 
 std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& src_in, const at::Tensor& offsets_in,
                                                    const c10::optional<at::Tensor>& perm_in, c10::string_view reduce_name,
-                                                   int64_t correction) {
+                                                   int64_t correction, bool with_arg) {
   const int reduce = check_segment_csr_args(src_in, offsets_in, perm_in, reduce_name, correction);
   check_cpu(src_in, "src", "segment_reduce");
   auto src = src_in.contiguous();
@@ -212,7 +246,7 @@ std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& src_in, con
                       "pointins.segment_reduce: perm has entries outside [0, ", n, ").");
   }
   auto out = at::empty({S, C}, src.options());
-  at::Tensor aux = segment_aux(reduce, S, src);
+  at::Tensor aux = segment_aux(reduce, S, src, with_arg);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "segment_csr_cpu", [&] {
     segment_csr_kernel<scalar_t>(src.data_ptr<scalar_t>(), C, off, S, perm.defined() ? perm.data_ptr<int64_t>() : nullptr,
                                  reduce, correction, out.data_ptr<scalar_t>(),
@@ -226,10 +260,11 @@ std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& src_in, con
 // Reduction by segment ids: stable counting sort, then the CSR reduction through the
 // permutation (rows prefetched ahead), so every output sees its rows in index order.
 std::tuple<at::Tensor, at::Tensor> segment_coo_cpu(const at::Tensor& src, const at::Tensor& index,
-                                                   int64_t num_segments, c10::string_view reduce, int64_t correction) {
+                                                   int64_t num_segments, c10::string_view reduce, int64_t correction,
+                                                   bool with_arg) {
   check_segment_coo_args(src, index, num_segments);
   auto [perm, offsets] = segment_index_csr_cpu(index, num_segments);
-  return segment_csr_cpu(src, offsets, perm, reduce, correction);
+  return segment_csr_cpu(src, offsets, perm, reduce, correction, with_arg);
 }
 
 }  // namespace

@@ -32,7 +32,9 @@ std::tuple<at::Tensor, at::Tensor> segment_index_csr_cuda(const at::Tensor& inde
 
 std::tuple<at::Tensor, at::Tensor> segment_csr_cuda(const at::Tensor& src_in, const at::Tensor& offsets_in,
                                                     const c10::optional<at::Tensor>& perm_in,
-                                                    c10::string_view reduce_name, int64_t correction) {
+                                                    c10::string_view reduce_name, int64_t correction,
+                                                    bool with_arg) {
+  (void)with_arg;  // the kernels always record the argument of max/min here (aux is never empty for them)
   const int reduce = check_segment_csr_args(src_in, offsets_in, perm_in, reduce_name, correction);
   check_cuda_tensor(src_in, "src", "segment_reduce");
   const c10::cuda::CUDAGuard guard(src_in.device());
@@ -56,10 +58,11 @@ std::tuple<at::Tensor, at::Tensor> segment_csr_cuda(const at::Tensor& src_in, co
 }
 
 std::tuple<at::Tensor, at::Tensor> segment_coo_cuda(const at::Tensor& src, const at::Tensor& index,
-                                                    int64_t num_segments, c10::string_view reduce, int64_t correction) {
+                                                    int64_t num_segments, c10::string_view reduce, int64_t correction,
+                                                    bool with_arg) {
   check_segment_coo_args(src, index, num_segments);
   auto [perm, offsets] = segment_index_csr_cuda(index, num_segments);  // stable radix sort: deterministic
-  return segment_csr_cuda(src, offsets, perm, reduce, correction);
+  return segment_csr_cuda(src, offsets, perm, reduce, correction, with_arg);
 }
 
 }  // namespace

@@ -119,8 +119,9 @@ def segment_reduce(
         if be == "reference":
             out, arg = reference.segment_reduce(x2, idx, int(num_segments), base, correction)
             return _finish(out, arg, reduce, return_arg, trailing, kind)
-        out, aux = torch.ops.pointins.segment_coo(x2, idx, int(num_segments), base, correction)
-        return _finish(out, aux if base in ("max", "min") else None, reduce, return_arg, trailing, kind)
+        with_arg = _want_arg(x2, reduce, return_arg)
+        out, aux = torch.ops.pointins.segment_coo(x2, idx, int(num_segments), base, correction, with_arg)
+        return _finish(out, aux if base in ("max", "min") and with_arg else None, reduce, return_arg, trailing, kind)
     else:
         off = _index_arg(offsets, "offsets", op, x.device)
         if num_segments is not None and num_segments != off.numel() - 1:
@@ -130,8 +131,15 @@ def segment_reduce(
             idx = reference.offsets_to_batch(off)
             out, arg = reference.segment_reduce(x2, idx, off.numel() - 1, base, correction)
             return _finish(out, arg, reduce, return_arg, trailing, kind)
-    out, aux = torch.ops.pointins.segment_csr(x2, off, None, base, correction)
-    return _finish(out, aux if base in ("max", "min") else None, reduce, return_arg, trailing, kind)
+    with_arg = _want_arg(x2, reduce, return_arg)
+    out, aux = torch.ops.pointins.segment_csr(x2, off, None, base, correction, with_arg)
+    return _finish(out, aux if base in ("max", "min") and with_arg else None, reduce, return_arg, trailing, kind)
+
+
+def _want_arg(x: torch.Tensor, reduce: str, return_arg: bool) -> bool:
+    """max/min record the row of each extremum only when it is returned or autograd will need it; without it
+    the CPU kernel takes values only (no (S, C) int64 array to write)."""
+    return return_arg or reduce in ("argmax", "argmin") or (torch.is_grad_enabled() and x.requires_grad)
 
 
 def _finish(out, arg, reduce, return_arg, trailing, kind):
@@ -159,7 +167,8 @@ def _row_segments(offsets: torch.Tensor, perm: torch.Tensor | None, n: int) -> t
 
 
 def _setup_context(ctx, inputs, output):
-    src, offsets, perm, reduce, correction = inputs
+    src, offsets, perm, reduce, correction, with_arg = inputs
+    _need_arg(reduce, with_arg, src)
     _out, aux = output
     ctx.reduce, ctx.correction = reduce, correction
     ctx.mark_non_differentiable(aux)
@@ -170,13 +179,22 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out, _grad_aux):
     src, offsets, perm, aux = ctx.saved_tensors
     if ctx.reduce in ("max", "min"):
-        return _arg_grad(grad_out, aux, ctx.n), None, None, None, None
+        return _arg_grad(grad_out, aux, ctx.n), None, None, None, None, None
     seg = _row_segments(offsets, perm, ctx.n)
-    return _spread(ctx, grad_out, offsets.diff(), seg, src, aux), None, None, None, None
+    return _spread(ctx, grad_out, offsets.diff(), seg, src, aux), None, None, None, None, None
+
+
+def _need_arg(reduce: str, with_arg: bool, src: torch.Tensor) -> None:
+    if reduce in ("max", "min") and not with_arg and src.requires_grad:
+        raise RuntimeError(
+            "pointins.segment_reduce: max/min without with_arg have no gradient (the rows of the extrema were not "
+            "recorded); call the op with with_arg=True, as pointins.ops.segment_reduce does under autograd."
+        )
 
 
 def _setup_context_coo(ctx, inputs, output):
-    src, index, num_segments, reduce, correction = inputs
+    src, index, num_segments, reduce, correction, with_arg = inputs
+    _need_arg(reduce, with_arg, src)
     _out, aux = output
     ctx.reduce, ctx.correction, ctx.num_segments = reduce, correction, num_segments
     ctx.mark_non_differentiable(aux)
@@ -188,10 +206,10 @@ def _backward_coo(ctx, grad_out, _grad_aux):
     src, index, aux = ctx.saved_tensors
     s = ctx.num_segments
     if ctx.reduce in ("max", "min"):
-        return _arg_grad(grad_out, aux, ctx.n), None, None, None, None
+        return _arg_grad(grad_out, aux, ctx.n), None, None, None, None, None
     seg = torch.where(index >= 0, index, s)  # row S: rows in no segment get zero gradient
     counts = torch.bincount(seg, minlength=s + 1)[:s]
-    return _spread(ctx, grad_out, counts, seg, src, aux), None, None, None, None
+    return _spread(ctx, grad_out, counts, seg, src, aux), None, None, None, None, None
 
 
 def _arg_grad(grad_out, aux, n):
@@ -227,19 +245,19 @@ def _register() -> None:
     def _(index, num_segments):
         return index.new_empty(index.shape), index.new_empty((num_segments + 1,))
 
-    def outputs(src, s, reduce):
+    def outputs(src, s, reduce, with_arg=True):
         out = src.new_empty((s, src.shape[1]))
-        if reduce in ("max", "min"):
+        if reduce in ("max", "min") and (with_arg or src.device.type != "cpu"):
             return out, src.new_empty(out.shape, dtype=torch.int64)
         return out, src.new_empty(out.shape if reduce == "var" else (0,))
 
     @torch.library.register_fake("pointins::segment_csr")
-    def _(src, offsets, perm, reduce, correction=0):
-        return outputs(src, offsets.shape[0] - 1, reduce)
+    def _(src, offsets, perm, reduce, correction=0, with_arg=True):
+        return outputs(src, offsets.shape[0] - 1, reduce, with_arg)
 
     @torch.library.register_fake("pointins::segment_coo")
-    def _(src, index, num_segments, reduce, correction=0):
-        return outputs(src, num_segments, reduce)
+    def _(src, index, num_segments, reduce, correction=0, with_arg=True):
+        return outputs(src, num_segments, reduce, with_arg)
 
     torch.library.register_autograd("pointins::segment_csr", _backward, setup_context=_setup_context)
     torch.library.register_autograd("pointins::segment_coo", _backward_coo, setup_context=_setup_context_coo)
