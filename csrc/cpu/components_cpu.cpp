@@ -1,10 +1,11 @@
 // CPU connected components of a radius graph within groups (see pointins/components.h):
-// cell hashing + lock-free union-find on torch's OpenMP pool. Output: the root (smallest point
+// cells of side r / sqrt(3), neighbour cells by sort-merge, lock-free union-find on torch's OpenMP pool. Output: the root (smallest point
 // index) of every point's component, -1 for points with a negative group.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <vector>
@@ -12,7 +13,6 @@
 #include "../common.h"
 #include "cpu_common.h"
 #include "pointins/components.h"
-#include "pointins/hash.h"
 
 namespace pointins {
 namespace {
@@ -97,19 +97,31 @@ at::Tensor components_impl(const at::Tensor& coord, const at::Tensor& group, dou
   auto [sorted_t, order_t] = at::sort(keys, /*stable=*/true, 0, false);
   const int64_t* sk = sorted_t.data_ptr<int64_t>();
   const int64_t* order = order_t.data_ptr<int64_t>();
-  // 3. Cells: runs of equal keys (valid points only); a hash table maps cell key -> cell.
+  // 3. Cells: runs of equal keys (valid points only), and each cell's key.
   std::vector<int64_t> start;
   for (int64_t j = 0; j < n && sk[j] != INT64_MAX; ++j)
     if (j == 0 || sk[j] != sk[j - 1]) start.push_back(j);
   const int64_t m = (int64_t)start.size();
   start.push_back(m ? (int64_t)(std::lower_bound(sk, sk + n, INT64_MAX) - sk) : 0);
-  const int64_t cap = hash_capacity_for(m), mask = cap - 1;
-  std::vector<int64_t> tk(cap, POINTINS_HASH_EMPTY), tv(cap, -1);
-  for (int64_t c = 0; c < m; ++c) {
-    int64_t s = (int64_t)(hash_mix((uint64_t)sk[start[c]]) & (uint64_t)mask);
-    while (tk[s] != POINTINS_HASH_EMPTY) s = (s + 1) & mask;
-    tk[s] = sk[start[c]];
-    tv[s] = c;
+  std::vector<int64_t> ckey(m);
+  for (int64_t c = 0; c < m; ++c) ckey[c] = sk[start[c]];
+  // The points in cell order, contiguous: the distance tests read neighbouring cells' points sequentially.
+  const int64_t nv = start[m];
+  std::vector<T> sp(3 * nv);
+  at::parallel_for(0, nv, 1 << 14, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j)
+      for (int a = 0; a < 3; ++a) sp[3 * j + a] = p[3 * order[j] + a];
+  });
+  // Neighbour cells by sort-merge, as kernel_map does: the keys of offset t's neighbours, key + delta_t, are
+  // sorted like the cell keys, so each offset's lookup is a forward step of one cursor over ckey (sequential
+  // reads instead of random hash probes). The padding by POINTINS_CC_REACH keeps every neighbour coordinate in
+  // [0, 2^bits): key + delta_t is exactly the neighbour's key.
+  int64_t delta[POINTINS_CC_HALF_STENCIL];
+  for (int t = 0; t < POINTINS_CC_HALF_STENCIL; ++t) {
+    int dx, dy, dz;
+    cc_offset(t, &dx, &dy, &dz);
+    // Multiplies, not shifts: dx and dy may be negative (a left shift of a negative value is UB).
+    delta[t] = (int64_t)dx * ((int64_t)1 << (2 * bits)) + (int64_t)dy * ((int64_t)1 << bits) + dz;
   }
   // 4. Union-find: a cell is connected by construction (parent = its first point).
   int64_t* parent = root.data_ptr<int64_t>();
@@ -118,23 +130,25 @@ at::Tensor components_impl(const at::Tensor& coord, const at::Tensor& group, dou
       for (int64_t j = start[c]; j < start[c + 1]; ++j) parent[order[j]] = order[start[c]];
   });
   const double r2 = radius * radius;
-  at::parallel_for(0, m, 64, [&](int64_t c0, int64_t c1) {
+  at::parallel_for(0, m, 256, [&](int64_t c0, int64_t c1) {
+    int64_t cur[POINTINS_CC_HALF_STENCIL];
+    for (int t = 0; t < POINTINS_CC_HALF_STENCIL; ++t)
+      cur[t] = std::lower_bound(ckey.begin(), ckey.end(), ckey[c0] + delta[t]) - ckey.begin();
     for (int64_t c = c0; c < c1; ++c) {
-      const int64_t key = sk[start[c]], a0 = order[start[c]];
+      const int64_t key = ckey[c], a0 = order[start[c]];
       for (int t = 0; t < POINTINS_CC_HALF_STENCIL; ++t) {
-        int dx, dy, dz;
-        cc_offset(t, &dx, &dy, &dz);
-        // Multiplies, not shifts: dx and dy may be negative (a left shift of a negative value is UB).
-        const int64_t nk = key + (int64_t)dx * ((int64_t)1 << (2 * bits)) + (int64_t)dy * ((int64_t)1 << bits) + dz;
-        const int64_t c2 = hash_lookup(tk.data(), tv.data(), mask, nk);
-        if (c2 < 0) continue;
+        const int64_t nk = key + delta[t];
+        int64_t c2 = cur[t];
+        while (c2 < m && ckey[c2] < nk) ++c2;
+        cur[t] = c2;
+        if (c2 >= m || ckey[c2] != nk) continue;
         const int64_t b0 = order[start[c2]];
         if (uf_find(parent, a0) == uf_find(parent, b0)) continue;
         bool linked = false;
         for (int64_t ja = start[c]; ja < start[c + 1] && !linked; ++ja) {
-          const T* pa = p + 3 * order[ja];
+          const T* pa = sp.data() + 3 * ja;
           for (int64_t jb = start[c2]; jb < start[c2 + 1]; ++jb) {
-            const T* pb = p + 3 * order[jb];
+            const T* pb = sp.data() + 3 * jb;
             const double ex = (double)pa[0] - (double)pb[0], ey = (double)pa[1] - (double)pb[1],
                          ez = (double)pa[2] - (double)pb[2];
             if (ex * ex + ey * ey + ez * ez < r2) {
