@@ -3,8 +3,8 @@
 
 Each comparison builds one input, runs ours and the peer on it, checks that the results agree (same voxels,
 same partition, same centroids from the same initial centroids, outputs within float tolerance) and only then
-times both (median of ``--repeat`` runs after a warm-up, ``--threads`` threads for everyone). The ratio is peer
-time / our time: above 1 we are faster. A peer that is not installed is reported as skipped (``pip install
+times both (medians of ``--repeat`` alternating runs after a warm-up, ``--threads`` threads for everyone). The
+ratio is peer time / our time: above 1 we are faster. A peer that is not installed is reported as skipped (``pip install
 -e ".[bench]"`` brings faiss-cpu, spconv, torch_geometric, scikit-learn and SciPy; Open3D needs libusb).
 
     python bench/peers.py                      # every comparison at the issue's sizes, Markdown table on stdout
@@ -53,6 +53,7 @@ def _peer(name: str):
 
 
 def timeit(fn: Callable[[], object], repeat: int) -> float:
+    """Median time of ``fn`` over ``repeat`` runs after a warm-up (rows with no peer to time)."""
     fn()
     times = []
     for _ in range(repeat):
@@ -60,6 +61,19 @@ def timeit(fn: Callable[[], object], repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def timepair(ours: Callable[[], object], peer: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Median times of ``ours`` and ``peer``, runs alternating (after a warm-up of each): drift on the machine
+    (another runtime's spinning OpenMP threads, page-cache and allocator state) hits both alike."""
+    ours(), peer()
+    a, b = [], []
+    for _ in range(repeat):
+        for fn, out in ((ours, a), (peer, b)):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return statistics.median(a), statistics.median(b)
 
 
 def add(row: Row) -> None:
@@ -116,7 +130,7 @@ def bench_kmeans(quick: bool, repeat: int) -> None:
                 return np.concatenate(out)
 
             err = float(np.abs(peer() - mine.centroids.numpy()).max())
-            add(Row("K-means vs faiss Kmeans (per set)", size, timeit(ours, repeat), timeit(peer, repeat),
+            add(Row("K-means vs faiss Kmeans (per set)", size, *timepair(ours, peer, repeat),
                     (f"same init: centroids within {err:.0e}" if err < 1e-3 else f"DIFFER by {err:.2e}")
                     + f"; iterations run: {ran}, faiss {max(faiss_iters)}"))  # fmt: skip
         if skc is None:
@@ -134,7 +148,7 @@ def bench_kmeans(quick: bool, repeat: int) -> None:
             return np.concatenate(out)
 
         err = float(np.abs(sk() - mine.centroids.numpy()).max())
-        add(Row("K-means vs scikit-learn KMeans(n_init=1)", size, timeit(ours, repeat), timeit(sk, repeat),
+        add(Row("K-means vs scikit-learn KMeans(n_init=1)", size, *timepair(ours, sk, repeat),
                 (f"same init: centroids within {err:.0e}" if err < 1e-3 else f"DIFFER by {err:.2e}")
                 + f"; iterations run: {ran}, scikit-learn {max(sk_iters)}"))  # fmt: skip
         # quality: each with its own (greedy) k-means++, inertia ratio per set, median over 7 seeds
@@ -180,7 +194,7 @@ def bench_kmeans_fixed(quick: bool, repeat: int) -> None:
 
     err = float(np.abs(peer(1) - ours(1).centroids.numpy()).max())
     agree = f"same init, 1 iteration: centroids within {err:.0e}" if err < 1e-3 else f"DIFFER by {err:.2e}"
-    add(Row("K-means vs faiss Kmeans, fixed iterations (per set)", size, timeit(ours, repeat), timeit(peer, repeat),
+    add(Row("K-means vs faiss Kmeans, fixed iterations (per set)", size, *timepair(ours, peer, repeat),
             agree))  # fmt: skip
 
 
@@ -209,7 +223,7 @@ def bench_segment(quick: bool, repeat: int) -> None:
             a, b = ours(), torch_peer()
             present = torch.bincount(idx, minlength=segs) > 0
             ok = torch.allclose(a[present], b[present], atol=1e-5)
-            add(Row(f"segment {red} vs torch.scatter_reduce", size, timeit(ours, repeat), timeit(torch_peer, repeat),
+            add(Row(f"segment {red} vs torch.scatter_reduce", size, *timepair(ours, torch_peer, repeat),
                     "yes" if ok else "DIFFER"))  # fmt: skip
             if pyg is None:
                 add(Row(f"segment {red} vs torch_geometric scatter", size, note="skipped: torch_geometric absent"))
@@ -219,7 +233,7 @@ def bench_segment(quick: bool, repeat: int) -> None:
                 return pyg.scatter(src, idx, dim=0, dim_size=segs, reduce=red)
 
             ok = torch.allclose(a[present], pyg_peer()[present], atol=1e-5)
-            add(Row(f"segment {red} vs torch_geometric scatter", size, timeit(ours, repeat), timeit(pyg_peer, repeat),
+            add(Row(f"segment {red} vs torch_geometric scatter", size, *timepair(ours, pyg_peer, repeat),
                     "yes" if ok else "DIFFER"))  # fmt: skip
 
 
@@ -261,8 +275,8 @@ def bench_components(quick: bool, repeat: int) -> None:
             m = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
             return csgraph.connected_components(m, directed=False)[1]
 
-        add(Row("connected components vs scipy cKDTree.query_pairs + csgraph", size, timeit(ours, repeat),
-                timeit(sp, repeat), "same partition" if _same_partition(mine, sp()) else "DIFFER"))  # fmt: skip
+        add(Row("connected components vs scipy cKDTree.query_pairs + csgraph", size, *timepair(ours,
+                sp, repeat), "same partition" if _same_partition(mine, sp()) else "DIFFER"))  # fmt: skip
     if o3d is None:
         add(Row("connected components vs Open3D cluster_dbscan(min_points=1)", size, note="skipped: open3d absent"))
     else:
@@ -271,8 +285,8 @@ def bench_components(quick: bool, repeat: int) -> None:
         def o3():
             return np.asarray(pcd.cluster_dbscan(r, 1))
 
-        add(Row("connected components vs Open3D cluster_dbscan(min_points=1)", size, timeit(ours, repeat),
-                timeit(o3, repeat), "same partition" if _same_partition(mine, o3()) else "DIFFER"))  # fmt: skip
+        add(Row("connected components vs Open3D cluster_dbscan(min_points=1)", size, *timepair(ours,
+                o3, repeat), "same partition" if _same_partition(mine, o3()) else "DIFFER"))  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------
@@ -317,8 +331,8 @@ def bench_voxel(quick: bool, repeat: int) -> None:
 
         ok = len(counts) == len(v.counts) and np.array_equal(key(cells), key(ours_cells))
         ok = ok and np.array_equal(np.sort(counts), np.sort(v.counts.numpy()))
-        add(Row("voxelize (train) vs NumPy FNV hash + argsort (Pointcept's GridSample)", size, timeit(ours, repeat),
-                timeit(lambda grid=grid: _fnv_grid_sample(coord, grid, rng), repeat),
+        add(Row("voxelize (train) vs NumPy FNV hash + argsort (Pointcept's GridSample)", size, *timepair(ours,
+                lambda grid=grid: _fnv_grid_sample(coord, grid, rng), repeat),
                 "same voxels" if ok else "DIFFER"))  # fmt: skip
         if o3d is None:
             add(Row("voxelize with feature means vs Open3D voxel_down_sample", size, note="skipped: open3d absent"))
@@ -423,8 +437,8 @@ def _sparse_conv_rows(sp, gc, idx, shape, repeat, race_note):
         def peer_f():
             return conv(x_sp).features
 
-        add(Row("submanifold conv 3x3x3 vs spconv SubMConv3d, maps reused, fwd", size, timeit(ours_f, repeat),
-                timeit(peer_f, repeat), agree))  # fmt: skip
+        add(Row("submanifold conv 3x3x3 vs spconv SubMConv3d, maps reused, fwd", size, *timepair(ours_f,
+                peer_f, repeat), agree))  # fmt: skip
         fr = feat.clone().requires_grad_(True)
         wr = w.clone().requires_grad_(True)
 
@@ -440,7 +454,7 @@ def _sparse_conv_rows(sp, gc, idx, shape, repeat, race_note):
                 conv(x_spr).features.sum().backward()
 
             peer_fb()
-            add(Row("same, fwd + bwd", size, timeit(ours_fb, repeat), timeit(peer_fb, repeat), agree))
+            add(Row("same, fwd + bwd", size, *timepair(ours_fb, peer_fb, repeat), agree))
         except (AssertionError, RuntimeError) as e:
             add(Row("same, fwd + bwd", size, timeit(ours_fb, repeat), None,
                     note=f"peer cannot: spconv CPU backward raises {type(e).__name__}: {str(e)[:60]}"))  # fmt: skip
@@ -451,8 +465,8 @@ def _sparse_conv_rows(sp, gc, idx, shape, repeat, race_note):
         def peer_map():
             return conv(sp.SparseConvTensor(feat, idx, shape, 1)).features
 
-        add(Row("same, including kernel-map / indice generation, fwd", size, timeit(ours_map, repeat),
-                timeit(peer_map, repeat), agree))  # fmt: skip
+        add(Row("same, including kernel-map / indice generation, fwd", size, *timepair(ours_map,
+                peer_map, repeat), agree))  # fmt: skip
 
 
 BENCHES = {"kmeans": bench_kmeans, "kmeans_fixed": bench_kmeans_fixed, "segment": bench_segment,
@@ -473,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes (seconds): a smoke run")
     p.add_argument("--only", nargs="+", choices=sorted(BENCHES), default=sorted(BENCHES))
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--threads", type=int, default=2, help="threads for ours and every peer")
     p.add_argument("--out", default=None, help="also write the Markdown table here")
     a = p.parse_args(argv)
