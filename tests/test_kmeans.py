@@ -158,6 +158,24 @@ def test_tolerance_stops_sets_independently():
     torch.testing.assert_close(km.inertia, fixed.inertia)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_tol0_keeps_the_converged_assignment(dtype, metric):
+    # tol=0 on the CPU reuses each set's last assignment instead of a closing pass: labels and inertia must be
+    # exactly those of a fresh assignment to the final centres, with sets converging at different iterations,
+    # an empty set, a set with fewer points than k, and a run cut short before every set converged
+    x, off = blobs([300, 0, 2, 500, 120], 5, centers_per_set=3, seed=8, dtype=dtype, spread=2.0)
+    for iters in (40, 2):
+        km = ops.kmeans(x, off, k=4, iters=iters, tol=0.0, seed=3, metric=metric)
+        again = ops.kmeans(x, off, k=4, init=km.centroids, iters=0, metric=metric)
+        assert torch.equal(km.labels, again.labels)
+        if metric == "l2":
+            assert torch.equal(km.inertia, again.inertia)
+        else:  # init= re-normalises the (unit) centroids: last-bit changes
+            torch.testing.assert_close(km.inertia, again.inertia, rtol=1e-6, atol=1e-6)
+    assert len(set(ops.kmeans(x, off, k=4, iters=40, tol=0.0, seed=3).n_iter.tolist())) > 1
+
+
 def test_unsorted_batch_ids_keep_the_caller_order():
     x, off = blobs([60, 90], 3, seed=6)
     b = ref.offsets_to_batch(off)

@@ -193,8 +193,16 @@ def kmeans(
     )
     spherical = metric == "cosine"
     max_k = max(ks, default=0)
+    # With tol=0 a set converges only when its centres did not move at all, so its labels and distances from the
+    # assignment that preceded are already final: on the CPU they are kept (a set skipped by the kernel reads -1)
+    # and the closing assignment pass is skipped when every set converged (scikit-learn skips it the same way).
+    exact = tol == 0 and xt.device.type == "cpu"
+    kept = None
     for _ in range(iters):
         labels, dist, sums, cnt = _assign(xt, off, coff, cen, converged, True, be, use_triton, max_k)
+        if exact:
+            kept = (labels, dist) if kept is None else (
+                torch.where(labels >= 0, labels, kept[0]), torch.where(labels >= 0, dist, kept[1]))  # fmt: skip
         if compiled:
             cen, converged, n_iter = torch.ops.pointins.kmeans_update(
                 xt, off, coff, labels, dist, sums, cnt, cen, tol_t, converged, n_iter, spherical
@@ -205,7 +213,10 @@ def kmeans(
             )
         if xt.device.type == "cpu" and bool(converged.all()):
             break  # free on the CPU; on the GPU finished sets just skip their work
-    labels, dist, _, _ = _assign(xt, off, coff, cen, None, False, be, use_triton, max_k)
+    if kept is not None and bool(converged.all()):
+        labels, dist = kept
+    else:
+        labels, dist, _, _ = _assign(xt, off, coff, cen, None, False, be, use_triton, max_k)
     inertia = segment_reduce(dist.double()[:, None], offsets=off, backend=None if compiled else "reference")[:, 0]
     if spherical:
         inertia = inertia / 2  # |x - c|^2 = 2 (1 - cos) for unit vectors
