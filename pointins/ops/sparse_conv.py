@@ -18,10 +18,10 @@ Backends:
   map; deterministic for any thread count.
 - ``"reference"``: gather-GEMM-scatter per kernel offset in plain PyTorch (autograd by PyTorch).
 
-The input gradient needs the **transposed map** ``T[kernel_map[i, k], k] = i``. It is computed
-when needed; pass ``kernel_map_t=`` to reuse one (for a submanifold map of unique voxels it is
-``kernel_map.flip(1)``). Every column of the map must be injective (no input feeds two outputs
-through the same offset), which holds for maps of unique voxels.
+The Triton input gradient needs the **transposed map** ``T[kernel_map[i, k], k] = i`` (the CPU path
+reads it off the map's pairs). It is computed when needed; pass ``kernel_map_t=`` to reuse one (for
+a submanifold map of unique voxels it is ``kernel_map.flip(1)``). Every column of the map must be
+injective (no input feeds two outputs through the same offset), which holds for maps of unique voxels.
 
 Example::
 
@@ -217,13 +217,14 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _cpu_conv(x, kmap, w, bias, transposed_rows: int | None = None):
-    """``out[i] = bias + sum_k x[kmap[i, k]] @ w[k]``; with ``transposed`` the input gradient of that conv for
-    ``x`` = the output gradient and ``w`` (K, Cout, Cin): ``out[kmap[i, k]] += x[i] @ w[k]`` over
-    ``transposed_rows`` output rows (the conv's inputs), from the same pairs
-    (no transposed map needed). One offset at a time: gather its pairs' rows, one matrix multiply, add into the
-    output rows (an offset whose pairs are the identity, the submanifold centre, multiplies ``x`` directly).
-    Only the map's pairs are computed (a submanifold map of a scan holds about 5-10 of 27), in a fixed order:
-    deterministic for any thread count."""
+    """``out[i] = bias + sum_k x[kmap[i, k]] @ w[k]``. With ``transposed_rows`` it is the input gradient of that
+    conv instead, for ``x`` = the output gradient and ``w`` (K, Cout, Cin): ``out[kmap[i, k]] += x[i] @ w[k]`` over
+    ``transposed_rows`` output rows (the conv's inputs), from the same pairs (no transposed map needed).
+
+    One offset at a time: gather its pairs' rows, one matrix multiply, add into the output rows (an offset whose
+    pairs are the identity, the submanifold centre, multiplies ``x`` directly). Only the map's pairs are computed
+    (a submanifold map of a scan holds about 5-10 of 27), accumulated in float32 (float64 for float64) in a fixed
+    order: deterministic for any thread count."""
     kvol, _cin, cout = w.shape
     transposed = transposed_rows is not None
     m = transposed_rows if transposed else kmap.shape[0]
