@@ -284,8 +284,28 @@ def test_ablation_report_partial_and_gap(tmp_path):
     assert "| scratch | … | … | … | … | 0 |" in md and "| offset | 6.0 ± 1.4 |" not in md
     assert "| offset | 40.0 ± 0.0 | 6.5 ± 0.7 |" in md and "| 2 |" in md
     assert "**holds**" in md and "pointins − offset +3.5" in md and "+5.0 AP over 3 seed(s)" in md
-    assert "beyond 2 std" in md and "still running or interrupted" in md
+    assert "by the per-seed differences: ahead by more than 2 std" in md and "**met**" in md
+    assert "still running or interrupted" in md
     assert json.loads((tmp_path / "ablation.json").read_text())["paper_order_holds"] == {"indoor": True}
+
+
+def test_ablation_gap_verdict_negative(tmp_path):
+    """A PointINS deficit larger than the spread is reported as behind, not as "within 2 std" (the 600-step
+    outdoor table once read "-3.4 PQ ... within 2 std" for a gap of 4 std of the per-seed differences)."""
+    from pointins.experiments.ablation import _report
+
+    runs = {}
+    for v, xs in {"semantic-only": [0.28, 0.30, 0.32], "pointins": [0.257, 0.259, 0.286]}.items():
+        for s, x in enumerate(xs):
+            runs[f"outdoor/{v}/seed{s}"] = {"pq": x, "sq": x, "rq": x, "pq_dagger": x, "miou": 0.4, "unsup_ap": 0.01,
+                                            "unsup_ap50": 0.02, "unsup_ap25": 0.03, "offset_cos": 0.3,
+                                            "offset_l1": 0.9}  # fmt: skip
+    res = {"scale": "cpu", "steps": 600, "seeds": [0, 1, 2], "runs": runs, "variants": ["semantic-only", "pointins"]}
+    _report(tmp_path, res, ["outdoor"])
+    md = (tmp_path / "ablation.md").read_text()
+    assert "-3.3 PQ over 3 seed(s)" in md
+    assert "by the variants' std: within 2 std" in md.lower()
+    assert "by the per-seed differences: behind by more than 2 std" in md and "**not met**" in md
 
 
 def test_offset_agreement():

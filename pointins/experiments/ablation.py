@@ -329,6 +329,37 @@ def gap(runs: dict, kind: str, metric: str, a: str, b: str, seeds) -> dict | Non
     return {"mean": float(d.mean()), "std_diff": sd(d), "std_a": sd(x), "std_b": sd(y), "seeds": len(d)}
 
 
+def _beyond(mean: float, std: float) -> str:
+    if not math.isfinite(std):
+        return "n/a with one seed"
+    if abs(mean) <= 2 * std:
+        return "within 2 std"
+    return "ahead by more than 2 std" if mean > 0 else "behind by more than 2 std"
+
+
+def gap_verdict(g: dict, target: float = 0.03) -> str:
+    """Where a :func:`gap` stands against the spread, in both senses of it (the larger std of the two variants,
+    and the std of the per-seed differences, which removes what a seed does to both), and whether it meets
+    ``target`` (a gain of at least ``target`` that is more than 2 std of the variants).
+
+    >>> print(gap_verdict({"mean": 0.05, "std_a": 0.01, "std_b": 0.01, "std_diff": 0.02, "seeds": 3}))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    By the variants' std: ahead by more than 2 std; by the per-seed differences: ahead by more than 2 std.
+    Target +3.0 beyond 2 std: **met**.
+    >>> print(gap_verdict({"mean": -0.034, "std_a": 0.02, "std_b": 0.017, "std_diff": 0.008, "seeds": 3}))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    By the variants' std: within 2 std; by the per-seed differences: behind by more than 2 std.
+    Target +3.0 beyond 2 std: **not met**.
+    """
+    spread = max(g["std_a"], g["std_b"]) if math.isfinite(g["std_a"]) else float("nan")
+    met = g["mean"] >= target and math.isfinite(spread) and g["mean"] > 2 * spread
+    return (
+        f"By the variants' std: {_beyond(g['mean'], spread)}; by the per-seed differences: "
+        f"{_beyond(g['mean'], g['std_diff'])}. Target {100 * target:+.1f} beyond 2 std: "
+        f"**{'met' if met else 'not met'}**."
+    )
+
+
 def ordering(names: list[str], values: list[float], tol: float = 5e-4) -> str:
     """``"a < b = c"``: names sorted by value, ties (within ``tol``) joined by ``=``.
 
@@ -347,9 +378,11 @@ def _report(out: Path, res: dict, kinds: list[str]) -> None:
     md = [f"# PointINS ablation ({res['scale']} scale)", "",
           f"{res['steps']} pretraining steps per variant, seeds {seeds}, linear probes on frozen features "
           "(mean ± std over the seeds finished so far: the last column counts them). Numbers in %.",
-          "", f"Machine: {res.get('machine', '?')}. Started {res.get('started', '?')}"
+          "", f"Machine: {res.get('machine', '?')}. This invocation started {res.get('started', '?')}"
           + (f", finished {res['finished']}" if res.get("finished") else " (still running or interrupted: "
-             "rerun the same command to resume)") + ".", ""]  # fmt: skip
+             "rerun the same command to resume)")
+          + "; runs finished by earlier invocations were reused, not redone (each run's `done.json` dates it).",
+          ""]  # fmt: skip
     summary = {}
     for kind in kinds:
         metrics = ("miou", "ap", "ap50", "ap25") if kind == "indoor" else ("pq", "sq", "rq", "pq_dagger", "miou")
@@ -390,12 +423,9 @@ def _report(out: Path, res: dict, kinds: list[str]) -> None:
             res.setdefault("paper_order_holds", {})[kind] = holds
         g = gap(runs, kind, key, "semantic-only", "pointins", seeds)
         if g is not None:
-            spread = max(g["std_a"], g["std_b"]) if math.isfinite(g["std_a"]) else float("nan")
-            verdict = ("n/a with one seed" if not math.isfinite(spread) else
-                       ("beyond 2 std" if g["mean"] > 2 * spread else "within 2 std"))  # fmt: skip
             md += [f"PointINS − semantic-only: {100 * g['mean']:+.1f} {label[key]} over {g['seeds']} seed(s) "
                    f"(std of the variants {100 * g['std_a']:.1f} / {100 * g['std_b']:.1f}, of the per-seed "
-                   f"differences {100 * g['std_diff']:.1f}: {verdict}; target +3.0).", ""]  # fmt: skip
+                   f"differences {100 * g['std_diff']:.1f}). {gap_verdict(g)}", ""]  # fmt: skip
             res.setdefault("pointins_gain", {})[kind] = g
         shown = ("miou", "ap", "ap50", "ap25") if kind == "indoor" else ("pq", "pq_dagger", "miou")
         svg = svg_bars(f"{kind}: linear probe ({res['steps']} pretraining steps)", done_v,
