@@ -42,6 +42,8 @@ import torch
 import torch.distributed as dist
 
 import pointins.ops as pointins_ops
+from pointins import _timing
+from pointins._timing import phase
 from pointins.config import PRESETS, TrainConfig, apply_overrides, from_dict, resolve
 from pointins.data.collate import collate
 from pointins.data.views import ViewDataset, seed_worker
@@ -579,7 +581,13 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
     step = start
     pending = False
     try:
-        for batch in loader:
+        batches = iter(loader)
+        while True:
+            with phase("data wait"):
+                batch = next(batches, None)
+            if batch is None:
+                break
+            _timing.merge(batch.pop("_timing", None))
             progress_frac = step / cfg.steps
             batch = _to(batch, device)
             points = float(sum(batch[k]["coord"].shape[0] for k in ("global", "local") if k in batch))
@@ -592,19 +600,24 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
             want_vis = rank == 0 and cfg.vis_every > 0 and (step + 1) % cfg.vis_every == 0
             # On a GPU, the ops' value checks are queued on the device and read once per step (one host sync instead
             # of one per op); a failed check raises here, before the step's results are used.
-            with pointins_ops.deferred_checks(device) if device.type == "cuda" else contextlib.nullcontext():
+            with (pointins_ops.deferred_checks(device) if device.type == "cuda" else contextlib.nullcontext(),
+                  phase("forward + losses")):  # fmt: skip
                 res = model.step_losses(batch, progress_frac, step=step, student=student, generator=gen,
                                         autocast=use_amp, details=want_vis)  # fmt: skip
             ok = bool(torch.isfinite(res.loss.detach()))
             ok = _all_mean([float(ok)], device)[0] == 1.0
             gnorm = float("nan")
             if ok:
-                res.loss.backward()
-                gnorm = float(torch.nn.utils.clip_grad_norm_(model.student.parameters(), cfg.clip_grad))
+                with phase("backward"):
+                    res.loss.backward()
+                with phase("clip grad"):
+                    gnorm = float(torch.nn.utils.clip_grad_norm_(model.student.parameters(), cfg.clip_grad))
                 ok = math.isfinite(gnorm)
             if ok:
-                opt.step()
-                model.update_teacher(model.schedule(progress_frac)["momentum"])
+                with phase("optimizer"):
+                    opt.step()
+                with phase("ema"):
+                    model.update_teacher(model.schedule(progress_frac)["momentum"])
                 bad = 0
             else:
                 bad += 1
@@ -647,8 +660,10 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
             if cfg.ckpt_every and (step % cfg.ckpt_every == 0 or step == cfg.steps):
                 pending = True
             if pending and bad == 0:  # never checkpoint in the middle of a run of skipped steps
-                _save(cfg, model, opt, sched, step, bad, out, rank, keys, in_ch, dropped)
+                with phase("checkpoint"):
+                    _save(cfg, model, opt, sched, step, bad, out, rank, keys, in_ch, dropped)
                 pending = False
+            _timing.end_step()
     finally:
         bar.close()
         if log is not None:

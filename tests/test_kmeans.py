@@ -87,6 +87,44 @@ def test_greedy_plusplus_matches_its_description(trials, d):
     assert all(ref.kmeans_local_trials(0, k) == 2 + int(np.log(k)) for k in range(1, 5000))
 
 
+def test_greedy_plusplus_wide_float32_matches_its_description():
+    """The CPU init computes distances through a transposed copy, vectorised across points (the speed path for
+    SCR's 384-wide teacher features); each point sums its D squared differences in double, in order (compiled
+    without FMA contraction, so the sums equal the row-wise ones). The centres must be exactly those of the
+    description with those sums: candidates from sequential prefix sums, potentials summed in 2048-point chunks."""
+    rng = np.random.default_rng(3)
+    n, d, k, seed = 2500, 384, 6, 11
+    x = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(n, d)).astype(np.float32)), dim=1)
+    xd = x.double()
+
+    def sq(c):  # sum over d in order: one rounding per multiply, one per add
+        out = torch.zeros(n, dtype=torch.float64)
+        for j in range(d):
+            t = xd[:, j] - xd[c, j]
+            out = out + t * t
+        return out.numpy()
+
+    trials = ref.kmeans_local_trials(0, k)
+    u = lambda draw: ref.kmeans_uniform(seed, 0, draw)
+    centres = [min(n - 1, int(u(0) * n))]
+    d2 = sq(centres[0])
+    for r in range(1, k):
+        prefix = np.cumsum(d2)  # sequential, as the kernel's running sum
+        cands = []
+        for t in range(trials):
+            above = np.flatnonzero((prefix > u(1 + (r - 1) * trials + t) * prefix[-1]) & (d2 > 0))
+            cands.append(int(above[0]))
+        pots = []
+        for c in cands:
+            v = np.minimum(d2, sq(c))
+            pots.append(sum(float(np.cumsum(v[i : i + 2048])[-1]) for i in range(0, n, 2048)))
+        best = cands[int(np.argmin(pots))]
+        centres.append(best)
+        d2 = np.minimum(d2, sq(best))
+    got = ops.kmeans(x, None, k=k, iters=0, seed=seed).centroids
+    assert torch.equal(got, x[centres])
+
+
 def test_greedy_plusplus_quality_matches_scikit_learn():
     """Inertia after 10 Lloyd iterations within 2% of scikit-learn's median single run (its greedy k-means++),
     geometric mean over sets and seeds, on clustered and on uniform data; the classic single-draw seeding

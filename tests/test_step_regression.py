@@ -72,9 +72,12 @@ if __name__ == "__main__":
     tmp = Path(tempfile.mkdtemp())
     runs = {}
     for threads in (1, 2):  # the noise floor: the same code at two thread counts
-        code = (f"import torch, json, sys; torch.set_num_threads({threads}); sys.path.insert(0, {str(Path(__file__).parent)!r});"
-                f"from test_step_regression import run_steps; from pathlib import Path;"
-                f"print(json.dumps(run_steps(Path({str(tmp)!r}) / 'run{threads}', Path({str(tmp)!r}) / 'cache')))")
+        here, base = str(Path(__file__).parent), str(tmp)
+        code = (
+            f"import torch, json, sys; torch.set_num_threads({threads}); sys.path.insert(0, {here!r}); "
+            "from test_step_regression import run_steps; from pathlib import Path; "
+            f"print(json.dumps(run_steps(Path({base!r}) / 'run{threads}', Path({base!r}) / 'cache')))"
+        )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         runs[threads] = json.loads(out.stdout.strip().splitlines()[-1])
     noise = max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-6) for a, b in zip(runs[1], runs[2], strict=True)

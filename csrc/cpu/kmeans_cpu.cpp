@@ -42,6 +42,47 @@ inline double sqdist(const T* a, const T* b, int64_t D) {
 
 // ---- initialisation ----------------------------------------------------------------------------
 
+constexpr int64_t kTransposeBytes = (int64_t)256 << 20;  // largest set copied transposed for the vector path
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define POINTINS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+// No FMA contraction: each term is rounded as in sqdist (a multiply, then an add), so the sums are bitwise equal.
+#define POINTINS_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define POINTINS_CLONES
+#define POINTINS_NO_CONTRACT
+#endif
+
+// out[i] = sum_d ((double)xt[d * ld + i] - c[d])^2 for i < m, d ascending: sqdist of m points stored as
+// columns of a transposed block, vectorised across points.
+template <typename T>
+inline __attribute__((always_inline)) void sqdist_cols_impl(const T* xt, int64_t ld, int64_t m, int64_t D, const T* c,
+                                                            double* out) {
+  for (int64_t i = 0; i < m; ++i) out[i] = 0;
+  for (int64_t d = 0; d < D; ++d) {
+    const double cd = (double)c[d];
+    const T* row = xt + d * ld;
+    for (int64_t i = 0; i < m; ++i) {
+      const double t = (double)row[i] - cd;
+      out[i] += t * t;
+    }
+  }
+}
+POINTINS_CLONES POINTINS_NO_CONTRACT void sqdist_cols_f32(const float* xt, int64_t ld, int64_t m, int64_t D,
+                                                          const float* c, double* out) {
+  sqdist_cols_impl<float>(xt, ld, m, D, c, out);
+}
+POINTINS_CLONES POINTINS_NO_CONTRACT void sqdist_cols_f64(const double* xt, int64_t ld, int64_t m, int64_t D,
+                                                          const double* c, double* out) {
+  sqdist_cols_impl<double>(xt, ld, m, D, c, out);
+}
+inline void sqdist_cols(const float* xt, int64_t ld, int64_t m, int64_t D, const float* c, double* out) {
+  sqdist_cols_f32(xt, ld, m, D, c, out);
+}
+inline void sqdist_cols(const double* xt, int64_t ld, int64_t m, int64_t D, const double* c, double* out) {
+  sqdist_cols_f64(xt, ld, m, D, c, out);
+}
+
 template <typename T>
 void init_set(const T* x, int64_t n, int64_t D, int64_t kb, int64_t set, uint64_t seed, int method, int64_t trials,
               T* cen) {
@@ -61,15 +102,34 @@ void init_set(const T* x, int64_t n, int64_t D, int64_t kb, int64_t set, uint64_
   }
   // Greedy k-means++ (pointins/kmeans.h): L candidates by D^2 sampling per centre, the one with the lowest
   // potential kept. Work is split into fixed point chunks and the partial sums added in chunk order, so the
-  // result does not depend on the thread count.
+  // result does not depend on the thread count. Distances go through a transposed copy of the set (D x n) so
+  // they vectorise across points while each point still sums its D terms in order, in double: bitwise what the
+  // row-wise sqdist gives (sqdist_cols compiles without FMA contraction). Sets too large for a copy
+  // (> kTransposeBytes) use sqdist row by row.
   const int64_t L = kmeans_local_trials(trials, kb);
   int64_t first = std::min<int64_t>(n - 1, (int64_t)(kmeans_uniform(seed, set, 0) * (double)n));
   take(0, first);
+  const bool cols = n * D * (int64_t)sizeof(T) <= kTransposeBytes;
+  std::vector<T> xt(cols ? n * D : 0);
+  if (cols) {
+    at::parallel_for(0, n, 1024, [&](int64_t i0, int64_t i1) {
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t i = i0; i < i1; ++i) xt[d * n + i] = x[i * D + d];
+    });
+  }
+  // dist(i0, i1, c, out): out[i - i0] = |x_i - c|^2 in double for i in [i0, i1)
+  auto dist = [&](int64_t i0, int64_t i1, const T* c, double* out) {
+    if (cols) {
+      sqdist_cols(xt.data() + i0, n, i1 - i0, D, c, out);
+    } else {
+      for (int64_t i = i0; i < i1; ++i) out[i - i0] = sqdist(x + i * D, c, D);
+    }
+  };
   std::vector<double> d2(n);
-  at::parallel_for(0, n, 4096, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) d2[i] = sqdist(x + i * D, cen, D);
-  });
   const int64_t chunks = (n + kChunk - 1) / kChunk;
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) dist(c * kChunk, std::min(n, (c + 1) * kChunk), cen, d2.data() + c * kChunk);
+  });
   std::vector<double> part(chunks * L);
   std::vector<int64_t> cand(L);
   std::vector<double> target(L);
@@ -105,12 +165,13 @@ void init_set(const T* x, int64_t n, int64_t D, int64_t kb, int64_t set, uint64_
     int64_t best = 0;
     if (L > 1) {
       at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+        std::vector<double> v(kChunk);
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t i0 = c * kChunk, i1 = std::min(n, i0 + kChunk);
           for (int64_t t = 0; t < L; ++t) {
-            const T* ct = x + cand[t] * D;
+            dist(i0, i1, x + cand[t] * D, v.data());
             double s = 0;
-            for (int64_t i = i0; i < i1; ++i) s += std::min(d2[i], sqdist(x + i * D, ct, D));
+            for (int64_t i = i0; i < i1; ++i) s += std::min(d2[i], v[i - i0]);
             part[c * L + t] = s;
           }
         }
@@ -127,8 +188,13 @@ void init_set(const T* x, int64_t n, int64_t D, int64_t kb, int64_t set, uint64_
     }
     take(r, cand[best]);
     const T* c = cen + r * D;
-    at::parallel_for(0, n, 4096, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) d2[i] = std::min(d2[i], sqdist(x + i * D, c, D));
+    at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+      std::vector<double> v(kChunk);
+      for (int64_t ch = c0; ch < c1; ++ch) {
+        const int64_t i0 = ch * kChunk, i1 = std::min(n, i0 + kChunk);
+        dist(i0, i1, c, v.data());
+        for (int64_t i = i0; i < i1; ++i) d2[i] = std::min(d2[i], v[i - i0]);
+      }
     });
   }
 }
@@ -180,12 +246,6 @@ inline __attribute__((always_inline)) void direct_impl(const T* x, int64_t m, in
     }
   }
 }
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define POINTINS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define POINTINS_CLONES
-#endif
 
 POINTINS_CLONES void direct_f32(const float* x, int64_t m, int64_t D, const float* ct, int64_t kb, float* o) {
   direct_impl<float>(x, m, D, ct, kb, o);

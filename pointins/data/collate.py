@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pointins import _timing
+
 __all__ = ["collate", "collate_clouds", "features"]
 
 _FLOAT = ("coord", "color", "normal", "strength")
@@ -71,6 +73,19 @@ def collate(samples: list[dict], feat_keys=None) -> dict:
         raise ValueError("collate: empty batch.")
     if "global" not in samples[0]:
         return collate_clouds(samples, feat_keys)
+    timings = [s.pop("_timing") for s in samples if "_timing" in s]  # phase timings of a profiling run's workers
+    with _timing.phase("collate"):
+        out = _collate_views(samples, feat_keys)
+    if timings:
+        for t in [*timings, _timing.take()]:
+            for k, (sec, calls) in t.items():
+                acc = out.setdefault("_timing", {}).setdefault(k, [0.0, 0.0])
+                acc[0] += sec
+                acc[1] += calls
+    return out
+
+
+def _collate_views(samples: list[dict], feat_keys) -> dict:
     starts = np.concatenate([[0], np.cumsum([s["scene_points"] for s in samples])])
     out: dict = {"num_samples": len(samples), "names": [s.get("name") for s in samples],
                  "dropped_points": sum(int(s.get("dropped_points", 0)) for s in samples)}  # fmt: skip

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pointins import _timing
+from pointins._timing import phase
 from pointins.data import transforms as T
 from pointins.data.collate import collate
 
@@ -111,19 +113,22 @@ def _color(v: dict, rng: np.random.Generator) -> dict:
 def _augment(v: dict, cfg: ViewConfig, rng: np.random.Generator, color: bool) -> dict:
     """Sonata's ``global_transform`` / ``local_transform`` (colour only when ``color``; colour is scaled to
     [0, 1] later, when the backbone features are built)."""
-    v = T.start_view(v)
-    T.center_shift(v, apply_z=True)
-    T.random_scale(v, rng, cfg.scale)
-    T.random_rotate(v, rng, "z", (-cfg.rotate_z, cfg.rotate_z), p=cfg.rotate_z_p)
-    if cfg.tilt > 0:
-        T.random_rotate(v, rng, "x", (-cfg.tilt, cfg.tilt), p=cfg.tilt_p, about="bbox")
-        T.random_rotate(v, rng, "y", (-cfg.tilt, cfg.tilt), p=cfg.tilt_p, about="bbox")
-    T.random_flip(v, rng, cfg.flip_p)
-    T.random_jitter(v, rng, cfg.jitter_sigma, cfg.jitter_clip)
+    with phase("geometry"):
+        v = T.start_view(v)
+        T.center_shift(v, apply_z=True)
+        T.random_scale(v, rng, cfg.scale)
+        T.random_rotate(v, rng, "z", (-cfg.rotate_z, cfg.rotate_z), p=cfg.rotate_z_p)
+        if cfg.tilt > 0:
+            T.random_rotate(v, rng, "x", (-cfg.tilt, cfg.tilt), p=cfg.tilt_p, about="bbox")
+            T.random_rotate(v, rng, "y", (-cfg.tilt, cfg.tilt), p=cfg.tilt_p, about="bbox")
+        T.random_flip(v, rng, cfg.flip_p)
+        T.random_jitter(v, rng, cfg.jitter_sigma, cfg.jitter_clip)
     if cfg.elastic:
-        T.elastic_distortion(v, rng, cfg.elastic, p=cfg.elastic_p)
+        with phase("elastic"):
+            T.elastic_distortion(v, rng, cfg.elastic, p=cfg.elastic_p)
     if color and cfg.color_jitter:
-        _color(v, rng)
+        with phase("colour"):
+            _color(v, rng)
     return v
 
 
@@ -137,7 +142,8 @@ def _view_size(ratio, base: int, rng: np.random.Generator) -> int:
 
 
 def _finish(v: dict, cfg: ViewConfig, rng: np.random.Generator) -> dict:
-    v = T.grid_sample(v, cfg.grid_size, "train", rng)
+    with phase("grid sample view"):
+        v = T.grid_sample(v, cfg.grid_size, "train", rng)
     v["coord"] = v["coord"].astype(np.float32)
     return v
 
@@ -165,13 +171,15 @@ def make_views(scene: dict, cfg: ViewConfig, rng: np.random.Generator) -> dict:
     # Global views share one colour augmentation of the scene (Sonata's global_shared_transform).
     gscene = scene
     if cfg.color_jitter and cfg.shared_global_color and "color" in scene:
-        gscene = _color(dict(scene), rng)
-    major = T.nearest_crop(gscene, _view_size(cfg.global_ratio, base, rng), coord[int(rng.integers(n))])
-    mc = major["coord"]
-    crops = [major] + [
-        T.nearest_crop(gscene, _view_size(cfg.global_ratio, base, rng), mc[int(rng.integers(len(mc)))])
-        for _ in range(cfg.global_views - 1)
-    ]
+        with phase("colour"):
+            gscene = _color(dict(scene), rng)
+    with phase("crop"):
+        major = T.nearest_crop(gscene, _view_size(cfg.global_ratio, base, rng), coord[int(rng.integers(n))])
+        mc = major["coord"]
+        crops = [major] + [
+            T.nearest_crop(gscene, _view_size(cfg.global_ratio, base, rng), mc[int(rng.integers(len(mc)))])
+            for _ in range(cfg.global_views - 1)
+        ]
     for v in crops:
         out["global"].append(_finish(_augment(v, cfg, rng, color=not cfg.shared_global_color), cfg, rng))
     # Local views: centred on points of the major view not yet covered by a local view.
@@ -182,8 +190,9 @@ def make_views(scene: dict, cfg: ViewConfig, rng: np.random.Generator) -> dict:
             covered[:] = False
         free = np.flatnonzero(~covered)
         centre = mc[free[int(rng.integers(len(free)))]]
-        v = T.nearest_crop(scene, _view_size(cfg.local_ratio, base, rng), centre)
-        covered |= np.isin(major_index, v["index"] if "index" in v else np.arange(len(v["coord"])))
+        with phase("crop"):
+            v = T.nearest_crop(scene, _view_size(cfg.local_ratio, base, rng), centre)
+            covered |= np.isin(major_index, v["index"] if "index" in v else np.arange(len(v["coord"])))
         out["local"].append(_finish(_augment(v, cfg, rng, color=True), cfg, rng))
     return out
 
@@ -221,13 +230,18 @@ class ViewDataset:
         epoch = self.epoch
         if isinstance(i, tuple):
             epoch, i = i
-        rng = np.random.default_rng([self.seed, int(epoch), int(i)])
-        raw = self.source[i]
-        scene = prepare_scene(raw, self.cfg.grid_size, rng)
-        views = make_views(scene, self.cfg, rng)
+        with phase("views"):
+            rng = np.random.default_rng([self.seed, int(epoch), int(i)])
+            with phase("read scene"):
+                raw = self.source[i]
+            with phase("grid sample scene"):
+                scene = prepare_scene(raw, self.cfg.grid_size, rng)
+            views = make_views(scene, self.cfg, rng)
         views["scene_points"] = len(scene["coord"])
         views["name"] = raw.get("name", str(i))
         views["dropped_points"] = int(raw.get("dropped_points", 0))  # non-finite points the reader dropped
+        if _timing.enabled() and torch.utils.data.get_worker_info() is not None:
+            views["_timing"] = _timing.take()  # a worker's phases travel with its sample
         return views
 
 

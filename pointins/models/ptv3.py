@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 import pointins.ops as ops
+from pointins._timing import phase
 from pointins.models.point import Level, Point
 from pointins.ops import reference
 from pointins.ops._checks import defer
@@ -257,10 +258,14 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, feat: torch.Tensor, level: Level, ops_mode: str = "auto") -> torch.Tensor:
-        conv = self.cpe[0](feat, level.kernel_map, level.kernel_map_t, ops_mode)
-        feat = feat + self.cpe[2](self.cpe[1](conv))
-        feat = feat + self.drop_path(self.attn(self.norm1[0](feat), level, self.curve, ops_mode))
-        return feat + self.drop_path(self.mlp[0](self.norm2[0](feat)))
+        with phase("conv"):
+            conv = self.cpe[0](feat, level.kernel_map, level.kernel_map_t, ops_mode)
+        with phase("cpe linear+norm"):
+            feat = feat + self.cpe[2](self.cpe[1](conv))
+        with phase("attention"):
+            feat = feat + self.drop_path(self.attn(self.norm1[0](feat), level, self.curve, ops_mode))
+        with phase("mlp"):
+            return feat + self.drop_path(self.mlp[0](self.norm2[0](feat)))
 
 
 class GridPooling(nn.Module):
@@ -374,12 +379,15 @@ class PointTransformerV3(nn.Module):
         # Pointcept's rule at every level: Point.serialization in pointcept/models/utils/structure.py computes
         # depth = int(grid_coord.max() + 1).bit_length() whenever it is called without a depth (after each pooling)
         depth = max(1, max_coord + 1).bit_length()
-        ser = ops.serialize(
-            grid, offsets, orders=cfg.orders, depth=max(depth, 1),
-            shuffle_orders=cfg.shuffle_orders and self.training, backend=be,
-        )  # fmt: skip
-        pad, unpad, cu = ops.patch_partition(offsets, cfg.patch_size[stage], backend=be)
-        kmap = ops.kernel_map(grid, offsets, kernel_size=3, backend=be)
+        with phase("serialize"):
+            ser = ops.serialize(
+                grid, offsets, orders=cfg.orders, depth=max(depth, 1),
+                shuffle_orders=cfg.shuffle_orders and self.training, backend=be,
+            )  # fmt: skip
+        with phase("patch partition"):
+            pad, unpad, cu = ops.patch_partition(offsets, cfg.patch_size[stage], backend=be)
+        with phase("kernel map"):
+            kmap = ops.kernel_map(grid, offsets, kernel_size=3, backend=be)
         return Level(
             coord,
             grid,
@@ -430,7 +438,8 @@ class PointTransformerV3(nn.Module):
                 "PTv3's limit); use a larger grid size or crop the scene."
             )
         level = self._level(p.coord, grid, p.offsets, top, 0)
-        self._check_input(p, level)
+        with phase("input checks"):
+            self._check_input(p, level)
         return level
 
     @staticmethod
@@ -453,14 +462,16 @@ class PointTransformerV3(nn.Module):
 
     def _pool_level(self, fine: Level, stage: int) -> Level:
         be = self._backend()
-        down = ops.downsample(fine.grid_coord, fine.offsets, stride=2, backend=be)
+        with phase("downsample"):
+            down = ops.downsample(fine.grid_coord, fine.offsets, stride=2, backend=be)
         m = down.grid_coord.shape[0]
-        if be == "reference":
-            c = fine.coord
-            cnt = c.new_zeros(m).index_add_(0, down.parent, torch.ones_like(c[:, 0]))
-            coord = c.new_zeros((m, 3)).index_add_(0, down.parent, c) / cnt[:, None]
-        else:
-            coord = ops.segment_reduce(fine.coord, index=down.parent, num_segments=m, reduce="mean")
+        with phase("pooled coords"):
+            if be == "reference":
+                c = fine.coord
+                cnt = c.new_zeros(m).index_add_(0, down.parent, torch.ones_like(c[:, 0]))
+                coord = c.new_zeros((m, 3)).index_add_(0, down.parent, c) / cnt[:, None]
+            else:
+                coord = ops.segment_reduce(fine.coord, index=down.parent, num_segments=m, reduce="mean")
         # the pooled grid is grid // 2, so its maximum is the finer maximum // 2: no device sync needed
         return self._level(coord, down.grid_coord, down.offsets, fine.max_coord // 2, stage, down.parent)
 
@@ -468,10 +479,12 @@ class PointTransformerV3(nn.Module):
         """The per-resolution structure of a batch (what :meth:`forward` computes first); pass it
         back as ``levels=`` to reuse it (e.g. teacher and student on the same view)."""
         p = batch if isinstance(batch, Point) else Point.from_dict(batch)
-        with torch.no_grad():
-            levels = [self._input_level(p)]
+        with torch.no_grad(), phase("levels"):
+            with phase("L0"):
+                levels = [self._input_level(p)]
             for s in range(1, len(self.config.depths)):
-                levels.append(self._pool_level(levels[-1], s))
+                with phase(f"L{s}"):
+                    levels.append(self._pool_level(levels[-1], s))
         return levels
 
     # --- forward -------------------------------------------------------------------------------
@@ -489,12 +502,14 @@ class PointTransformerV3(nn.Module):
             levels = self.build_levels(p)
         cfg = self.config
         mode = self.ops
-        feat = self.embedding(p.feat, p.mask)
+        with phase("embedding"):
+            feat = self.embedding(p.feat, p.mask)
         stage_feats = []
         for s in range(len(cfg.depths)):
             stage = self.enc[f"enc{s}"]
             if s > 0:
-                feat = stage.down(feat, levels[s], mode)
+                with phase("pooling"):
+                    feat = stage.down(feat, levels[s], mode)
             for block in stage.blocks():
                 feat = block(feat, levels[s], mode)
             stage_feats.append(feat)

@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from pointins._timing import phase
 from pointins.ops import _dispatch, reference
 from pointins.ops._interop import from_tensor, to_tensor
 
@@ -338,9 +339,10 @@ def _backward(ctx, grad_out, _grad_lse):
     qkv, rows, dst, cu, out, lse = ctx.saved_tensors
     num_heads, max_seqlen, scale, use_triton = ctx.args
     deterministic = torch.are_deterministic_algorithms_enabled()
-    dqkv = torch.ops.pointins.patch_attention_backward(
-        grad_out, qkv, out, lse, rows, dst, cu, num_heads, max_seqlen, scale, use_triton, deterministic
-    )
+    with phase("attention"):
+        dqkv = torch.ops.pointins.patch_attention_backward(
+            grad_out, qkv, out, lse, rows, dst, cu, num_heads, max_seqlen, scale, use_triton, deterministic
+        )
     return dqkv, None, None, None, None, None, None, None
 
 

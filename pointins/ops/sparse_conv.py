@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 
+from pointins._timing import phase
 from pointins.ops import _dispatch, reference
 from pointins.ops._interop import from_tensor, to_tensor
 
@@ -336,10 +337,11 @@ def _backward(ctx, grad_out):
         kmap_t = transpose_map(kmap, feat.shape[0])
     dfeat = dw = db = None
     if need_feat or need_weight:
-        dfeat, dw = torch.ops.pointins.sparse_conv_backward(
-            grad_out, feat, kmap, kmap if kmap_t is None else kmap_t, weight, bool(need_feat), bool(need_weight),
-            use_triton, deterministic,
-        )  # fmt: skip
+        with phase("conv"):
+            dfeat, dw = torch.ops.pointins.sparse_conv_backward(
+                grad_out, feat, kmap, kmap if kmap_t is None else kmap_t, weight, bool(need_feat), bool(need_weight),
+                use_triton, deterministic,
+            )  # fmt: skip
     if has_bias and need_bias:
         db = grad_out.sum(0, dtype=torch.float64 if grad_out.dtype == torch.float64 else torch.float32)
         db = db.to(grad_out.dtype)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from pointins._timing import phase
 from pointins.data.masking import block_mask
 from pointins.models import PointTransformerV3
 from pointins.ssl.matching import match_views, points_to_original, vectors_to_original
@@ -140,9 +141,11 @@ class Student(nn.Module):
         self.offset = OffsetHead(c, cfg.offset_hidden) if cfg.offset else None
 
     def forward(self, batch: dict, levels=None):
-        out = self.backbone(batch, levels=levels, return_full=False)
-        scores = self.semantic(out.feat)
-        off = self.offset(out.feat) if self.offset is not None else None
+        with phase("encoder"):
+            out = self.backbone(batch, levels=levels, return_full=False)
+        with phase("heads"):
+            scores = self.semantic(out.feat)
+            off = self.offset(out.feat) if self.offset is not None else None
         return out, scores, off
 
 
@@ -256,66 +259,45 @@ class PointINS(nn.Module):
         amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast)
 
         # teacher on the full global views
-        with torch.no_grad(), amp:
+        with torch.no_grad(), amp, phase("teacher"):
             t_out, t_scores, t_off = self.teacher(g)
         t_cloud = _cloud_of(t_out.offsets, t_out.coord.shape[0])
         t_xyz = points_to_original(t_out.coord.float(), g["transform"], g["shift"], t_cloud)
 
         # student on visible global points + local views
-        sb = self._student_batch(g, loc, sched["mask_size"], sched["mask_ratio"], generator)
-        with amp:
+        with phase("masking"):
+            sb = self._student_batch(g, loc, sched["mask_size"], sched["mask_ratio"], generator)
+        with amp, phase("student"):
             s_out, s_scores, s_off = run(sb)
         s_cloud = _cloud_of(s_out.offsets, s_out.coord.shape[0])
         s_xyz = points_to_original(s_out.coord.float(), sb["transform"], sb["shift"], s_cloud)
 
         bc = self.student.backbone.config  # its grid_size must be the views' grid size
         cell_u = bc.grid_size * 2**bc.upcast_stage
-        m = match_views(
-            s_xyz, sb["sample"][s_cloud], sb["view"][s_cloud], t_xyz, g["cloud_sample"][t_cloud],
-            g["cloud_view"][t_cloud], c.match_cell or cell_u, same_view=c.same_view, radius=c.match_radius or None,
-            k=c.match_k,
-        )  # fmt: skip
+        with phase("matching"):
+            m = match_views(
+                s_xyz, sb["sample"][s_cloud], sb["view"][s_cloud], t_xyz, g["cloud_sample"][t_cloud],
+                g["cloud_view"][t_cloud], c.match_cell or cell_u, same_view=c.same_view,
+                radius=c.match_radius or None, k=c.match_k,
+            )  # fmt: skip
 
         s_view = sb["view"][s_cloud]
-        l_sem, sem_stats = semantic_terms(
-            c.semantic_loss, s_scores, t_scores, m.student, m.teacher, m.sample, s_view[m.student],
-            g["cloud_view"][t_cloud][m.teacher], s_cloud[m.student], teacher_temp=sched["teacher_temp"],
-            student_temp=c.student_temp, sinkhorn_iters=c.sinkhorn_iters, zipf_alpha=c.zipf_alpha,
-            num_samples=num_samples,
-        )  # fmt: skip
+        with phase("semantic loss"):
+            l_sem, sem_stats = semantic_terms(
+                c.semantic_loss, s_scores, t_scores, m.student, m.teacher, m.sample, s_view[m.student],
+                g["cloud_view"][t_cloud][m.teacher], s_cloud[m.student], teacher_temp=sched["teacher_temp"],
+                student_temp=c.student_temp, sinkhorn_iters=c.sinkhorn_iters, zipf_alpha=c.zipf_alpha,
+                num_samples=num_samples,
+            )  # fmt: skip
         stats = {"pairs": float(len(m)), "student_points": float(sb["coord"].shape[0]),
                  "student_upcast_points": float(s_out.coord.shape[0]), **sem_stats}  # fmt: skip
         stats.update({k: v for k, v in sched.items() if k != "offset_on"})
 
         l_off = torch.zeros((), device=dev)
         info = None
-        if s_off is not None:
-            so = vectors_to_original(s_off.float(), sb["transform"], s_cloud)
-            if sched["offset_on"]:
-                to = vectors_to_original(t_off.float(), g["transform"], t_cloud)
-                thing = self._thing_points(g, t_out)
-                if thing is None:
-                    target, info = self._targets(t_out.feat, t_xyz, to, t_out.offsets, step, cell_u)
-                    ms, mt, msample = m.student, m.teacher, m.sample
-                else:  # ODR and SCR on the thing points only; pairs at stuff points carry no offset loss
-                    sub = self._sub_offsets(thing, t_out.offsets)
-                    target = torch.zeros_like(to)
-                    target[thing], info = self._targets(t_out.feat[thing], t_xyz[thing], to[thing], sub, step, cell_u)
-                    keep = thing[m.teacher]
-                    ms, mt, msample = m.student[keep], m.teacher[keep], m.sample[keep]
-                    stats["stuff_fraction"] = float(1.0 - thing.float().mean()) if thing.numel() else 0.0
-                centre = t_xyz + target
-                s_target = centre[mt] - s_xyz[ms]
-                pred = so[ms]
-                if c.odr and c.odr_side == "student":
-                    mag = odr(so, s_out.offsets, self.prior, directions=False).norm(dim=1)[ms]
-                    pred = pred / pred.norm(dim=1, keepdim=True).clamp_min(1e-6) * mag[:, None]
-                l_off = per_sample_mean(offset_loss(pred, s_target), msample, num_samples) + so.sum() * 0.0
-                stats["pseudo_instances"] = float(info.num_instances) if info is not None else 0.0
-                stats["target_norm"] = float(target.norm(dim=1).mean()) if target.numel() else 0.0
-            else:
-                l_off = so.sum() * 0.0  # keeps the head in the graph (DDP)
-            stats["offset_norm"] = float(so.detach().norm(dim=1).mean()) if so.numel() else 0.0
+        with phase("offset branch"):
+            l_off, info = self._offset_branch(g, t_out, t_off, t_xyz, t_cloud, s_out, s_off, s_xyz, s_cloud, sb, m,
+                                              sched, step, cell_u, num_samples, stats, l_off)  # fmt: skip
         w = c.offset_weight * sched["offset_on"]
         loss = l_sem + w * l_off
         stats.update({"loss_sem": float(l_sem.detach()), "loss_off": float(l_off.detach()) + 0.0})
@@ -323,6 +305,59 @@ class PointINS(nn.Module):
         if details:
             det = {"teacher": t_out, "t_xyz": t_xyz, "scr": info, "matches": m, "student_batch": sb}
         return StepOutput(loss, stats, det)
+
+    def _offset_branch(
+        self,
+        g,
+        t_out,
+        t_off,
+        t_xyz,
+        t_cloud,
+        s_out,
+        s_off,
+        s_xyz,
+        s_cloud,
+        sb,
+        m,
+        sched,
+        step,
+        cell_u,
+        num_samples,
+        stats,
+        l_off,
+    ):
+        """The offset loss (teacher targets through ODR / SCR, matched student predictions); fills ``stats``."""
+        c = self.cfg
+        info = None
+        if s_off is None:
+            return l_off, info
+        so = vectors_to_original(s_off.float(), sb["transform"], s_cloud)
+        if sched["offset_on"]:
+            to = vectors_to_original(t_off.float(), g["transform"], t_cloud)
+            thing = self._thing_points(g, t_out)
+            if thing is None:
+                target, info = self._targets(t_out.feat, t_xyz, to, t_out.offsets, step, cell_u)
+                ms, mt, msample = m.student, m.teacher, m.sample
+            else:  # ODR and SCR on the thing points only; pairs at stuff points carry no offset loss
+                sub = self._sub_offsets(thing, t_out.offsets)
+                target = torch.zeros_like(to)
+                target[thing], info = self._targets(t_out.feat[thing], t_xyz[thing], to[thing], sub, step, cell_u)
+                keep = thing[m.teacher]
+                ms, mt, msample = m.student[keep], m.teacher[keep], m.sample[keep]
+                stats["stuff_fraction"] = float(1.0 - thing.float().mean()) if thing.numel() else 0.0
+            centre = t_xyz + target
+            s_target = centre[mt] - s_xyz[ms]
+            pred = so[ms]
+            if c.odr and c.odr_side == "student":
+                mag = odr(so, s_out.offsets, self.prior, directions=False).norm(dim=1)[ms]
+                pred = pred / pred.norm(dim=1, keepdim=True).clamp_min(1e-6) * mag[:, None]
+            l_off = per_sample_mean(offset_loss(pred, s_target), msample, num_samples) + so.sum() * 0.0
+            stats["pseudo_instances"] = float(info.num_instances) if info is not None else 0.0
+            stats["target_norm"] = float(target.norm(dim=1).mean()) if target.numel() else 0.0
+        else:
+            l_off = so.sum() * 0.0  # keeps the head in the graph (DDP)
+        stats["offset_norm"] = float(so.detach().norm(dim=1).mean()) if so.numel() else 0.0
+        return l_off, info
 
     @torch.no_grad()
     def _thing_points(self, g: dict, t_out) -> torch.Tensor | None:
@@ -352,17 +387,19 @@ class PointINS(nn.Module):
         t = off
 
         def run_scr(o):
-            return scr(
-                feat, xyz, o, offsets, k=c.kmeans_k, iters=c.kmeans_iters,
-                radius=c.scr_radius or 2.0 * cell_u, min_size=c.scr_min_size, seed=step,
-            )  # fmt: skip
+            with phase("SCR"):
+                return scr(
+                    feat, xyz, o, offsets, k=c.kmeans_k, iters=c.kmeans_iters,
+                    radius=c.scr_radius or 2.0 * cell_u, min_size=c.scr_min_size, seed=step,
+                )  # fmt: skip
 
         use_odr = c.odr and c.odr_side == "teacher"
         if c.scr and c.scr_before_odr:
             info = run_scr(t)
             t = info.target
         if use_odr:
-            t = odr(t, offsets, self.prior, directions=c.odr_directions)
+            with phase("ODR"):
+                t = odr(t, offsets, self.prior, directions=c.odr_directions)
         if c.scr and not c.scr_before_odr:
             info = run_scr(t)
             t = info.target

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pointins import ops
+from pointins._timing import phase
 from pointins.ops.reference import offsets_to_batch
 
 __all__ = [
@@ -292,9 +293,11 @@ def scr(
     f = F.normalize(feat.detach().float(), dim=1)
     x = coord.detach().float()
     o = offsets_pred.detach().float()
-    km = ops.kmeans(f, offsets, k=k, iters=iters, metric="cosine", seed=seed)
+    with phase("kmeans"):
+        km = ops.kmeans(f, offsets, k=k, iters=iters, metric="cosine", seed=seed)
     centres = x + o
-    cc = ops.connected_components(centres, offsets, radius=radius, group=km.labels, min_size=min_size)
+    with phase("components"):
+        cc = ops.connected_components(centres, offsets, radius=radius, group=km.labels, min_size=min_size)
     target = o.clone()
     keep = cc.labels >= 0
     if bool(keep.any()):
