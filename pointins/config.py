@@ -68,6 +68,7 @@ class TrainConfig:
     init: str | None = None  # start student and teacher from this encoder (Pointcept / Sonata / pointins checkpoint)
     data_nan: str = "drop"  # drop (and count) points with NaN/Inf values | raise: skip such scans
     min_scene_points: int = 100  # a scan with fewer points (after dropping) is skipped
+    scene_cache_mb: int = 512  # scenes kept in memory as read, per data-loading process (0: read every time)
     views: ViewConfig = field(default_factory=ViewConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
 
@@ -86,6 +87,7 @@ class TrainConfig:
             "drop_path": ("opt-float", 0, 1, "hi-open"), "log_every": ("int", 1, None),
             "ckpt_every": ("int", 0, None), "keep_checkpoints": ("int", 0, None), "vis_every": ("int", 0, None),
             "max_bad_steps": ("int", 1, None), "tensorboard": ("bool", 0, 0), "min_scene_points": ("int", 1, None),
+            "scene_cache_mb": ("int", 0, None),
         })  # fmt: skip
         if self.data_nan not in ("drop", "raise"):
             raise ValueError(f"TrainConfig: data_nan must be 'drop' or 'raise', got {self.data_nan!r}.")

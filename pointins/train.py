@@ -526,7 +526,7 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
     first = scenes[0]
     keys = feature_keys(first)
     in_ch = _channels(keys)
-    views = ViewDataset(scenes, cfg.views, seed=cfg.seed)
+    views = ViewDataset(scenes, cfg.views, seed=cfg.seed, cache_mb=cfg.scene_cache_mb)
 
     over = {"grid_size": cfg.views.grid_size}
     if cfg.drop_path is not None:

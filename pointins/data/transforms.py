@@ -48,6 +48,9 @@ POINT_KEYS = ("coord", "color", "normal", "strength", "segment", "instance", "in
 
 def take(d: dict, idx) -> dict:
     """The points ``idx`` of every per-point array; other entries are carried over."""
+    if isinstance(idx, np.ndarray) and idx.dtype.kind in "iu":  # np.take: the same rows, faster than v[idx]
+        return {k: (np.take(v, idx, axis=0) if k in POINT_KEYS and isinstance(v, np.ndarray) else
+                    v[idx] if k in POINT_KEYS else v) for k, v in d.items()}  # fmt: skip
     return {k: (v[idx] if k in POINT_KEYS else v) for k, v in d.items()}
 
 
@@ -188,27 +191,36 @@ def _gray(c: np.ndarray) -> np.ndarray:
 
 
 def _rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
-    mx, mn = rgb.max(1), rgb.min(1)
+    """(N, 3) RGB in [0, 1] -> HSV (colorsys' formulas, vectorised; float64)."""
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    mx = np.maximum(np.maximum(r, g), b)
+    mn = np.minimum(np.minimum(r, g), b)
     eq = mx == mn
     cr = mx - mn
-    s = cr / np.where(eq, 1.0, mx)
     div = np.where(eq, 1.0, cr)
-    rc, gc, bc = ((mx[:, None] - rgb) / div[:, None]).T
-    r, g = rgb[:, 0], rgb[:, 1]
-    h = (mx == r) * (bc - gc) + ((mx == g) & (mx != r)) * (2.0 + rc - bc) + ((mx != g) & (mx != r)) * (4.0 + gc - rc)
-    return np.stack([(h / 6.0 + 1.0) % 1.0, s, mx], 1)
+    rc, gc, bc = (mx - r) / div, (mx - g) / div, (mx - b) / div
+    is_r = mx == r
+    h = np.where(is_r, bc - gc, np.where(mx == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    out = np.empty_like(rgb)
+    out[:, 0] = (h / 6.0 + 1.0) % 1.0
+    out[:, 1] = cr / np.where(eq, 1.0, mx)
+    out[:, 2] = mx
+    return out
 
 
 def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    h, s, v = hsv.T
+    """Inverse of :func:`_rgb_to_hsv` (colorsys' sector table), channels clipped to [0, 1]."""
+    h, s, v = hsv[:, 0], hsv[:, 1], hsv[:, 2]
     i = np.floor(h * 6.0)
     f = h * 6.0 - i
     i = i.astype(np.int64) % 6
     p = np.clip(v * (1.0 - s), 0, 1)
     q = np.clip(v * (1.0 - s * f), 0, 1)
     t = np.clip(v * (1.0 - s * (1.0 - f)), 0, 1)
-    table = np.stack([np.stack(x, 1) for x in ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))], 2)
-    return table[np.arange(len(i)), i]  # (N, 3)
+    out = np.empty_like(hsv)
+    for ch, table in enumerate(((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))):
+        out[:, ch] = np.choose(i, table)
+    return out
 
 
 def random_color_jitter(
@@ -263,15 +275,15 @@ def chromatic_translation(d: dict, rng: np.random.Generator, p: float = 0.95, ra
 
 
 def _smooth(noise: np.ndarray) -> np.ndarray:
-    for axis in range(3):  # box blur (3 taps) along x, y, z; zeros outside, as scipy.ndimage mode="constant"
-        pad = [(1, 1) if a == axis else (0, 0) for a in range(3)] + [(0, 0)]
-        p = np.pad(noise, pad, mode="constant")
-        sl = [slice(None)] * 4
-        parts = []
-        for k in range(3):
-            sl[axis] = slice(k, k + noise.shape[axis])
-            parts.append(p[tuple(sl)])
-        noise = sum(parts) / 3
+    """Box blur (3 taps) along x, y, z; zeros outside, as scipy.ndimage mode="constant"."""
+    for axis in range(3):
+        n = noise.shape[axis]
+        p = np.pad(noise, [(1, 1) if a == axis else (0, 0) for a in range(3)] + [(0, 0)])
+        tap = [tuple(slice(k, k + n) if a == axis else slice(None) for a in range(3)) for k in range(3)]
+        s = p[tap[0]] + p[tap[1]]
+        s += p[tap[2]]
+        s /= 3
+        noise = s
     return noise
 
 
@@ -287,16 +299,17 @@ def elastic_distortion(d: dict, rng: np.random.Generator, params=((0.2, 0.4), (0
         lo = coord.min(0)
         dims = ((coord.max(0) - lo) // gran).astype(int) + 3
         noise = rng.normal(0, 1, (*dims, 3))
-        noise = _smooth(_smooth(noise))
+        flat = _smooth(_smooth(noise)).reshape(-1, 3)
         g = (coord - lo) / gran + 1.0
         i0 = np.clip(np.floor(g).astype(int), 0, dims - 2)
         f = g - i0
+        f1 = 1 - f
+        base = (i0[:, 0] * dims[1] + i0[:, 1]) * dims[2] + i0[:, 2]
         disp = np.zeros_like(coord)
-        for corner in range(8):
-            o = np.array([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
-            w = np.prod(np.where(o, f, 1 - f), axis=1, keepdims=True)
-            idx = i0 + o
-            disp += w * noise[idx[:, 0], idx[:, 1], idx[:, 2]]
+        for corner in range(8):  # trilinear weights (wx * wy) * wz, corners in x, y, z bit order
+            o = ((corner >> 2) & 1, (corner >> 1) & 1, corner & 1)
+            w = (f if o[0] else f1)[:, 0] * (f if o[1] else f1)[:, 1] * (f if o[2] else f1)[:, 2]
+            disp += w[:, None] * flat[base + (o[0] * dims[1] + o[1]) * dims[2] + o[2]]
         coord = coord + disp * mag
     d["coord"] = coord
     return d
@@ -339,7 +352,9 @@ def nearest_crop(d: dict, num_points: int, centre: np.ndarray) -> dict:
     n = _n(d)
     if num_points >= n:
         return d
-    dist = ((d["coord"] - centre) ** 2).sum(1)
+    diff = d["coord"] - centre
+    sq = diff * diff
+    dist = sq[:, 0] + sq[:, 1] + sq[:, 2]  # = sq.sum(1) (same additions in the same order), without its slow reduce
     keep = np.sort(np.argpartition(dist, num_points - 1)[:num_points])
     return take(d, keep)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,6 +186,7 @@ def make_views(scene: dict, cfg: ViewConfig, rng: np.random.Generator) -> dict:
     # Local views: centred on points of the major view not yet covered by a local view.
     major_index = major["index"] if "index" in major else np.arange(len(mc))
     covered = np.zeros(len(mc), dtype=bool)
+    in_view = np.zeros(n, dtype=bool)  # scene rows of the last local view
     for _ in range(cfg.local_views):
         if covered.all():
             covered[:] = False
@@ -192,7 +194,9 @@ def make_views(scene: dict, cfg: ViewConfig, rng: np.random.Generator) -> dict:
         centre = mc[free[int(rng.integers(len(free)))]]
         with phase("crop"):
             v = T.nearest_crop(scene, _view_size(cfg.local_ratio, base, rng), centre)
-            covered |= np.isin(major_index, v["index"] if "index" in v else np.arange(len(v["coord"])))
+            in_view[:] = False
+            in_view[v["index"] if "index" in v else np.arange(len(v["coord"]))] = True
+            covered |= in_view[major_index]  # = np.isin(major_index, v["index"])
         out["local"].append(_finish(_augment(v, cfg, rng, color=True), cfg, rng))
     return out
 
@@ -215,8 +219,30 @@ class ViewDataset:
     "name": ...}``; :func:`pointins.data.collate.collate` batches them.
     """
 
-    def __init__(self, source, config: ViewConfig | None = None, seed: int = 0) -> None:
+    def __init__(self, source, config: ViewConfig | None = None, seed: int = 0, cache_mb: float = 0) -> None:
         self.source, self.cfg, self.seed, self.epoch = source, config or ViewConfig(), int(seed), 0
+        # Scenes as read, kept per process (each DataLoader worker has its own) up to cache_mb: a scene is read
+        # and validated once instead of once per epoch. Least recently used scenes go first.
+        self.cache_bytes = int(max(0.0, float(cache_mb)) * 2**20)
+        self._cache: OrderedDict = OrderedDict()
+        self._cached = 0
+
+    def _read(self, i: int) -> dict:
+        if self.cache_bytes <= 0:
+            return self.source[i]
+        hit = self._cache.get(i)
+        if hit is not None:
+            self._cache.move_to_end(i)
+            return dict(hit)
+        raw = self.source[i]
+        size = sum(v.nbytes for v in raw.values() if isinstance(v, np.ndarray))
+        if size <= self.cache_bytes:
+            while self._cache and self._cached + size > self.cache_bytes:
+                _, old = self._cache.popitem(last=False)
+                self._cached -= sum(v.nbytes for v in old.values() if isinstance(v, np.ndarray))
+            self._cache[i] = raw
+            self._cached += size
+        return dict(raw)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -233,7 +259,7 @@ class ViewDataset:
         with phase("views"):
             rng = np.random.default_rng([self.seed, int(epoch), int(i)])
             with phase("read scene"):
-                raw = self.source[i]
+                raw = self._read(i)
             with phase("grid sample scene"):
                 scene = prepare_scene(raw, self.cfg.grid_size, rng)
             views = make_views(scene, self.cfg, rng)
