@@ -42,6 +42,11 @@ TORCH_LIBRARY(pointins, m) {
   // Its pairs grouped by offset: (in_index (P,), out_index (P,), kernel_offsets (K+1,)); offset-major,
   // output rows ascending (CPU; other devices use the torch ops in pointins/ops/voxel.py).
   m.def("kernel_map_pairs(Tensor kmap) -> (Tensor, Tensor, Tensor)");
+  // CPU sparse convolution of narrow layers (implicit GEMM on the dense map; pointins/ops/sparse_conv.py picks
+  // it): out (M, Cout) = bias + sum_k x[kmap[:, k]] @ weight[k], weight (K, Cin, Cout); check: verify the map's
+  // entries are -1 or rows of x first. The weight gradient (K, Cin, Cout) of the same conv for grad (M, Cout).
+  m.def("sparse_conv_implicit(Tensor x, Tensor kmap, Tensor weight, Tensor? bias, bool check=True) -> Tensor");
+  m.def("sparse_conv_weight_grad(Tensor x, Tensor kmap, Tensor grad, bool check=True) -> Tensor");
   // PTv3 patch padding: (pad, unpad, cu_seqlens).
   m.def("patch_partition(Tensor offsets, int patch_size) -> (Tensor, Tensor, Tensor)");
 

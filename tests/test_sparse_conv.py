@@ -46,6 +46,71 @@ def test_cpu_matches_reference_with_grads(kernel_size, cin, cout, bias):
         torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "dtype,cin,cout",
+    [(torch.float32, 16, 16), (torch.float32, 7, 32), (torch.float32, 32, 48), (torch.float32, 64, 64),
+     (torch.float64, 3, 8), (torch.float64, 16, 16), (torch.float64, 5, 24), (torch.float64, 32, 32)],
+)  # fmt: skip
+@pytest.mark.parametrize("with_transpose", [True, False])
+def test_cpu_implicit_gemm_widths_match_reference(dtype, cin, cout, with_transpose):
+    """The compiled implicit-GEMM kernel (register accumulators per output width), its input gradient on the
+    transposed map and its weight gradient (chunked kernel up to Cin x Cout = 512, per-offset GEMMs above),
+    against the gather-GEMM-scatter reference."""
+    from pointins.ops.sparse_conv import _implicit
+
+    grid = _cloud(4000, 20, seed=cin)
+    kmap = ops.kernel_map(grid)
+    assert _implicit(torch.empty(0, dtype=dtype), cout)
+    feat = torch.randn(len(grid), cin, dtype=dtype, requires_grad=True)
+    w = (torch.randn(27, cin, cout, dtype=dtype) / (27 * cin) ** 0.5).requires_grad_()
+    b = torch.randn(cout, dtype=dtype, requires_grad=True)
+    out = ops.sparse_conv(feat, kmap, w, b, kernel_map_t=kmap.flip(1) if with_transpose else None)
+    ref = reference.sparse_conv(feat.double(), kmap, w.double(), b.double())
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert _rel(out, ref) < tol
+    g = torch.randn_like(out)
+    got = _grads(out, (feat, w, b), g)
+    want = _grads(ref, (feat, w, b), g.double())
+    for x, y in zip(got, want, strict=True):
+        assert _rel(x, y) < tol
+
+
+def test_cpu_implicit_gemm_is_bitwise_deterministic_across_threads():
+    grid = _cloud(6000, 24, seed=3)
+    kmap = ops.kernel_map(grid)
+    feat = torch.randn(len(grid), 16, requires_grad=True)
+    w = torch.randn(27, 16, 16, requires_grad=True)
+    results = []
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            out = ops.sparse_conv(feat, kmap, w, kernel_map_t=kmap.flip(1))
+            results.append((out, *torch.autograd.grad(out, (feat, w), torch.ones_like(out))))
+    finally:
+        torch.set_num_threads(old)
+    for r in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(r, results[0], strict=True))
+
+
+def test_cpu_implicit_gemm_gradcheck_and_map_check():
+    grid = _cloud(80, 5, seed=1)
+    kmap = ops.kernel_map(grid)
+    feat = torch.randn(len(grid), 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(27, 3, 8, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    fn = lambda f, w, b: ops.sparse_conv(f, kmap, w, b, kernel_map_t=kmap.flip(1))
+    assert torch.autograd.gradcheck(fn, (feat, w, b))
+    bad = kmap.clone()
+    bad[0, 0] = len(grid)  # out of range: the op's own check refuses it before reading
+    with pytest.raises(ValueError, match="kernel_map entries must be -1 or row indices"):
+        torch.ops.pointins.sparse_conv_implicit(feat.detach(), bad, w.detach(), None, True)
+    with pytest.raises(ValueError, match="kernel_map entries must be -1 or row indices"):
+        torch.ops.pointins.sparse_conv_weight_grad(feat.detach(), bad, torch.randn(len(grid), 8).double(), True)
+    with pytest.raises(TypeError, match="float32/float64"):
+        torch.ops.pointins.sparse_conv_implicit(feat.detach().half(), kmap, w.detach().half(), None, True)
+
+
 def test_dense_grid_equals_conv3d():
     """On a fully occupied grid a submanifold conv is conv3d (cross-correlation) with zero padding."""
     s, cin, cout = 5, 3, 4

@@ -13,9 +13,12 @@ Backends:
 - ``"triton"`` (CUDA default; CPU tensors under ``TRITON_INTERPRET=1``): fused implicit GEMM, no
   gathered copy; input gradient by the same kernel on the transposed map; weight gradient with fp32
   atomics, or a workspace and a second reduction (bitwise reproducible).
-- ``"cpu"`` (CPU default): gather-GEMM-scatter per kernel offset over the map's pairs only (the
-  submanifold centre as one plain matrix multiply); input gradient from the same pairs, no transposed
-  map; deterministic for any thread count.
+- ``"cpu"`` (CPU default): for narrow layers (float32 Cout of 16, 32, 48 or 64; float64 8-32) a compiled
+  implicit GEMM on the dense map, each output row's accumulators in registers (no gathered copies, no
+  per-offset calls; the input gradient is the same kernel on the transposed map when one is given, the
+  weight gradient by fixed row chunks up to Cin x Cout = 512); otherwise gather-GEMM-scatter per kernel
+  offset over the map's pairs only (the submanifold centre as one plain matrix multiply), input gradient
+  from the same pairs. Deterministic for any thread count.
 - ``"reference"``: gather-GEMM-scatter per kernel offset in plain PyTorch (autograd by PyTorch).
 
 The Triton input gradient needs the **transposed map** ``T[kernel_map[i, k], k] = i`` (the CPU path
@@ -126,7 +129,7 @@ def _check_values(feat, kmap, need_transpose: bool, kmap_t=None) -> None:
                 "elsewhere), so the input gradient would be wrong. Build it with "
                 "pointins.ops.transpose_kernel_map(kernel_map, feat.shape[0]), or pass None to have it computed."
             )
-    if feat.numel() and not all(math.isfinite(float(v)) for v in torch.aminmax(feat)):  # NaN and Inf show in both
+    if feat.numel() and not all(math.isfinite(float(v)) for v in torch.aminmax(feat.detach())):  # NaN, Inf show in both
         row = int(torch.nonzero(~torch.isfinite(feat).all(1))[0])
         raise ValueError(f"pointins.{OP}: feat has NaN/Inf (first at row {row}); check the layer feeding the conv.")
 
@@ -217,6 +220,16 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+# Output widths the compiled implicit-GEMM kernel keeps in registers (csrc/cpu/sparse_conv_cpu.cpp), and the
+# largest Cin x Cout for which its weight gradient beats per-offset GEMMs (measured: bench/bench_sparse_conv.py).
+_IMPLICIT_COUT = {torch.float32: (16, 32, 48, 64), torch.float64: (8, 16, 24, 32)}
+_IMPLICIT_WGRAD = 512
+
+
+def _implicit(x: torch.Tensor, cout: int) -> bool:
+    return cout in _IMPLICIT_COUT.get(x.dtype, ())
+
+
 def _cpu_conv(x, kmap, w, bias, transposed_rows: int | None = None):
     """``out[i] = bias + sum_k x[kmap[i, k]] @ w[k]``. With ``transposed_rows`` it is the input gradient of that
     conv instead, for ``x`` = the output gradient and ``w`` (K, Cout, Cin): ``out[kmap[i, k]] += x[i] @ w[k]`` over
@@ -282,6 +295,8 @@ def _sparse_conv_op(
         from pointins.triton import load
 
         return load("sparse_conv").conv(feat, kmap, weight, bias)
+    if _implicit(feat, weight.shape[2]):  # narrow layers: compiled implicit GEMM, no per-offset calls
+        return torch.ops.pointins.sparse_conv_implicit(feat, kmap, weight, bias, False)
     return _cpu_conv(feat, kmap, weight, bias)
 
 
@@ -296,6 +311,7 @@ def _sparse_conv_backward_op(
     need_weight: bool,
     use_triton: bool,
     deterministic: bool,
+    has_transpose: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     grad_out = grad_out.contiguous()
     wt = weight.transpose(1, 2).contiguous()  # (K, Cout, Cin)
@@ -306,8 +322,17 @@ def _sparse_conv_backward_op(
         dfeat = kern.conv(grad_out, kmap_t, wt) if need_feat else feat.new_empty((0, feat.shape[1]))
         dw = kern.weight_grad(feat, kmap, grad_out, deterministic) if need_weight else None
     else:
-        dfeat = _cpu_conv(grad_out, kmap, wt, None, feat.shape[0]) if need_feat else feat.new_empty((0, feat.shape[1]))
-        dw = _cpu_weight_grad(feat, kmap, grad_out) if need_weight else None
+        if not need_feat:
+            dfeat = feat.new_empty((0, feat.shape[1]))
+        elif has_transpose and _implicit(grad_out, feat.shape[1]):  # the forward kernel on the transposed map
+            dfeat = torch.ops.pointins.sparse_conv_implicit(grad_out, kmap_t, wt, None, False)
+        else:
+            dfeat = _cpu_conv(grad_out, kmap, wt, None, feat.shape[0])
+        dw = None
+        if need_weight:
+            narrow = feat.dtype in _IMPLICIT_COUT and feat.shape[1] * grad_out.shape[1] <= _IMPLICIT_WGRAD
+            dw = (torch.ops.pointins.sparse_conv_weight_grad(feat, kmap, grad_out, False) if narrow
+                  else _cpu_weight_grad(feat, kmap, grad_out))  # fmt: skip
     dw = weight.new_empty((0, *weight.shape[1:])) if dw is None else dw.to(weight.dtype)
     return dfeat, dw
 
@@ -318,7 +343,7 @@ def _(feat, kmap, kmap_t, weight, bias, use_triton, deterministic):
 
 
 @_sparse_conv_backward_op.register_fake
-def _(grad_out, feat, kmap, kmap_t, weight, need_feat, need_weight, use_triton, deterministic):
+def _(grad_out, feat, kmap, kmap_t, weight, need_feat, need_weight, use_triton, deterministic, has_transpose=True):
     dfeat = feat.new_empty(feat.shape if need_feat else (0, feat.shape[1]))
     return dfeat, weight.new_empty(weight.shape if need_weight else (0, *weight.shape[1:]))
 
@@ -340,7 +365,7 @@ def _backward(ctx, grad_out):
         with phase("conv"):
             dfeat, dw = torch.ops.pointins.sparse_conv_backward(
                 grad_out, feat, kmap, kmap if kmap_t is None else kmap_t, weight, bool(need_feat), bool(need_weight),
-                use_triton, deterministic,
+                use_triton, deterministic, kmap_t is not None,
             )  # fmt: skip
     if has_bias and need_bias:
         db = grad_out.sum(0, dtype=torch.float64 if grad_out.dtype == torch.float64 else torch.float32)
