@@ -127,6 +127,26 @@ def test_softmap_loss_matches_loop_reference():
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
+def test_softmap_loss_gradient_matches_finite_differences_with_an_empty_group():
+    """The grouped-slices implementation: its gradient (float64) against central differences of the loop
+    reference, with unsorted group ids and a group id that has no rows (num_groups larger than the ids used)."""
+    g = torch.Generator().manual_seed(5)
+    s = torch.randn(12, 4, generator=g, dtype=torch.float64)
+    plan = sinkhorn_knopp(torch.randn(12, 4, generator=g), 0.1, iters=3, rows="plan").double()
+    group = torch.tensor([2, 0, 2, 2, 0, 3, 3, 0, 2, 3, 0, 3])  # group 1 empty
+    x = s.clone().requires_grad_(True)
+    loss = softmap_loss(x, plan, group, 0.1, 4)
+    assert float(loss) == pytest.approx(_softmap_reference(s, plan, group, 0.1), rel=1e-9)
+    loss.backward()
+    eps = 1e-6
+    for i, k in [(0, 0), (3, 2), (5, 1), (11, 3), (7, 0)]:
+        up, dn = s.clone(), s.clone()
+        up[i, k] += eps
+        dn[i, k] -= eps
+        fd = (_softmap_reference(up, plan, group, 0.1) - _softmap_reference(dn, plan, group, 0.1)) / (2 * eps)
+        assert float(x.grad[i, k]) == pytest.approx(fd, rel=1e-5, abs=1e-9)
+
+
 def test_zipf_sinkhorn_plan_marginals():
     """rows="plan": every point carries 1/N; prototype columns follow w_k ~ k^-alpha by mass rank."""
     g = torch.Generator().manual_seed(4)

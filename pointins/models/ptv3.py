@@ -519,7 +519,7 @@ class PointTransformerV3(nn.Module):
         for s in range(n - 2, -1, -1):  # un-pool: each level's features, then its children's
             if s < u and not return_full:
                 break
-            f = torch.cat([stage_feats[s], f[levels[s + 1].parent]], dim=1)
+            f = torch.cat([stage_feats[s], torch.index_select(f, 0, levels[s + 1].parent)], dim=1)
             if s == u:
                 up = f
         full = f if return_full else None

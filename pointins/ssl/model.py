@@ -347,7 +347,7 @@ class PointINS(nn.Module):
                 stats["stuff_fraction"] = float(1.0 - thing.float().mean()) if thing.numel() else 0.0
             centre = t_xyz + target
             s_target = centre[mt] - s_xyz[ms]
-            pred = so[ms]
+            pred = torch.index_select(so, 0, ms)  # index_select: its backward is a fast index_add, not index_put
             if c.odr and c.odr_side == "student":
                 mag = odr(so, s_out.offsets, self.prior, directions=False).norm(dim=1)[ms]
                 pred = pred / pred.norm(dim=1, keepdim=True).clamp_min(1e-6) * mag[:, None]

@@ -155,20 +155,25 @@ def softmap_loss(
     if student_scores.shape[0] == 0:
         return student_scores.sum() * 0.0
     b = int(num_groups) if num_groups is not None else int(group.max()) + 1
-    k = student_scores.shape[1]
-    logits = student_scores.float() / temperature
-    gi = group[:, None].expand(-1, k)
-    # log-softmax over the rows of each group, per prototype (stable: subtract the group maximum)
-    gmax = torch.full((b, k), -torch.inf, device=logits.device).scatter_reduce(0, gi, logits.detach(), "amax")
-    z = torch.exp(logits - gmax[group])
-    logp = logits - gmax[group] - torch.log(torch.zeros(b, k, device=logits.device).index_add(0, group, z))[group]
-    t = teacher_plan.float()
-    tcol = torch.zeros(b, k, device=t.device).index_add(0, group, t)
-    q = t / tcol[group].clamp_min(1e-30)
-    kl = torch.where(q > 0, q * (torch.log(q.clamp_min(1e-30)) - logp), torch.zeros_like(q))
-    per = torch.zeros(b, k, device=kl.device).index_add(0, group, kl)  # (groups, prototypes)
-    have = torch.bincount(group, minlength=b) > 0
-    return per[have].mean(1).mean()
+    # rows grouped into contiguous slices (stable sort), so each group is a plain slice: log-softmax over its rows
+    # per prototype, no scatter into (groups, prototypes) tensors (their backward is a slow serial index_put)
+    order = torch.argsort(group, stable=True)
+    counts = torch.bincount(group, minlength=b).tolist()
+    dt = torch.float64 if student_scores.dtype == torch.float64 else torch.float32  # float32 at least
+    logits = torch.index_select(student_scores, 0, order).to(dt) / temperature
+    t = torch.index_select(teacher_plan, 0, order).to(dt)
+    total, have, start = logits.new_zeros(()), 0, 0
+    for n in counts:
+        if n == 0:
+            continue
+        logp = torch.log_softmax(logits[start : start + n], dim=0)  # the student softmap of each prototype
+        tg = t[start : start + n]
+        q = tg / tg.sum(0, keepdim=True).clamp_min(1e-30)  # the teacher softmap
+        kl = torch.where(q > 0, q * (torch.log(q.clamp_min(1e-30)) - logp), torch.zeros_like(q))
+        total = total + kl.sum(0).mean()
+        have += 1
+        start += n
+    return total / max(have, 1)
 
 
 def semantic_terms(
@@ -200,7 +205,8 @@ def semantic_terms(
     stats: dict[str, float] = {}
     if mode == "pooled":
         q = sinkhorn_knopp(teacher_scores.float(), teacher_temp, sinkhorn_iters, zipf_alpha)
-        loss = semantic_loss(student_scores[pair_student], q[pair_teacher], pair_sample, student_temp, num_samples)
+        s_rows = torch.index_select(student_scores, 0, pair_student)  # index_select: a fast backward
+        loss = semantic_loss(s_rows, q[pair_teacher], pair_sample, student_temp, num_samples)
         return loss, stats
     if mode == "sonata":
         local = student_view < 0
@@ -216,7 +222,9 @@ def semantic_terms(
                 stats[f"loss_{name}"] = 0.0
                 continue
             q = sinkhorn_knopp(teacher_scores[pair_teacher[idx]].float(), teacher_temp, sinkhorn_iters)
-            logp = F.log_softmax(student_scores[pair_student[idx]].float() / student_temp, dim=-1)
+            logp = F.log_softmax(
+                torch.index_select(student_scores, 0, pair_student[idx]).float() / student_temp, dim=-1
+            )
             ce = -(q * logp).sum(-1)
             _, cloud = torch.unique(student_cloud[idx], return_inverse=True)
             term = per_sample_mean(ce, cloud)
@@ -232,7 +240,8 @@ def semantic_terms(
             continue
         plan = sinkhorn_knopp(teacher_scores[pair_teacher[idx]].float(), teacher_temp, sinkhorn_iters, zipf_alpha,
                               rows="plan")  # fmt: skip
-        term = softmap_loss(student_scores[pair_student[idx]], plan, pair_sample[idx], student_temp, num_samples)
+        s_rows = torch.index_select(student_scores, 0, pair_student[idx])
+        term = softmap_loss(s_rows, plan, pair_sample[idx], student_temp, num_samples)
         stats[f"loss_{name}"] = float(term.detach())
         loss = loss + 0.5 * term
     return loss, stats
