@@ -239,36 +239,84 @@ def _attend_backward(go, q, k, v, o, lse, scale):
     return dq, dk, dv
 
 
+class _Plan(NamedTuple):
+    """The CPU path's layout of one call: slots regrouped by patch length (one (patches, L) batch per length),
+    concatenated; every index is over that concatenation ("positions")."""
+
+    buckets: list  # [(L, number of patches)] in concatenation order
+    rows: torch.Tensor  # (P,) qkv row each position reads
+    own: torch.Tensor  # (N,) position of each point's own slot (where its output is produced)
+    src: torch.Tensor  # (P,) the point whose output a position produces, N for a padding duplicate
+    dup: torch.Tensor  # (P - N,) positions of the padding duplicates
+    dup_rows: torch.Tensor  # (P - N,) the qkv row each duplicate repeats
+
+
+def _plan(rows: torch.Tensor, dst: torch.Tensor, cu: torch.Tensor, n: int) -> _Plan:
+    """Integer bookkeeping only (one sync, for the patch lengths): the float work then needs one gather in, one
+    gather out and, in the backward, a scatter-add of the duplicates only."""
+    buckets = reference.patch_buckets(cu)
+    slots = torch.cat([sl.reshape(-1) for _, sl in buckets]) if buckets else rows.new_zeros(0)
+    pos_dst = dst[slots]
+    is_own = pos_dst < n
+    own = torch.empty(n, dtype=torch.long, device=rows.device)
+    own[pos_dst[is_own]] = torch.nonzero(is_own).flatten()
+    dup = torch.nonzero(~is_own).flatten()
+    pos_rows = rows[slots]
+    src = torch.where(is_own, pos_dst, n)
+    return _Plan([(length, sl.shape[0]) for length, sl in buckets], pos_rows, own, src, dup, pos_rows[dup])
+
+
+def _heads(x: torch.Tensor, start: int, nb: int, length: int, num_heads: int):
+    """Views (nb, H, L, d) of q, k, v for the positions start .. start + nb * L of the gathered (P, 3C) rows."""
+    d = x.shape[1] // 3 // num_heads
+    y = x[start : start + nb * length].view(nb, length, 3, num_heads, d).permute(2, 0, 3, 1, 4)
+    return y[0], y[1], y[2]
+
+
 def _torch_forward(qkv, rows, dst, cu, num_heads, scale):
     n, c = qkv.shape[0], qkv.shape[1] // 3
-    out = qkv.new_empty(n, c)
-    lse = qkv.new_empty(n, num_heads, dtype=torch.float64 if qkv.dtype == torch.float64 else torch.float32)
-    for _, slots in reference.patch_buckets(cu):
-        o, lse_b = _attend(*_qkv_heads(qkv, slots, rows, num_heads), scale)
-        where = dst[slots]
-        own = where < n
-        out[where[own]] = o.transpose(1, 2).reshape(*slots.shape, c)[own]
-        lse[where[own]] = lse_b.transpose(1, 2)[own].to(lse.dtype)
-    return out, lse
+    plan = _plan(rows, dst, cu, n)
+    x = torch.index_select(qkv, 0, plan.rows)
+    outs, lses, start = [], [], 0
+    for length, nb in plan.buckets:
+        o, lse_b = _attend(*_heads(x, start, nb, length, num_heads), scale)  # (nb, H, L, d), (nb, H, L)
+        outs.append(o.transpose(1, 2).reshape(nb * length, c))
+        lses.append(lse_b.transpose(1, 2).reshape(nb * length, num_heads))
+        start += nb * length
+    if not outs:
+        lse_dt = torch.float64 if qkv.dtype == torch.float64 else torch.float32
+        return qkv.new_empty(0, c), qkv.new_empty(0, num_heads, dtype=lse_dt)
+    o_all = outs[0] if len(outs) == 1 else torch.cat(outs)
+    l_all = lses[0] if len(lses) == 1 else torch.cat(lses)
+    lse_dt = torch.float64 if qkv.dtype == torch.float64 else torch.float32
+    return torch.index_select(o_all, 0, plan.own), torch.index_select(l_all, 0, plan.own).to(lse_dt)
 
 
 def _torch_backward(grad_out, qkv, out, lse, rows, dst, cu, num_heads, scale):
     n, c = qkv.shape[0], qkv.shape[1] // 3
     d = c // num_heads
-    dqkv = torch.zeros_like(qkv)
-    for _, slots in reference.patch_buckets(cu):
-        q, k, v = _qkv_heads(qkv, slots, rows, num_heads)
-        where = dst[slots]
-        own = where < n
-        src = torch.where(own, where, 0)
-        shape = (*slots.shape, num_heads, d)
-        # A duplicate slot's query asks nothing: dO = 0 and lse = +inf make its probabilities 0.
-        go = (grad_out[src] * own[..., None].to(grad_out.dtype)).view(shape).transpose(1, 2)
-        o = (out[src] * own[..., None].to(out.dtype)).view(shape).transpose(1, 2)
-        lse_b = torch.where(own[..., None], lse[src], float("inf")).transpose(1, 2).contiguous()
-        grads = _attend_backward(go.to(q.dtype), q, k, v, o.contiguous(), lse_b, scale)
-        flat = torch.stack([g.transpose(1, 2).reshape(-1, c) for g in grads], 1).reshape(-1, 3 * c)
-        dqkv.index_add_(0, rows[slots].flatten(), flat.to(qkv.dtype))
+    plan = _plan(rows, dst, cu, n)
+    if not plan.buckets:
+        return torch.zeros_like(qkv)
+    x = torch.index_select(qkv, 0, plan.rows)
+    # A duplicate slot's query asks nothing: dO = 0 and lse = +inf make its probabilities 0 (row N of the padded
+    # copies below).
+    go = torch.index_select(torch.cat([grad_out.to(qkv.dtype), grad_out.new_zeros(1, c).to(qkv.dtype)]), 0, plan.src)
+    o = torch.index_select(torch.cat([out, out.new_zeros(1, c)]), 0, plan.src)
+    lse_p = torch.index_select(torch.cat([lse, lse.new_full((1, num_heads), float("inf"))]), 0, plan.src)
+    flats, start = [], 0
+    for length, nb in plan.buckets:
+        sl = slice(start, start + nb * length)
+        shape = (nb, length, num_heads, d)
+        grads = _attend_backward(go[sl].view(shape).transpose(1, 2), *_heads(x, start, nb, length, num_heads),
+                                 o[sl].view(shape).transpose(1, 2).contiguous(),
+                                 lse_p[sl].view(nb, length, num_heads).transpose(1, 2).contiguous(), scale)  # fmt: skip
+        flats.append(torch.cat([g.transpose(1, 2).reshape(nb * length, c) for g in grads], 1))
+        start += nb * length
+    flat = flats[0] if len(flats) == 1 else torch.cat(flats)
+    dqkv = torch.index_select(flat, 0, plan.own).to(qkv.dtype)  # each row's own slot ...
+    if plan.dup.numel():  # ... plus the padding slots that repeat it (as keys and values)
+        dqkv.index_add_(0, plan.dup_rows, torch.index_select(flat, 0, plan.dup).to(qkv.dtype))
     return dqkv
 
 
