@@ -47,6 +47,11 @@ TORCH_LIBRARY(pointins, m) {
   // entries are -1 or rows of x first. The weight gradient (K, Cin, Cout) of the same conv for grad (M, Cout).
   m.def("sparse_conv_implicit(Tensor x, Tensor kmap, Tensor weight, Tensor? bias, bool check=True) -> Tensor");
   m.def("sparse_conv_weight_grad(Tensor x, Tensor kmap, Tensor grad, bool check=True) -> Tensor");
+  // View-pipeline kernels (bitwise the NumPy code in pointins/data/transforms.py): coord (N, 3) float64 displaced
+  // by mag x the trilinear interpolation of lattice (X, Y, Z, 3) float64 at (coord - lo) / gran + 1; and the hue
+  // rotation of colour (N, 3) float32 in 0-255 by shift (a fraction of the hue circle).
+  m.def("elastic_displace(Tensor coord, Tensor lattice, float[] lo, float gran, float mag) -> Tensor");
+  m.def("hue_shift(Tensor color, float shift) -> Tensor");
   // PTv3 patch padding: (pad, unpad, cu_seqlens).
   m.def("patch_partition(Tensor offsets, int patch_size) -> (Tensor, Tensor, Tensor)");
 

@@ -336,3 +336,30 @@ def test_render_z_buffer():
     ic = SH.instance_colors(np.array([-1, 0, 1, 2]))
     assert (ic[0] == 200).all() and len({tuple(c) for c in ic[1:]}) == 3
     assert math.isfinite(float(img.mean()))
+
+
+def test_compiled_view_kernels_are_bitwise_the_numpy_expressions():
+    """Elastic displacement and the hue rotation run compiled when the extension is built; both must equal their
+    NumPy statements bit for bit (views, and so training batches, do not depend on which ran)."""
+    import torch
+
+    from pointins.data import transforms as T
+
+    rng = np.random.default_rng(7)
+    coord = rng.uniform(-2, 3, (5000, 3)) * np.array([1.0, 0.7, 0.4])
+    coord[:5] = [[-2, -1.4, -0.8], [3, 2.1, 1.2], [0, 0, 0], [0.2, 0.2, 0.2], [-2, 2.1, 0.4]]  # lattice corners
+    for gran, mag in ((0.2, 0.4), (0.8, 1.6)):
+        lo = T._cmin(coord)
+        dims = ((T._cmax(coord) - lo) // gran).astype(int) + 3
+        lattice = T._smooth(T._smooth(rng.normal(0, 1, (*dims, 3))))
+        got = torch.ops.pointins.elastic_displace(torch.from_numpy(coord), torch.from_numpy(lattice),
+                                                  [float(v) for v in lo], gran, mag).numpy()  # fmt: skip
+        want = T._displace_numpy(coord, lattice, lo, gran, mag)
+        assert np.array_equal(got.view(np.int64), want.view(np.int64))
+    col = rng.uniform(0, 255, (20000, 3)).astype(np.float32)
+    col[:6] = [[0, 0, 0], [255, 255, 255], [128, 128, 128], [255, 0, 0], [0, 255, 0], [0, 0, 255]]
+    col[6:500] = np.round(col[6:500] / 64) * 64  # ties between channels
+    for shift in (-0.02, -1e-9, 0.0, 0.013, 0.02, 0.5):
+        got = T._hue_shift(col, shift)
+        want = T._hue_shift_numpy(col, shift)
+        assert got.dtype == np.float32 and np.array_equal(got.view(np.int32), want.view(np.int32)), shift

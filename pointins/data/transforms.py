@@ -58,6 +58,22 @@ def _n(d: dict) -> int:
     return len(d["coord"])
 
 
+def _cmin(a: np.ndarray) -> np.ndarray:
+    """Column minima of an (N, C) array (= a.min(0), without numpy's slow reduce over a short inner axis)."""
+    return np.array([a[:, j].min() for j in range(a.shape[1])], dtype=a.dtype)
+
+
+def _cmax(a: np.ndarray) -> np.ndarray:
+    return np.array([a[:, j].max() for j in range(a.shape[1])], dtype=a.dtype)
+
+
+def _row_norms(a: np.ndarray) -> np.ndarray:
+    """(N, 1) Euclidean norms of the rows of an (N, 3) array (= np.linalg.norm(a, axis=1, keepdims=True): the same
+    three squares added in the same order)."""
+    sq = a * a
+    return np.sqrt(sq[:, 0] + sq[:, 1] + sq[:, 2])[:, None]
+
+
 def start_view(d: dict) -> dict:
     """A copy with float64 coordinates, an identity ``transform``/zero ``shift`` and ``index`` (if absent)."""
     out = dict(d)
@@ -74,7 +90,7 @@ def _linear(d: dict, a: np.ndarray) -> dict:
     d["shift"] = a @ d["shift"]
     if "normal" in d:
         n = np.asarray(d["normal"], np.float64) @ np.linalg.inv(a)  # rows: (A^-T n)^T
-        d["normal"] = (n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        d["normal"] = (n / np.maximum(_row_norms(n), 1e-12)).astype(np.float32)
     return d
 
 
@@ -104,7 +120,7 @@ def center_shift(d: dict, apply_z: bool = True) -> dict:
     """Move the bounding-box centre (x, y) to the origin, and the lowest point to z = 0 when ``apply_z``."""
     if not _n(d):
         return d
-    lo, hi = d["coord"].min(0), d["coord"].max(0)
+    lo, hi = _cmin(d["coord"]), _cmax(d["coord"])
     c = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2] if apply_z else 0.0])
     return _translate(d, -c)
 
@@ -128,7 +144,7 @@ def random_rotate(
     if rng.random() < p:
         a = float(rng.uniform(*angle))
         if about == "bbox" and _n(d):
-            c = (d["coord"].min(0) + d["coord"].max(0)) / 2
+            c = (_cmin(d["coord"]) + _cmax(d["coord"])) / 2
             _translate(d, -c)
             _linear(d, _rot(axis, a))
             _translate(d, c)
@@ -223,6 +239,27 @@ def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
     return out
 
 
+def _hue_shift_numpy(c: np.ndarray, shift: float) -> np.ndarray:
+    hsv = _rgb_to_hsv(c.astype(np.float64) / 255.0)
+    hsv[:, 0] = (hsv[:, 0] + shift) % 1.0
+    return (_hsv_to_rgb(hsv) * 255.0).astype(np.float32)
+
+
+def _compiled() -> bool:
+    from pointins import _ext
+
+    return _ext.try_load() is not None
+
+
+def _hue_shift(c: np.ndarray, shift: float) -> np.ndarray:
+    """Rotate the hue of (N, 3) float32 0-255 colours by ``shift`` (the compiled kernel when built: bitwise the
+    NumPy expression :func:`_hue_shift_numpy`, several times faster)."""
+    if _compiled() and len(c):
+        out = torch.ops.pointins.hue_shift(torch.from_numpy(np.ascontiguousarray(c, np.float32)), float(shift))
+        return out.numpy()
+    return _hue_shift_numpy(c, shift)
+
+
 def random_color_jitter(
     d: dict,
     rng: np.random.Generator,
@@ -257,9 +294,7 @@ def random_color_jitter(
         elif fn == 2:
             c = blend(c, _gray(c)[:, None], s)
         else:
-            hsv = _rgb_to_hsv(c.astype(np.float64) / 255.0)
-            hsv[:, 0] = (hsv[:, 0] + h) % 1.0
-            c = (_hsv_to_rgb(hsv) * 255.0).astype(np.float32)
+            c = _hue_shift(c, h)
     d["color"] = c
     return d
 
@@ -296,23 +331,36 @@ def elastic_distortion(d: dict, rng: np.random.Generator, params=((0.2, 0.4), (0
         return d
     coord = d["coord"]
     for gran, mag in params:
-        lo = coord.min(0)
-        dims = ((coord.max(0) - lo) // gran).astype(int) + 3
+        lo = _cmin(coord)
+        dims = ((_cmax(coord) - lo) // gran).astype(int) + 3
         noise = rng.normal(0, 1, (*dims, 3))
-        flat = _smooth(_smooth(noise)).reshape(-1, 3)
-        g = (coord - lo) / gran + 1.0
-        i0 = np.clip(np.floor(g).astype(int), 0, dims - 2)
-        f = g - i0
-        f1 = 1 - f
-        base = (i0[:, 0] * dims[1] + i0[:, 1]) * dims[2] + i0[:, 2]
-        disp = np.zeros_like(coord)
-        for corner in range(8):  # trilinear weights (wx * wy) * wz, corners in x, y, z bit order
-            o = ((corner >> 2) & 1, (corner >> 1) & 1, corner & 1)
-            w = (f if o[0] else f1)[:, 0] * (f if o[1] else f1)[:, 1] * (f if o[2] else f1)[:, 2]
-            disp += w[:, None] * flat[base + (o[0] * dims[1] + o[1]) * dims[2] + o[2]]
-        coord = coord + disp * mag
+        lattice = _smooth(_smooth(noise))
+        if _compiled():  # the same arithmetic, compiled (bitwise equal)
+            coord = torch.ops.pointins.elastic_displace(
+                torch.from_numpy(np.ascontiguousarray(coord, np.float64)), torch.from_numpy(lattice),
+                [float(v) for v in lo], float(gran), float(mag),
+            ).numpy()  # fmt: skip
+        else:
+            coord = _displace_numpy(coord, lattice, lo, gran, mag)
     d["coord"] = coord
     return d
+
+
+def _displace_numpy(coord: np.ndarray, lattice: np.ndarray, lo: np.ndarray, gran: float, mag: float) -> np.ndarray:
+    """``coord + mag * trilinear(lattice, (coord - lo) / gran + 1)`` (the reference of the compiled kernel)."""
+    dims = np.array(lattice.shape[:3])
+    flat = lattice.reshape(-1, 3)
+    g = (coord - lo) / gran + 1.0
+    i0 = np.clip(np.floor(g).astype(int), 0, dims - 2)
+    f = g - i0
+    f1 = 1 - f
+    base = (i0[:, 0] * dims[1] + i0[:, 1]) * dims[2] + i0[:, 2]
+    disp = np.zeros_like(coord)
+    for corner in range(8):  # trilinear weights (wx * wy) * wz, corners in x, y, z bit order
+        o = ((corner >> 2) & 1, (corner >> 1) & 1, corner & 1)
+        w = (f if o[0] else f1)[:, 0] * (f if o[1] else f1)[:, 1] * (f if o[2] else f1)[:, 2]
+        disp += w[:, None] * flat[base + (o[0] * dims[1] + o[1]) * dims[2] + o[2]]
+    return coord + disp * mag
 
 
 def grid_sample(d: dict, grid_size: float, mode: str = "train", rng: np.random.Generator | None = None):
