@@ -271,9 +271,16 @@ class ViewDataset:
         return views
 
 
-def seed_worker(worker_id: int) -> None:
+def seed_worker(worker_id: int, nice: int = 0) -> None:
     """DataLoader ``worker_init_fn``: seeds NumPy's and Python's global RNGs from torch's per-worker seed
-    (our own sampling uses explicit generators; this keeps third-party transforms reproducible too)."""
+    (our own sampling uses explicit generators; this keeps third-party transforms reproducible too). ``nice``
+    lowers the worker's CPU priority by that much (``functools.partial(seed_worker, nice=19)``): on a CPU run the
+    workers then use the cores only when the training step leaves them idle, instead of preempting its threads."""
+    if nice > 0 and hasattr(os, "nice"):
+        try:
+            os.nice(int(nice))
+        except OSError:  # not permitted here: run at the normal priority
+            pass
     s = torch.initial_seed() % 2**32
     np.random.seed(s)  # noqa: NPY002 -- the legacy global RNG is what third-party code draws from
     random.seed(s)
