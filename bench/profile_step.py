@@ -11,8 +11,9 @@ folder) with the phase timers of :mod:`pointins._timing` switched on, and prints
 - the main process: wall ms per step of every phase (data wait, teacher / student encoder with its level
   structures per level, conv, attention, MLP, heads, masking, matching, losses, ODR, SCR with K-means and
   components, backward with the conv and attention kernels, clip, AdamW, EMA) and its share of the step;
-- the data workers: ms per step of the view pipeline's phases (read, scene grid sample, crops, geometry,
-  colour, elastic, view grid sample, collate): CPU time the workers spend on the same cores as the step;
+- the data workers: CPU ms per step of the view pipeline's phases (read, scene grid sample, crops, geometry,
+  colour, elastic, view grid sample, collate), summed over workers: what they take from the step's cores
+  (CPU time, not wall time: on a CPU run they work at a lowered priority and wait for idle cores);
 - the main process's CPU seconds per step (all its threads) next to its wall seconds: how well the
   intra-op threads are used.
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     print("main process (wall time; share of the step)")
     print(_timing.report(main_acc, steps, wall, min_share=args.min_share))
     if work_acc:
-        print("\ndata workers (their time per step, summed over workers; share of the step's wall time)")
+        print("\ndata workers (their CPU time per step, summed over workers; share of the step's wall time)")
         print(_timing.report(work_acc, steps, wall, min_share=args.min_share))
     result = {"preset": args.preset, "overrides": overrides, "steps": steps, "warmup": args.warmup,
               "step_ms": 1e3 * wall / max(1, steps), "points_per_s": r["points"] / max(wall, 1e-9),

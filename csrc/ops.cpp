@@ -37,6 +37,8 @@ TORCH_LIBRARY(pointins, m) {
   // Unique keys in first-occurrence order: (inverse (N,), first (V,), counts (V,), selected (V,));
   // selected = one seeded, uniformly random point per voxel when seed is given, else first.
   m.def("voxel_group(Tensor keys, int? seed=None) -> (Tensor, Tensor, Tensor, Tensor)");
+  // voxel_group's seeded selection from a point -> voxel map (V,) (-1 for a voxel without points).
+  m.def("voxel_select(Tensor inverse, int num_voxels, int seed) -> Tensor");
   // Submanifold kernel map (N, kernel_size^3): neighbour index or -1.
   m.def("kernel_map(Tensor grid_coord, Tensor? batch, int kernel_size, int dilation, int bits=16) -> Tensor");
   // Its pairs grouped by offset: (in_index (P,), out_index (P,), kernel_offsets (K+1,)); offset-major,

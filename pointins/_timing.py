@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ["Done", "enable", "enabled", "end_step", "merge", "phase", "report", "reset", "take"]
+__all__ = ["Done", "enable", "enabled", "end_step", "merge", "phase", "report", "reset", "take", "use_cpu_clock"]
 
 _on = os.environ.get("POINTINS_PROFILE", "") not in ("", "0")
 _stack: list[str] = []
@@ -25,6 +25,7 @@ _steps = 0
 _skip = 0
 _stop: int | None = None
 _wall = [0.0, None]  # wall seconds of the timed steps, perf_counter at the last step end
+_clock = time.perf_counter  # wall time in the training process; CPU time in data workers (see use_cpu_clock)
 
 
 class Done(Exception):
@@ -52,11 +53,11 @@ class _Phase:
 
     def __enter__(self):
         _stack.append(self.path)
-        self.t0 = time.perf_counter()
+        self.t0 = _clock()
         return self
 
     def __exit__(self, *exc):
-        dt = time.perf_counter() - self.t0
+        dt = _clock() - self.t0
         _stack.pop()
         a = _acc.get(self.path)
         if a is None:
@@ -76,6 +77,13 @@ def phase(name: str):
 
 def enabled() -> bool:
     return _on
+
+
+def use_cpu_clock() -> None:
+    """Time this process's phases in CPU seconds of the calling thread (data workers: they run at a lowered
+    priority, so their wall time is mostly waiting for a core and says nothing about their cost)."""
+    global _clock
+    _clock = time.thread_time
 
 
 def enable(on: bool = True, *, skip_steps: int = 0, stop_after: int | None = None) -> None:

@@ -363,3 +363,27 @@ def test_compiled_view_kernels_are_bitwise_the_numpy_expressions():
         got = T._hue_shift(col, shift)
         want = T._hue_shift_numpy(col, shift)
         assert got.dtype == np.float32 and np.array_equal(got.view(np.int32), want.view(np.int32)), shift
+
+
+def test_scene_cache_gives_the_same_samples_and_evicts_least_recent(tmp_path):
+    """Scenes cached per process with their voxel grouping: every sample (two epochs, so cached scenes are
+    re-drawn) equals the uncached one bit for bit; a budget of two scenes keeps the two most recent."""
+    S.generate("indoor", tmp_path, 3, seed=2, val_fraction=0.0, workers=1, progress=False,
+               config=S.IndoorConfig(points=(4000, 6000)))  # fmt: skip
+    src = PointCloudDataset(tmp_path, split="train")
+    cfg = ViewConfig(local_views=1, grid_size=0.05)
+    plain, cached = ViewDataset(src, cfg, seed=4), ViewDataset(src, cfg, seed=4, cache_mb=64)
+    for epoch in (0, 1):
+        for i in range(len(src)):
+            a, b = plain[(epoch, i)], cached[(epoch, i)]
+            for kind in ("global", "local"):
+                for va, vb in zip(a[kind], b[kind], strict=True):
+                    assert sorted(va) == sorted(vb)
+                    for k in va:
+                        np.testing.assert_array_equal(np.asarray(va[k]), np.asarray(vb[k]), err_msg=k)
+    assert list(cached._cache) == [0, 1, 2]
+    one = max(entry[2] for entry in cached._cache.values())
+    small = ViewDataset(src, cfg, seed=4, cache_mb=(2 * one + 1) / 2**20)
+    for i in (0, 1, 2, 1):
+        small[(0, i)]
+    assert list(small._cache) == [2, 1] and small._cached <= small.cache_bytes

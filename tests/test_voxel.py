@@ -115,6 +115,30 @@ def test_voxelize_train_is_uniform_and_seeded():
     assert torch.equal(b, ops.voxelize(coord, None, 1.0).index)  # seed=None follows torch's RNG
 
 
+@pytest.mark.parametrize("seed", [0, 7, 2**62 - 3])
+def test_voxel_select_redraws_a_cached_grouping_exactly(seed):
+    """voxel_select on a grouping (mode="all") picks, for every seed, exactly voxelize(mode="train")'s points:
+    compiled and reference; a voxel id with no points gets -1; bad maps are refused."""
+    g = torch.Generator().manual_seed(seed % 1000)
+    coord = torch.rand(20_000, 3, generator=g) * 3
+    grouping = ops.voxelize(coord, None, 0.05, mode="all")
+    want = ops.voxelize(coord, None, 0.05, mode="train", seed=seed).index
+    v = len(grouping)
+    assert torch.equal(ops.voxel_select(grouping.inverse, v, seed), want)
+    assert torch.equal(ops.voxel_select(grouping.inverse, v, seed, backend="reference"), want)
+    extra = ops.voxel_select(grouping.inverse, v + 2, seed)
+    assert torch.equal(extra[:v], want) and extra[v:].tolist() == [-1, -1]
+    assert torch.equal(ops.voxel_select(grouping.inverse, v + 2, seed, backend="reference"), extra)
+    for bad, n in ((grouping.inverse.clone().fill_(v), v), (grouping.inverse - 1, v)):
+        with pytest.raises(ValueError, match="voxel ids in"):
+            ops.voxel_select(bad, n, seed)
+    with pytest.raises(TypeError, match="1-D integer"):
+        ops.voxel_select(coord, v, seed)
+    with pytest.raises(ValueError, match="seed"):
+        ops.voxel_select(grouping.inverse, v, -1)
+    torch.library.opcheck(torch.ops.pointins.voxel_select.default, (grouping.inverse, v, seed))
+
+
 def test_voxelize_unsorted_batch_ids():
     coord, offsets = cloud([300, 400])
     batch = ref.offsets_to_batch(offsets)

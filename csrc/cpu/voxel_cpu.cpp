@@ -271,6 +271,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> voxel_group_cpu(const
   return {inverse, first, counts, selected};
 }
 
+// One seeded random point per voxel given the point -> voxel map: the point of least select_pack(seed, i), exactly
+// what voxel_group's selection picks for the same seed (so a cached grouping can be re-drawn cheaply).
+at::Tensor voxel_select_cpu(const at::Tensor& inverse_in, int64_t num_voxels, int64_t seed) {
+  TORCH_CHECK_VALUE(inverse_in.dim() == 1 && inverse_in.scalar_type() == at::kLong,
+                    "pointins.voxel_select: inverse must be a 1-D int64 point -> voxel map, got ",
+                    inverse_in.scalar_type(), " ", inverse_in.sizes(), ".");
+  check_cpu(inverse_in, "inverse", "voxel_select");
+  TORCH_CHECK_VALUE(num_voxels >= 0, "pointins.voxel_select: num_voxels must be >= 0, got ", num_voxels, ".");
+  TORCH_CHECK_VALUE(seed >= 0, "pointins.voxel_select: seed must be >= 0, got ", seed, ".");
+  auto inverse = inverse_in.contiguous();
+  const int64_t n = inverse.numel();
+  TORCH_CHECK_VALUE(n < ((int64_t)1 << POINTINS_SELECT_INDEX_BITS), "pointins.voxel_select: at most 2^",
+                    POINTINS_SELECT_INDEX_BITS, " points per call, got ", n, ".");
+  const int64_t* inv = inverse.data_ptr<int64_t>();
+  auto best = at::full({num_voxels}, INT64_MAX, inverse.options());
+  int64_t* bp = best.data_ptr<int64_t>();
+  bool bad = false;
+  for (int64_t i = 0; i < n; ++i) {  // sequential: voxels of one scene, a few hundred thousand points
+    const int64_t v = inv[i];
+    if (v < 0 || v >= num_voxels) {
+      bad = true;
+      break;
+    }
+    bp[v] = std::min(bp[v], select_pack((uint64_t)seed, i));
+  }
+  TORCH_CHECK_VALUE(!bad, "pointins.voxel_select: inverse entries must be voxel ids in [0, ", num_voxels, ").");
+  at::parallel_for(0, num_voxels, kGrain, [&](int64_t v0, int64_t v1) {
+    for (int64_t v = v0; v < v1; ++v) bp[v] = bp[v] == INT64_MAX ? -1 : select_index(bp[v]);
+  });
+  return best;
+}
+
 at::Tensor kernel_map_cpu(const at::Tensor& grid_in, const c10::optional<at::Tensor>& batch_in, int64_t kernel_size,
                           int64_t dilation, int64_t bits) {
   check_kernel_map_args(grid_in, batch_in, kernel_size, dilation, bits);
@@ -385,6 +417,7 @@ TORCH_LIBRARY_IMPL(pointins, CPU, m) {
   m.impl("hash_build", &pointins::hash_build_cpu);
   m.impl("hash_query", &pointins::hash_query_cpu);
   m.impl("voxel_group", &pointins::voxel_group_cpu);
+  m.impl("voxel_select", &pointins::voxel_select_cpu);
   m.impl("kernel_map", &pointins::kernel_map_cpu);
   m.impl("kernel_map_pairs", &pointins::kernel_map_pairs_cpu);
 }

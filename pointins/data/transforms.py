@@ -41,6 +41,7 @@ __all__ = [
     "to_original",
     "vectors_to_original",
     "vectors_to_view",
+    "voxel_grouping",
 ]
 
 POINT_KEYS = ("coord", "color", "normal", "strength", "segment", "instance", "index", "grid_coord", "mask")
@@ -363,12 +364,26 @@ def _displace_numpy(coord: np.ndarray, lattice: np.ndarray, lo: np.ndarray, gran
     return coord + disp * mag
 
 
-def grid_sample(d: dict, grid_size: float, mode: str = "train", rng: np.random.Generator | None = None):
+def voxel_grouping(d: dict, grid_size: float) -> dict:
+    """The deterministic part of :func:`grid_sample` (which voxel each point is in, the voxels' grid coordinates),
+    to cache with a scene and pass back as ``grouping=``: a train-mode sample then only draws its random points."""
+    from pointins import ops
+
+    coord = torch.from_numpy(np.ascontiguousarray(d["coord"], dtype=np.float32))
+    vox = ops.voxelize(coord, None, grid_size, mode="all")
+    return {"grid_size": float(grid_size), "points": _n(d), "inverse": vox.inverse,
+            "grid_coord": vox.grid_coord.numpy().astype(np.int32)}  # fmt: skip
+
+
+def grid_sample(d: dict, grid_size: float, mode: str = "train", rng: np.random.Generator | None = None,
+                grouping: dict | None = None):  # fmt: skip
     """Keep one point per voxel of side ``grid_size`` and add ``grid_coord`` (int32, minimum at 0).
 
     ``mode="train"`` keeps a random point of each voxel (drawn from ``rng``); ``mode="test"`` returns a
     list of fragments, each with one point of every voxel, together covering every point (Pointcept's test
-    mode). Uses :func:`pointins.ops.voxelize`.
+    mode). Uses :func:`pointins.ops.voxelize`; with a ``grouping`` of the same points and grid size
+    (:func:`voxel_grouping`) train mode only draws the points (:func:`pointins.ops.voxel_select`), with the
+    same result.
     """
     from pointins import ops
 
@@ -380,6 +395,12 @@ def grid_sample(d: dict, grid_size: float, mode: str = "train", rng: np.random.G
         out["grid_coord"] = np.zeros((0, 3), np.int32)
         return out if mode == "train" else [out]
     seed = int(rng.integers(2**62)) if rng is not None else 0
+    if (mode == "train" and grouping is not None and grouping["points"] == n
+            and grouping["grid_size"] == float(grid_size)):  # fmt: skip
+        index = ops.voxel_select(grouping["inverse"], len(grouping["grid_coord"]), seed)
+        out = take(d, index.numpy())
+        out["grid_coord"] = grouping["grid_coord"]
+        return out
     coord = torch.from_numpy(np.ascontiguousarray(d["coord"], dtype=np.float32))
     vox = ops.voxelize(coord, None, grid_size, mode=mode, seed=seed if mode == "train" else None)
     gc = vox.grid_coord.numpy().astype(np.int32)

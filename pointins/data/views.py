@@ -98,9 +98,11 @@ class ViewConfig:
         return cls(**kw)
 
 
-def prepare_scene(scene: dict, grid_size: float, rng: np.random.Generator) -> dict:
-    """Grid-sample a scene (train mode) and number its points: ``index`` = row in this sampled scene."""
-    s = T.grid_sample({k: v for k, v in scene.items() if k in T.POINT_KEYS}, grid_size, "train", rng)
+def prepare_scene(scene: dict, grid_size: float, rng: np.random.Generator, grouping: dict | None = None) -> dict:
+    """Grid-sample a scene (train mode) and number its points: ``index`` = row in this sampled scene. ``grouping``:
+    the scene's cached :func:`pointins.data.transforms.voxel_grouping` (same result, less work)."""
+    pts = {k: v for k, v in scene.items() if k in T.POINT_KEYS}
+    s = T.grid_sample(pts, grid_size, "train", rng, grouping=grouping)
     s.pop("index", None)
     s["index"] = np.arange(len(s["coord"]), dtype=np.int64)
     return s
@@ -227,22 +229,24 @@ class ViewDataset:
         self._cache: OrderedDict = OrderedDict()
         self._cached = 0
 
-    def _read(self, i: int) -> dict:
+    def _read(self, i: int) -> tuple[dict, dict | None]:
+        """The scene, and its cached voxel grouping at the view grid size (None when not cached)."""
         if self.cache_bytes <= 0:
-            return self.source[i]
+            return self.source[i], None
         hit = self._cache.get(i)
         if hit is not None:
             self._cache.move_to_end(i)
-            return dict(hit)
+            return dict(hit[0]), hit[1]
         raw = self.source[i]
-        size = sum(v.nbytes for v in raw.values() if isinstance(v, np.ndarray))
+        grouping = T.voxel_grouping(raw, self.cfg.grid_size)
+        size = sum(v.nbytes for v in raw.values() if isinstance(v, np.ndarray)) + 12 * len(raw["coord"])
         if size <= self.cache_bytes:
             while self._cache and self._cached + size > self.cache_bytes:
-                _, old = self._cache.popitem(last=False)
-                self._cached -= sum(v.nbytes for v in old.values() if isinstance(v, np.ndarray))
-            self._cache[i] = raw
+                _, (_, _, old) = self._cache.popitem(last=False)
+                self._cached -= old
+            self._cache[i] = (raw, grouping, size)
             self._cached += size
-        return dict(raw)
+        return dict(raw), grouping
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -253,20 +257,23 @@ class ViewDataset:
     def __getitem__(self, i) -> dict:
         """Sample ``i`` of the current epoch, or ``(epoch, i)`` (what a resumable sampler yields, so persistent
         DataLoader workers need no epoch update)."""
+        in_worker = torch.utils.data.get_worker_info() is not None
+        if in_worker and _timing.enabled():
+            _timing.use_cpu_clock()
         epoch = self.epoch
         if isinstance(i, tuple):
             epoch, i = i
         with phase("views"):
             rng = np.random.default_rng([self.seed, int(epoch), int(i)])
             with phase("read scene"):
-                raw = self._read(i)
+                raw, grouping = self._read(i)
             with phase("grid sample scene"):
-                scene = prepare_scene(raw, self.cfg.grid_size, rng)
+                scene = prepare_scene(raw, self.cfg.grid_size, rng, grouping)
             views = make_views(scene, self.cfg, rng)
         views["scene_points"] = len(scene["coord"])
         views["name"] = raw.get("name", str(i))
         views["dropped_points"] = int(raw.get("dropped_points", 0))  # non-finite points the reader dropped
-        if _timing.enabled() and torch.utils.data.get_worker_info() is not None:
+        if in_worker and _timing.enabled():
             views["_timing"] = _timing.take()  # a worker's phases travel with its sample
         return views
 

@@ -26,6 +26,7 @@ from pointins.ops.voxel import (
     kernel_map,
     kernel_map_pairs,
     transpose_kernel_map,
+    voxel_select,
     voxelize,
 )
 
@@ -65,6 +66,7 @@ __all__ = [
     "sparse_conv",
     "transpose_kernel_map",
     "unpack_keys",
+    "voxel_select",
     "voxelize",
 ]
 

@@ -36,6 +36,7 @@ __all__ = [
     "kernel_map",
     "kernel_map_pairs",
     "transpose_kernel_map",
+    "voxel_select",
     "voxelize",
 ]
 
@@ -232,6 +233,29 @@ def voxelize(
     return Voxelization(g[first], vbatch, voffsets, inverse, counts, index, g, fragments, vfeats)
 
 
+def voxel_select(inverse: Any, num_voxels: int, seed: int, *, backend: str | None = None) -> Any:
+    """One seeded random point per voxel from a point -> voxel map (e.g. a :class:`Voxelization`'s ``inverse``):
+    exactly the ``index`` that ``voxelize(..., mode="train", seed=seed)`` returns for the same points, without
+    grouping them again (re-draw a cached grouping each epoch). Voxels without points get -1."""
+    op = "voxel_select"
+    inv, kind = to_tensor(inverse, "inverse", op)
+    if inv.dim() != 1 or inv.is_floating_point() or inv.dtype == torch.bool:
+        raise TypeError(f"pointins.{op}: inverse must be a 1-D integer tensor, got {inv.dtype} {tuple(inv.shape)}.")
+    seed = check_seed(seed, op)
+    if isinstance(num_voxels, bool) or not isinstance(num_voxels, int) or num_voxels < 0:
+        raise ValueError(f"pointins.{op}: num_voxels must be an int >= 0, got {num_voxels!r}.")
+    be = _dispatch.select(backend, inv.device, op, ("cpu", "reference"))
+    inv = inv.long()
+    if be == "reference" or inv.device.type != "cpu":
+        if inv.numel() and (int(inv.min()) < 0 or int(inv.max()) >= num_voxels):
+            raise ValueError(f"pointins.{op}: inverse entries must be voxel ids in [0, {num_voxels}).")
+        out = reference.voxel_select(inv, num_voxels, seed)
+        out = torch.where(out == (1 << 39) - 1, -1, out)  # the index bits of an untouched (empty) voxel
+    else:
+        out = torch.ops.pointins.voxel_select(inv, num_voxels, seed)
+    return results(out, kind)
+
+
 def kernel_map(
     grid_coord: Any,
     offsets: Any = None,
@@ -393,6 +417,10 @@ def _register_fakes() -> None:
     def _(keys, seed=None):
         v = torch.library.get_ctx().new_dynamic_size()
         return keys.new_empty(keys.shape), keys.new_empty((v,)), keys.new_empty((v,)), keys.new_empty((v,))
+
+    @torch.library.register_fake("pointins::voxel_select")
+    def _(inverse, num_voxels, seed):
+        return inverse.new_empty((num_voxels,))
 
     @torch.library.register_fake("pointins::kernel_map")
     def _(grid_coord, batch, kernel_size, dilation, bits=16):
