@@ -29,6 +29,8 @@ TORCH_LIBRARY(pointins, m) {
   // 2 hilbert, 3 hilbert-trans; batch above the 3*depth code bits.
   m.def("serialize_encode(Tensor grid_coord, Tensor? batch, int depth, int[] orders) -> Tensor");
   m.def("serialize_decode(Tensor code, int depth, int order) -> (Tensor, Tensor)");
+  // Stable sort of int64 keys, per row of a (N,) or (R, N) tensor: (sorted, order) (CPU: radix sort).
+  m.def("sort_keys(Tensor keys) -> (Tensor, Tensor)");
 
   // Hash table on non-negative int64 keys: (table_keys, table_vals) of a power-of-two capacity.
   m.def("hash_build(Tensor keys, int capacity) -> (Tensor, Tensor)");

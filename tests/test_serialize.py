@@ -194,3 +194,25 @@ def test_serialize_opcheck(device):
     torch.library.opcheck(
         torch.ops.pointins.patch_partition.default, (torch.tensor([0, 40, 41, 100], device=device), 16)
     )
+
+
+@pytest.mark.parametrize("bits", [1, 11, 26, 40, 62])
+def test_sort_keys_is_torch_stable_sort(bits):
+    """The CPU radix sort behind serialize and kernel_map: values and permutation equal torch's stable sort, with
+    duplicates (equal keys keep their order), one and two dimensions, empty input, and negative keys (the
+    comparison-sort fallback)."""
+    g = torch.Generator().manual_seed(bits)
+    hi = 1 << bits
+    for shape in ((0,), (1,), (5000,), (3, 4000)):
+        x = torch.randint(0, hi, shape, generator=g, dtype=torch.long)
+        if x.numel() > 100:
+            x.view(-1)[::7] = x.view(-1)[1]  # many duplicates
+        got = torch.ops.pointins.sort_keys(x)
+        want = torch.sort(x, dim=-1, stable=True)
+        assert torch.equal(got[0], want.values) and torch.equal(got[1], want.indices)
+    neg = torch.randint(-hi, hi, (3000,), generator=g)
+    got, want = torch.ops.pointins.sort_keys(neg), torch.sort(neg, stable=True)
+    assert torch.equal(got[0], want.values) and torch.equal(got[1], want.indices)
+    torch.library.opcheck(torch.ops.pointins.sort_keys.default, (torch.randint(0, hi, (2, 50), generator=g),))
+    with pytest.raises(ValueError, match="int64"):
+        torch.ops.pointins.sort_keys(torch.zeros(3, dtype=torch.int32))

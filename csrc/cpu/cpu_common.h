@@ -47,4 +47,8 @@ std::tuple<at::Tensor, at::Tensor, int> decode_points(const at::Tensor& codes, i
 // the pack_keys error on bad input. Shared by pack_keys and kernel_map.
 at::Tensor pack_keys_checked(const at::Tensor& grid, const c10::optional<at::Tensor>& batch, int64_t bits);
 
+// Stable argsort of n int64 keys (csrc/cpu/sort_cpu.cpp): sorted keys and the permutation (radix sort for
+// non-negative keys). Sequential: callers parallelise over independent rows.
+void stable_argsort_keys(const int64_t* keys, int64_t n, int64_t* sorted, int64_t* order);
+
 }  // namespace pointins

@@ -314,9 +314,8 @@ at::Tensor kernel_map_cpu(const at::Tensor& grid_in, const c10::optional<at::Ten
   // offset q are sorted too (delta_q is a constant), so every lookup is a forward step of one of
   // kv merge cursors over the sorted keys: sequential memory access instead of kv random probes.
   // A neighbour outside [0, 2^bits) on some axis is -1 (its key would alias another voxel).
-  auto sorted = at::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-  const at::Tensor& skeys_t = std::get<0>(sorted);
-  const at::Tensor& order_t = std::get<1>(sorted);
+  auto skeys_t = at::empty_like(keys), order_t = at::empty_like(keys);
+  stable_argsort_keys(keys.data_ptr<int64_t>(), n, skeys_t.data_ptr<int64_t>(), order_t.data_ptr<int64_t>());
   const int64_t* sk = skeys_t.data_ptr<int64_t>();
   const int64_t* order = order_t.data_ptr<int64_t>();
   auto out = at::empty({n, kv}, keys.options());

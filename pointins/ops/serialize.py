@@ -157,7 +157,10 @@ def serialize(
                 "(PTv3's limit); use a larger grid_size or crop the cloud, or pass depth explicitly."
             )
     code = encode(g, batch, names, depth, offsets=offsets, backend=backend)
-    order = torch.sort(code, dim=1, stable=True).indices
+    if code.device.type == "cpu" and backend != "reference" and _ext.try_load() is not None:
+        order = torch.ops.pointins.sort_keys(code)[1]  # stable radix sort: codes are non-negative
+    else:
+        order = torch.sort(code, dim=1, stable=True).indices
     arange = torch.arange(code.shape[1], device=code.device).expand_as(order)
     inverse = torch.empty_like(order).scatter_(1, order, arange)
     return Serialization(code, order, inverse, depth, tuple(names))
@@ -199,6 +202,10 @@ def _register_fakes() -> None:
     @torch.library.register_fake("pointins::serialize_decode")
     def _(code, depth, order):
         return code.new_empty((code.shape[0], 3), dtype=torch.int32), code.new_empty((code.shape[0],))
+
+    @torch.library.register_fake("pointins::sort_keys")
+    def _(keys):
+        return torch.empty_like(keys), torch.empty_like(keys)
 
     @torch.library.register_fake("pointins::patch_partition")
     def _(offsets, patch_size):
