@@ -90,13 +90,19 @@ class Level:
     cu_seqlens: torch.Tensor
     patch_size: int
     kernel_map: torch.Tensor  # (N_s, 27) CPE neighbours
-    kernel_map_t: torch.Tensor  # its transpose (unique voxels: the flipped map)
+    kernel_map_t: torch.Tensor | None  # its transpose (unique voxels: the flipped map); None: made when needed
     parent: torch.Tensor | None = None  # (N_{s-1},) this level's point of each finer point
     max_coord: int = 0  # largest grid coordinate of this level (any axis, any cloud); max_{s+1} = max_s // 2
     _patch_index: dict[int, PatchIndex] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return int(self.coord.shape[0])
+
+    def transposed_map(self) -> torch.Tensor:
+        """The transposed kernel map (the input gradient's map), made on first use and kept."""
+        if self.kernel_map_t is None:
+            self.kernel_map_t = self.kernel_map.flip(1)
+        return self.kernel_map_t
 
     def patch_index(self, k: int) -> PatchIndex:
         """Cached :func:`pointins.ops.patch_index` of curve k (shared by the blocks using it)."""

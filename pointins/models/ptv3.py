@@ -259,7 +259,8 @@ class Block(nn.Module):
 
     def forward(self, feat: torch.Tensor, level: Level, ops_mode: str = "auto") -> torch.Tensor:
         with phase("conv"):
-            conv = self.cpe[0](feat, level.kernel_map, level.kernel_map_t, ops_mode)
+            need_t = torch.is_grad_enabled() and feat.requires_grad  # the transposed map serves the input gradient
+            conv = self.cpe[0](feat, level.kernel_map, level.transposed_map() if need_t else None, ops_mode)
         with phase("cpe linear+norm"):
             feat = feat + self.cpe[2](self.cpe[1](conv))
         with phase("attention"):
@@ -399,7 +400,7 @@ class PointTransformerV3(nn.Module):
             cu,
             cfg.patch_size[stage],
             kmap,
-            kmap.flip(1),
+            None,  # the transposed map: made on first use (training), kmap.flip(1) for unique voxels
             parent,
             max_coord,
         )
