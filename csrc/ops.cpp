@@ -51,6 +51,12 @@ TORCH_LIBRARY(pointins, m) {
   // entries are -1 or rows of x first. The weight gradient (K, Cin, Cout) of the same conv for grad (M, Cout).
   m.def("sparse_conv_implicit(Tensor x, Tensor kmap, Tensor weight, Tensor? bias, bool check=True) -> Tensor");
   m.def("sparse_conv_weight_grad(Tensor x, Tensor kmap, Tensor grad, bool check=True) -> Tensor");
+  // Wide layers: gather-GEMM-scatter over the map's pairs grouped by offset (kernel_map_pairs): out (M, Cout) =
+  // bias + sum_k out[out_idx] += x[in_idx] @ weight[k]; and the weight gradient of the same pairs for grad (M, Cout).
+  // Pair indices are trusted (from kernel_map_pairs of a checked map).
+  m.def("sparse_conv_pairs(Tensor x, Tensor in_idx, Tensor out_idx, Tensor koff, Tensor weight, Tensor? bias, "
+        "int num_out) -> Tensor");
+  m.def("sparse_conv_pairs_wgrad(Tensor x, Tensor grad, Tensor in_idx, Tensor out_idx, Tensor koff) -> Tensor");
   // View-pipeline kernels (bitwise the NumPy code in pointins/data/transforms.py): coord (N, 3) float64 displaced
   // by mag x the trilinear interpolation of lattice (X, Y, Z, 3) float64 at (coord - lo) / gran + 1; and the hue
   // rotation of colour (N, 3) float32 in 0-255 by shift (a fraction of the hue circle).

@@ -231,6 +231,14 @@ def test_opcheck_cpu():
     args = (feat, kmap, kmap.flip(1), w, b, False, False)
     torch.library.opcheck(torch.ops.pointins.sparse_conv.default, args)
     torch.library.opcheck(torch.ops.pointins.sparse_conv.default, (feat, kmap, None, w, None, False, True))
+    # the compiled CPU kernels behind it
+    x, g16 = torch.randn(len(grid), 16), torch.randn(len(grid), 16)
+    w16 = torch.randn(27, 16, 16)
+    torch.library.opcheck(torch.ops.pointins.sparse_conv_implicit.default, (x, kmap, w16, torch.randn(16), True))
+    torch.library.opcheck(torch.ops.pointins.sparse_conv_weight_grad.default, (x, kmap, g16, True))
+    src, rows, koff = ops.kernel_map_pairs(kmap)
+    torch.library.opcheck(torch.ops.pointins.sparse_conv_pairs.default, (x, src, rows, koff, w16, None, len(grid)))
+    torch.library.opcheck(torch.ops.pointins.sparse_conv_pairs_wgrad.default, (x, g16, src, rows, koff))
 
 
 def test_torch_compile_fullgraph():

@@ -278,10 +278,110 @@ at::Tensor sparse_conv_weight_grad_cpu(const at::Tensor& x_in, const at::Tensor&
   return dw;
 }
 
+// ---- wide layers: gather-GEMM-scatter per kernel offset over the map's pairs ----------------------------------
+//
+// For offset k with pairs s..e (pairs grouped by offset, rows unique within an offset): gather the inputs' rows,
+// one BLAS GEMM with w[k], add the products onto the outputs' rows. A pair list of a submanifold centre that is
+// the identity (every row reads itself) is one addmm on x. Gathers and scatters run in parallel (within an
+// offset every output row appears once, so no two threads add to the same row); the sums over offsets run in
+// offset order, so the result does not depend on the thread count.
+
+template <typename T>
+void gather_rows(const T* x, int64_t C, const int64_t* idx, int64_t n, T* out) {
+  at::parallel_for(0, n, 512, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) std::copy(x + idx[r] * C, x + (idx[r] + 1) * C, out + r * C);
+  });
+}
+
+template <typename T>
+void add_rows(const T* src, int64_t C, const int64_t* idx, int64_t n, T* out) {
+  at::parallel_for(0, n, 512, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      T* o = out + idx[r] * C;
+      const T* s = src + r * C;
+      for (int64_t c = 0; c < C; ++c) o[c] += s[c];
+    }
+  });
+}
+
+bool is_identity(const int64_t* a, const int64_t* b, int64_t n, int64_t m) {
+  if (n != m) return false;
+  for (int64_t i = 0; i < n; ++i)
+    if (a[i] != i || b[i] != i) return false;
+  return true;
+}
+
+// out (M, Cout) = bias + sum_k scatter(out_idx, gather(in_idx, x) @ w[k]); w (K, Cin, Cout).
+at::Tensor sparse_conv_pairs_cpu(const at::Tensor& x_in, const at::Tensor& in_idx_in, const at::Tensor& out_idx_in,
+                                 const at::Tensor& koff_in, const at::Tensor& w_in,
+                                 const c10::optional<at::Tensor>& bias_in, int64_t M) {
+  check_cpu(x_in, "x", "sparse_conv");
+  TORCH_CHECK_TYPE(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kDouble,
+                   "pointins.sparse_conv: float32/float64 only on this path, got ", x_in.scalar_type(), ".");
+  auto x = x_in.contiguous(), in_idx = in_idx_in.contiguous(), out_idx = out_idx_in.contiguous();
+  auto koff = koff_in.contiguous(), w = w_in.contiguous();
+  const int64_t K = w.size(0), Cin = x.size(1), Cout = w.size(2), N = x.size(0);
+  TORCH_CHECK_VALUE(koff.numel() == K + 1 && w.size(1) == Cin && in_idx.numel() == out_idx.numel(),
+                    "pointins.sparse_conv: pair lists, offsets (K+1) and weight (K, Cin, Cout) do not match.");
+  auto out = at::zeros({M, Cout}, x.options());
+  if (bias_in.has_value()) out.add_(bias_in->to(x.scalar_type()));
+  const int64_t* ko = koff.data_ptr<int64_t>();
+  const int64_t* ii = in_idx.data_ptr<int64_t>();
+  const int64_t* oi = out_idx.data_ptr<int64_t>();
+  int64_t widest = 0;
+  for (int64_t k = 0; k < K; ++k) widest = std::max(widest, ko[k + 1] - ko[k]);
+  auto gathered = at::empty({widest, Cin}, x.options()), product = at::empty({widest, Cout}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_pairs_cpu", [&] {
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t s = ko[k], n = ko[k + 1] - s;
+      if (n == 0) continue;
+      if (is_identity(ii + s, oi + s, n, M) && N == M) {
+        out.addmm_(x, w[k]);
+        continue;
+      }
+      gather_rows(x.data_ptr<scalar_t>(), Cin, ii + s, n, gathered.data_ptr<scalar_t>());
+      auto p = product.narrow(0, 0, n);
+      at::mm_out(p, gathered.narrow(0, 0, n), w[k]);
+      add_rows(p.data_ptr<scalar_t>(), Cout, oi + s, n, out.data_ptr<scalar_t>());
+    }
+  });
+  return out;
+}
+
+// dw[k] = gather(in_idx, x)^T @ gather(out_idx, g) over offset k's pairs.
+at::Tensor sparse_conv_pairs_wgrad_cpu(const at::Tensor& x_in, const at::Tensor& g_in, const at::Tensor& in_idx_in,
+                                       const at::Tensor& out_idx_in, const at::Tensor& koff_in) {
+  check_cpu(x_in, "x", "sparse_conv");
+  auto x = x_in.contiguous(), g = g_in.contiguous(), in_idx = in_idx_in.contiguous();
+  auto out_idx = out_idx_in.contiguous(), koff = koff_in.contiguous();
+  TORCH_CHECK_TYPE(g.scalar_type() == x.scalar_type(), "pointins.sparse_conv: grad dtype differs from x.");
+  const int64_t K = koff.numel() - 1, Cin = x.size(1), Cout = g.size(1);
+  auto dw = at::zeros({K, Cin, Cout}, x.options());
+  const int64_t* ko = koff.data_ptr<int64_t>();
+  const int64_t* ii = in_idx.data_ptr<int64_t>();
+  const int64_t* oi = out_idx.data_ptr<int64_t>();
+  int64_t widest = 0;
+  for (int64_t k = 0; k < K; ++k) widest = std::max(widest, ko[k + 1] - ko[k]);
+  auto ga = at::empty({widest, Cin}, x.options()), gb = at::empty({widest, Cout}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_pairs_wgrad_cpu", [&] {
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t s = ko[k], n = ko[k + 1] - s;
+      if (n == 0) continue;
+      gather_rows(x.data_ptr<scalar_t>(), Cin, ii + s, n, ga.data_ptr<scalar_t>());
+      gather_rows(g.data_ptr<scalar_t>(), Cout, oi + s, n, gb.data_ptr<scalar_t>());
+      auto dk = dw[k];
+      at::mm_out(dk, ga.narrow(0, 0, n).t(), gb.narrow(0, 0, n));
+    }
+  });
+  return dw;
+}
+
 }  // namespace
 }  // namespace pointins
 
 TORCH_LIBRARY_IMPL(pointins, CPU, m) {
+  m.impl("sparse_conv_pairs", &pointins::sparse_conv_pairs_cpu);
+  m.impl("sparse_conv_pairs_wgrad", &pointins::sparse_conv_pairs_wgrad_cpu);
   m.impl("sparse_conv_implicit", &pointins::sparse_conv_implicit_cpu);
   m.impl("sparse_conv_weight_grad", &pointins::sparse_conv_weight_grad_cpu);
 }

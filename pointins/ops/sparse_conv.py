@@ -47,6 +47,7 @@ from typing import Any
 
 import torch
 
+from pointins import _ext
 from pointins._timing import phase
 from pointins.ops import _dispatch, reference
 from pointins.ops._interop import from_tensor, to_tensor
@@ -242,6 +243,13 @@ def _cpu_conv(x, kmap, w, bias, transposed_rows: int | None = None):
     kvol, _cin, cout = w.shape
     transposed = transposed_rows is not None
     m = transposed_rows if transposed else kmap.shape[0]
+    if x.dtype in (torch.float32, torch.float64) and x.device.type == "cpu":  # the same loop, compiled
+        from pointins.ops.voxel import _pairs as pairs
+
+        src, rows, koff = pairs(kmap)
+        if transposed:
+            src, rows = rows, src
+        return torch.ops.pointins.sparse_conv_pairs(x, src, rows, koff, w, bias, m)
     rows, src, bounds = _pairs(kmap)
     if transposed:
         rows, src = src, rows
@@ -269,6 +277,11 @@ def _cpu_conv(x, kmap, w, bias, transposed_rows: int | None = None):
 def _cpu_weight_grad(x, kmap, g):
     """``dw[k] = x[kmap[:, k]]^T @ g`` over the pairs of offset k."""
     kvol, cin, cout = kmap.shape[1], x.shape[1], g.shape[1]
+    if x.dtype in (torch.float32, torch.float64) and x.device.type == "cpu":  # the same loop, compiled
+        from pointins.ops.voxel import _pairs as pairs
+
+        src, rows, koff = pairs(kmap)
+        return torch.ops.pointins.sparse_conv_pairs_wgrad(x, g.contiguous(), src, rows, koff)
     acc = _acc_dtype(x.dtype)
     dw = torch.zeros((kvol, cin, cout), dtype=acc, device=x.device)
     rows, src, bounds = _pairs(kmap)
@@ -374,3 +387,27 @@ def _backward(ctx, grad_out):
 
 
 _sparse_conv_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _register_fakes() -> None:
+    """Shapes of the compiled CPU kernels (they run inside the custom op above; fakes keep them traceable)."""
+
+    @torch.library.register_fake("pointins::sparse_conv_implicit")
+    def _(x, kmap, weight, bias, check=True):
+        return x.new_empty((kmap.shape[0], weight.shape[2]))
+
+    @torch.library.register_fake("pointins::sparse_conv_weight_grad")
+    def _(x, kmap, grad, check=True):
+        return x.new_empty((kmap.shape[1], x.shape[1], grad.shape[1]))
+
+    @torch.library.register_fake("pointins::sparse_conv_pairs")
+    def _(x, in_idx, out_idx, koff, weight, bias, num_out):
+        return x.new_empty((num_out, weight.shape[2]))
+
+    @torch.library.register_fake("pointins::sparse_conv_pairs_wgrad")
+    def _(x, grad, in_idx, out_idx, koff):
+        return x.new_empty((koff.shape[0] - 1, x.shape[1], grad.shape[1]))
+
+
+if _ext.try_load() is not None:
+    _register_fakes()

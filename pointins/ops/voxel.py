@@ -418,6 +418,15 @@ def _register_fakes() -> None:
         v = torch.library.get_ctx().new_dynamic_size()
         return keys.new_empty(keys.shape), keys.new_empty((v,)), keys.new_empty((v,)), keys.new_empty((v,))
 
+    # the view pipeline's kernels (pointins/data/transforms.py)
+    @torch.library.register_fake("pointins::elastic_displace")
+    def _(coord, lattice, lo, gran, mag):
+        return torch.empty_like(coord)
+
+    @torch.library.register_fake("pointins::hue_shift")
+    def _(color, shift):
+        return torch.empty_like(color)
+
     @torch.library.register_fake("pointins::voxel_select")
     def _(inverse, num_voxels, seed):
         return inverse.new_empty((num_voxels,))
