@@ -89,9 +89,31 @@ def _linear(d: dict, a: np.ndarray) -> dict:
     d["coord"] = d["coord"] @ a.T
     d["transform"] = a @ d["transform"]
     d["shift"] = a @ d["shift"]
+    if "normal" in d and "_normals_from" not in d:
+        d["normal"] = _normals(np.asarray(d["normal"], np.float64) @ np.linalg.inv(a))  # rows: (A^-T n)^T
+    return d
+
+
+def _normals(n: np.ndarray) -> np.ndarray:
+    return (n / np.maximum(_row_norms(n), 1e-12)).astype(np.float32)
+
+
+def defer_normals(d: dict) -> dict:
+    """Let the linear transforms that follow leave ``normal`` alone until :func:`finish_normals`, which maps the
+    normals once through all of them (the view pipeline's fast path: one matrix and one normalisation per view
+    instead of one per transform; the same directions up to rounding)."""
     if "normal" in d:
-        n = np.asarray(d["normal"], np.float64) @ np.linalg.inv(a)  # rows: (A^-T n)^T
-        d["normal"] = (n / np.maximum(_row_norms(n), 1e-12)).astype(np.float32)
+        d["_normals_from"] = (np.asarray(d["normal"], np.float64), d["transform"].copy())
+    return d
+
+
+def finish_normals(d: dict) -> dict:
+    """Normals through every linear transform since :func:`defer_normals`: ``n @ inv(A)`` for the product A of
+    those transforms (A = transform @ inv(transform then)), normalised."""
+    start = d.pop("_normals_from", None)
+    if start is not None:
+        n0, t0 = start
+        d["normal"] = _normals(n0 @ (t0 @ np.linalg.inv(d["transform"])))
     return d
 
 

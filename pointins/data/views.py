@@ -117,7 +117,7 @@ def _augment(v: dict, cfg: ViewConfig, rng: np.random.Generator, color: bool) ->
     """Sonata's ``global_transform`` / ``local_transform`` (colour only when ``color``; colour is scaled to
     [0, 1] later, when the backbone features are built)."""
     with phase("geometry"):
-        v = T.start_view(v)
+        v = T.defer_normals(T.start_view(v))  # normals mapped once, after the last linear transform
         T.center_shift(v, apply_z=True)
         T.random_scale(v, rng, cfg.scale)
         T.random_rotate(v, rng, "z", (-cfg.rotate_z, cfg.rotate_z), p=cfg.rotate_z_p)
@@ -125,6 +125,7 @@ def _augment(v: dict, cfg: ViewConfig, rng: np.random.Generator, color: bool) ->
             T.random_rotate(v, rng, "x", (-cfg.tilt, cfg.tilt), p=cfg.tilt_p, about="bbox")
             T.random_rotate(v, rng, "y", (-cfg.tilt, cfg.tilt), p=cfg.tilt_p, about="bbox")
         T.random_flip(v, rng, cfg.flip_p)
+        T.finish_normals(v)
         T.random_jitter(v, rng, cfg.jitter_sigma, cfg.jitter_clip)
     if cfg.elastic:
         with phase("elastic"):
