@@ -70,6 +70,7 @@ class TrainConfig:
     min_scene_points: int = 100  # a scan with fewer points (after dropping) is skipped
     scene_cache_mb: int = 512  # scenes kept in memory as read, per data-loading process (0: read every time)
     worker_nice: int | None = None  # CPU priority drop of the data workers; None: 19 on CPU runs, 0 with a GPU
+    view_threads: int = 2  # num_workers=0: threads making a batch's samples in the training process
     threads: int | None = None  # intra-op threads of the training process; None: torch's default (physical cores)
     views: ViewConfig = field(default_factory=ViewConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
@@ -89,7 +90,8 @@ class TrainConfig:
             "drop_path": ("opt-float", 0, 1, "hi-open"), "log_every": ("int", 1, None),
             "ckpt_every": ("int", 0, None), "keep_checkpoints": ("int", 0, None), "vis_every": ("int", 0, None),
             "max_bad_steps": ("int", 1, None), "tensorboard": ("bool", 0, 0), "min_scene_points": ("int", 1, None),
-            "scene_cache_mb": ("int", 0, None), "worker_nice": ("opt-int", 0, 19), "threads": ("opt-int", 1, 4096),
+            "scene_cache_mb": ("int", 0, None), "worker_nice": ("opt-int", 0, 19), "view_threads": ("int", 1, 256),
+            "threads": ("opt-int", 1, 4096),
         })  # fmt: skip
         if self.data_nan not in ("drop", "raise"):
             raise ValueError(f"TrainConfig: data_nan must be 'drop' or 'raise', got {self.data_nan!r}.")

@@ -46,7 +46,7 @@ from pointins import _timing
 from pointins._timing import phase
 from pointins.config import PRESETS, TrainConfig, apply_overrides, from_dict, resolve
 from pointins.data.collate import collate
-from pointins.data.views import ViewDataset, seed_worker
+from pointins.data.views import ThreadedBatches, ViewDataset, seed_worker
 from pointins.models import build_backbone
 from pointins.ssl import VARIANTS, PointINS, param_groups
 from pointins.ssl.teacher import cosine
@@ -576,14 +576,18 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
             model.student, device_ids=[device.index] if device.type == "cuda" else None
         )
     use_amp = device.type == "cuda" and cfg.amp in ("auto", "bf16")
+    student_params = list(model.student.parameters())  # walked every step (gradient clipping)
 
     sampler = EpochSampler(len(views), cfg.batch_size, cfg.seed, rank, world, start, cfg.steps)
-    loader = torch.utils.data.DataLoader(
-        views, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-        collate_fn=functools.partial(collate, feat_keys=keys),
-        worker_init_fn=functools.partial(seed_worker, nice=_worker_nice(cfg, device)),
-        pin_memory=device.type == "cuda",
-    )  # fmt: skip
+    collate_fn = functools.partial(collate, feat_keys=keys)
+    if cfg.num_workers == 0:  # views made in this process between steps, the samples of a batch on view_threads
+        loader = ThreadedBatches(views, sampler, cfg.batch_size, collate_fn, threads=cfg.view_threads)
+    else:
+        loader = torch.utils.data.DataLoader(
+            views, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate_fn,
+            worker_init_fn=functools.partial(seed_worker, nice=_worker_nice(cfg, device)),
+            pin_memory=device.type == "cuda",
+        )  # fmt: skip
     log = MetricLog(out, start, cfg.tensorboard) if rank == 0 else None
     from pointins._progress import progress_bar
 
@@ -625,8 +629,7 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
                 with phase("backward"):
                     res.loss.backward()
                 with phase("clip grad"):
-                    gnorm = float(torch.nn.utils.clip_grad_norm_(model.student.parameters(), cfg.clip_grad,
-                                                                 foreach=True))  # fmt: skip
+                    gnorm = float(torch.nn.utils.clip_grad_norm_(student_params, cfg.clip_grad, foreach=True))
                 ok = math.isfinite(gnorm)
             if ok:
                 with phase("optimizer"):

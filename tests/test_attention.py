@@ -450,3 +450,25 @@ def test_block_table_and_compile_checks_cover_every_dtype_head_dim_and_mode():
         assert mod.blocks_for("fwd", torch.float32, 128) == (16, 32, 4, 1)
     finally:
         mod.FWD_BLOCKS = saved
+
+
+def test_cpu_plan_is_reused_only_for_the_same_live_unchanged_indices():
+    """The CPU path's per-call plan is kept for the index tensors of a level (blocks sharing a curve, and the
+    backward): found again for the same objects, made anew after an in-place change or for equal new tensors."""
+    from pointins.ops import attention as A
+
+    n = 700
+    ser = ops.serialize(torch.randint(0, 32, (n, 3)), offsets=torch.tensor([0, 300, n]))
+    pad, unpad, cu = ops.patch_partition(torch.tensor([0, 300, n]), patch_size=128)
+    idx = ops.patch_index(ser.order[0], pad, unpad)
+    p1 = A._plan(idx.rows, idx.dst, cu, n)
+    assert A._plan(idx.rows, idx.dst, cu, n) is p1
+    rows2 = idx.rows.clone()
+    p2 = A._plan(rows2, idx.dst, cu, n)
+    assert p2 is not p1 and torch.equal(p2.own, p1.own)
+    rows2.add_(0)  # an in-place write bumps the version: the kept plan is not trusted any more
+    assert A._plan(rows2, idx.dst, cu, n) is not p2
+    qkv = torch.randn(n, 3 * 16, requires_grad=True)
+    out = ops.patch_attention(qkv, ser.order[0], pad, unpad, cu, num_heads=2, scale=0.3, index=idx)
+    ref = reference.patch_attention(qkv.detach(), ser.order[0], pad, unpad, cu.to(torch.int32), 2, 0.3)[0]
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)

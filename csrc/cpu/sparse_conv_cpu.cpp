@@ -319,10 +319,13 @@ at::Tensor sparse_conv_pairs_cpu(const at::Tensor& x_in, const at::Tensor& in_id
   TORCH_CHECK_TYPE(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kDouble,
                    "pointins.sparse_conv: float32/float64 only on this path, got ", x_in.scalar_type(), ".");
   auto x = x_in.contiguous(), in_idx = in_idx_in.contiguous(), out_idx = out_idx_in.contiguous();
-  auto koff = koff_in.contiguous(), w = w_in.contiguous();
+  auto koff = koff_in.contiguous();
+  const at::Tensor& w = w_in;  // any strides: w[k] goes to BLAS as a (possibly transposed) operand, no copy
   const int64_t K = w.size(0), Cin = x.size(1), Cout = w.size(2), N = x.size(0);
-  TORCH_CHECK_VALUE(koff.numel() == K + 1 && w.size(1) == Cin && in_idx.numel() == out_idx.numel(),
+  TORCH_CHECK_VALUE(w.dim() == 3 && koff.numel() == K + 1 && w.size(1) == Cin && in_idx.numel() == out_idx.numel(),
                     "pointins.sparse_conv: pair lists, offsets (K+1) and weight (K, Cin, Cout) do not match.");
+  TORCH_CHECK_TYPE(w.scalar_type() == x.scalar_type() && w.device().is_cpu(),
+                   "pointins.sparse_conv: weight must be a CPU tensor of x's dtype.");
   auto out = at::zeros({M, Cout}, x.options());
   if (bias_in.has_value()) out.add_(bias_in->to(x.scalar_type()));
   const int64_t* ko = koff.data_ptr<int64_t>();

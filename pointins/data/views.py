@@ -36,7 +36,16 @@ from pointins._timing import phase
 from pointins.data import transforms as T
 from pointins.data.collate import collate
 
-__all__ = ["ViewConfig", "ViewDataset", "make_loader", "make_views", "overlap_stats", "prepare_scene", "seed_worker"]
+__all__ = [
+    "ThreadedBatches",
+    "ViewConfig",
+    "ViewDataset",
+    "make_loader",
+    "make_views",
+    "overlap_stats",
+    "prepare_scene",
+    "seed_worker",
+]
 
 
 @dataclass
@@ -292,6 +301,50 @@ def seed_worker(worker_id: int, nice: int = 0) -> None:
     s = torch.initial_seed() % 2**32
     np.random.seed(s)  # noqa: NPY002 -- the legacy global RNG is what third-party code draws from
     random.seed(s)
+
+
+def _serial_openmp() -> None:
+    """Make this thread's OpenMP regions single-threaded (its own setting only; torch.set_num_threads would change
+    the whole process). A view thread's compiled ops are small; with the default team size every such thread keeps
+    its own team of spinning OpenMP threads, which then compete with the training step's team."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).omp_set_num_threads(1)
+    except (OSError, AttributeError):  # no OpenMP runtime in the process: nothing to do
+        pass
+
+
+class ThreadedBatches:
+    """In-process batches: the samples of each batch made by ``threads`` threads, then collated (no worker
+    processes). On a machine whose cores the training step already keeps busy (a CPU run), worker processes
+    compete with the step's threads; building the views between steps, the samples of a batch side by side, costs
+    less (most of a sample's work is NumPy / compiled ops that release the GIL). Same batches as a DataLoader over
+    the same sampler: samples depend only on (seed, epoch, index)."""
+
+    def __init__(self, dataset, sampler, batch_size: int, collate_fn, threads: int = 2):
+        self.dataset, self.sampler, self.batch_size, self.collate = dataset, sampler, int(batch_size), collate_fn
+        self.threads = max(1, int(threads))
+
+    def __iter__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = (ThreadPoolExecutor(self.threads, thread_name_prefix="pointins-views", initializer=_serial_openmp)
+                if self.threads > 1 else None)  # fmt: skip
+        try:
+            idx: list = []
+            for i in self.sampler:
+                idx.append(i)
+                if len(idx) == self.batch_size:
+                    samples = list(pool.map(self.dataset.__getitem__, idx)) if pool else [self.dataset[j] for j in idx]
+                    idx = []
+                    yield self.collate(samples)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.batch_size
 
 
 def make_loader(

@@ -39,6 +39,8 @@ Example::
 from __future__ import annotations
 
 import math
+import weakref
+from collections import OrderedDict
 from typing import Any, NamedTuple
 
 import torch
@@ -251,7 +253,31 @@ class _Plan(NamedTuple):
     dup_rows: torch.Tensor  # (P - N,) the qkv row each duplicate repeats
 
 
+_PLANS: OrderedDict = OrderedDict()  # id triple -> (weak refs, versions, plan): blocks sharing a curve, and backward
+
+
 def _plan(rows: torch.Tensor, dst: torch.Tensor, cu: torch.Tensor, n: int) -> _Plan:
+    """:func:`_make_plan`, kept while its index tensors live: the blocks of a stage that attend along the same curve
+    and their backward passes get the same ``rows`` / ``dst`` / ``cu_seqlens`` objects (a level's cached
+    :func:`patch_index`), so the plan is made once per level and curve. Entries are checked by weak reference and
+    version counter, never by id alone."""
+    key = (id(rows), id(dst), id(cu), n)
+    hit = _PLANS.get(key)
+    if hit is not None:
+        refs, versions, plan = hit
+        if all(r() is t for r, t in zip(refs, (rows, dst, cu), strict=True)) and versions == (
+            rows._version, dst._version, cu._version):  # fmt: skip
+            _PLANS.move_to_end(key)
+            return plan
+    plan = _make_plan(rows, dst, cu, n)
+    _PLANS[key] = ((weakref.ref(rows), weakref.ref(dst), weakref.ref(cu)),
+                   (rows._version, dst._version, cu._version), plan)  # fmt: skip
+    while len(_PLANS) > 64:
+        _PLANS.popitem(last=False)
+    return plan
+
+
+def _make_plan(rows: torch.Tensor, dst: torch.Tensor, cu: torch.Tensor, n: int) -> _Plan:
     """Integer bookkeeping only (one sync, for the patch lengths): the float work then needs one gather in, one
     gather out and, in the backward, a scatter-add of the duplicates only."""
     buckets = reference.patch_buckets(cu)

@@ -196,7 +196,8 @@ def sparse_conv(
         if deterministic is None:
             deterministic = torch.are_deterministic_algorithms_enabled()
         out = torch.ops.pointins.sparse_conv(
-            feat_t.contiguous(), kmap.contiguous(), None if kt is None else kt.contiguous(), w.contiguous(),
+            feat_t.contiguous(), kmap.contiguous(), None if kt is None else kt.contiguous(),
+            w.contiguous() if be == "triton" else w,  # the CPU GEMMs take a strided weight (no copy per call)
             None if b is None else b.contiguous(), be == "triton", bool(deterministic),
         )  # fmt: skip
     return from_tensor(out, kind) if kind != "torch" else out
@@ -327,7 +328,9 @@ def _sparse_conv_backward_op(
     has_transpose: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     grad_out = grad_out.contiguous()
-    wt = weight.transpose(1, 2).contiguous()  # (K, Cout, Cin)
+    wt = weight.transpose(1, 2)  # (K, Cout, Cin); the CPU kernels take it strided, Triton contiguous
+    if use_triton:
+        wt = wt.contiguous()
     if use_triton:
         from pointins.triton import load
 

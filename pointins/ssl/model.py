@@ -195,9 +195,14 @@ class PointINS(nn.Module):
 
     @torch.no_grad()
     def update_teacher(self, momentum: float, student: nn.Module | None = None) -> None:
-        from pointins.ssl.teacher import ema_update
+        from pointins.ssl.teacher import ema_tensors, ema_update
 
-        ema_update(self.teacher, student if student is not None else self.student, momentum)
+        src = student if student is not None else self.student
+        key = (id(src), id(self.teacher))  # parameter objects live as long as the modules (loads copy into them)
+        cached = self.__dict__.get("_ema_lists")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_ema_lists"] = (key, ema_tensors(self.teacher, src))
+        ema_update(self.teacher, src, momentum, tensors=cached[1])
 
     # --- one step --------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import re
 import torch
 from torch import nn
 
-__all__ = ["block_index", "cosine", "ema_update", "linear_warmup", "param_groups"]
+__all__ = ["block_index", "cosine", "ema_tensors", "ema_update", "linear_warmup", "param_groups"]
 
 
 def cosine(start: float, end: float, progress: float) -> float:
@@ -24,16 +24,26 @@ def linear_warmup(start: float, end: float, progress: float, warmup: float) -> f
 
 
 @torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """``teacher = momentum * teacher + (1 - momentum) * student`` for every parameter (buffers are copied)."""
-    tp = [p for p in teacher.parameters()]
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float, *, tensors=None) -> None:
+    """``teacher = momentum * teacher + (1 - momentum) * student`` for every parameter (buffers are copied), as
+    one multi-tensor lerp ``teacher += (1 - momentum) * (student - teacher)``. ``tensors``: the
+    ``(teacher params, student params, teacher buffers, student buffers)`` lists, when the caller keeps them (walking
+    the module tree every step costs more than the update of a small model)."""
+    if tensors is None:
+        tensors = ema_tensors(teacher, student)
+    tp, sp, tb, sb = tensors
+    torch._foreach_lerp_(tp, sp, 1.0 - momentum)
+    for t, s in zip(tb, sb, strict=True):
+        t.copy_(s)
+
+
+def ema_tensors(teacher: nn.Module, student: nn.Module) -> tuple[list, list, list, list]:
+    """The tensor lists :func:`ema_update` walks (parameters and buffers, teacher and student, in module order)."""
+    tp = list(teacher.parameters())
     sp = [p.detach() for p in student.parameters()]
     if len(tp) != len(sp):
         raise ValueError("ema_update: teacher and student have different parameter lists.")
-    torch._foreach_mul_(tp, momentum)
-    torch._foreach_add_(tp, sp, alpha=1.0 - momentum)
-    for tb, sb in zip(teacher.buffers(), student.buffers(), strict=True):
-        tb.copy_(sb)
+    return tp, sp, list(teacher.buffers()), list(student.buffers())
 
 
 _BLOCK = re.compile(r"(?:^|\.)enc(\d+)\.block(\d+)\.")
