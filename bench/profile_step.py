@@ -11,7 +11,8 @@ folder) with the phase timers of :mod:`pointins._timing` switched on, and prints
 - the main process: wall ms per step of every phase (data wait, teacher / student encoder with its level
   structures per level, conv, attention, MLP, heads, masking, matching, losses, ODR, SCR with K-means and
   components, backward with the conv and attention kernels, clip, AdamW, EMA) and its share of the step;
-- the data workers: CPU ms per step of the view pipeline's phases (read, scene grid sample, crops, geometry,
+- the data workers, or the view threads of an in-process run (num_workers=0, the cpu-demo default): CPU ms per
+  step of the view pipeline's phases (read, scene grid sample, crops, geometry,
   colour, elastic, view grid sample, collate), summed over workers: what they take from the step's cores
   (CPU time, not wall time: on a CPU run they work at a lowered priority and wait for idle cores);
 - the main process's CPU seconds per step (all its threads) next to its wall seconds: how well the
@@ -96,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     r = profile(args.preset, overrides, args.steps, args.warmup)
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     acc, steps, wall = r["acc"], r["steps"], r["wall"]
-    main_acc = {k: v for k, v in acc.items() if not k.startswith("worker")}
+    main_acc = {k: v for k, v in acc.items() if not k.startswith(("worker", "view threads"))}
     work_acc = {k[len("worker/") :]: v for k, v in acc.items() if k.startswith("worker/")}
+    thread_acc = {k[len("view threads/") :]: v for k, v in acc.items() if k.startswith("view threads/")}
     top = sum(v[0] for k, v in main_acc.items() if "/" not in k)
     main_acc["(untimed: progress bar, logging, loop)"] = [max(0.0, wall - top), 0.0]
     print(f"pointins step profile: preset {args.preset}, {steps} timed steps after {args.warmup} warm-up; "
@@ -112,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     if work_acc:
         print("\ndata workers (their CPU time per step, summed over workers; share of the step's wall time)")
         print(_timing.report(work_acc, steps, wall, min_share=args.min_share))
+    if thread_acc:
+        print("\nview threads (num_workers=0: their CPU time per step, summed over threads; the main process waits for "
+              "them in 'data wait')")  # fmt: skip
+        print(_timing.report(thread_acc, steps, wall, min_share=args.min_share))
     result = {"preset": args.preset, "overrides": overrides, "steps": steps, "warmup": args.warmup,
               "step_ms": 1e3 * wall / max(1, steps), "points_per_s": r["points"] / max(wall, 1e-9),
               "threads": r["threads"], "workers": r["workers"], "machine": platform.machine(),

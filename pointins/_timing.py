@@ -14,12 +14,26 @@ Off (the default) ``phase()`` returns one shared no-op context manager: a dictio
 from __future__ import annotations
 
 import os
+import threading
 import time
 
-__all__ = ["Done", "enable", "enabled", "end_step", "merge", "phase", "report", "reset", "take", "use_cpu_clock"]
+__all__ = [
+    "Done",
+    "enable",
+    "enabled",
+    "end_step",
+    "merge",
+    "phase",
+    "report",
+    "reset",
+    "take",
+    "thread_root",
+    "use_cpu_clock",
+]
 
 _on = os.environ.get("POINTINS_PROFILE", "") not in ("", "0")
-_stack: list[str] = []
+_local = threading.local()  # per thread: its phase stack, root prefix and clock
+_lock = threading.Lock()
 _acc: dict[str, list[float]] = {}  # path -> [seconds, calls]
 _steps = 0
 _skip = 0
@@ -45,34 +59,56 @@ class _Null:
 _NULL = _Null()
 
 
-class _Phase:
-    __slots__ = ("path", "t0")
+def _stack() -> list[str]:
+    st = getattr(_local, "stack", None)
+    if st is None:
+        st = _local.stack = []
+    return st
 
-    def __init__(self, path: str):
-        self.path = path
+
+class _Phase:
+    __slots__ = ("clock", "path", "stack", "t0")
+
+    def __init__(self, path: str, stack: list[str]):
+        self.path, self.stack = path, stack
+        self.clock = getattr(_local, "clock", None) or _clock
 
     def __enter__(self):
-        _stack.append(self.path)
-        self.t0 = _clock()
+        self.stack.append(self.path)
+        self.t0 = self.clock()
         return self
 
     def __exit__(self, *exc):
-        dt = _clock() - self.t0
-        _stack.pop()
-        a = _acc.get(self.path)
-        if a is None:
-            _acc[self.path] = [dt, 1.0]
-        else:
-            a[0] += dt
-            a[1] += 1.0
+        dt = self.clock() - self.t0
+        self.stack.pop()
+        with _lock:
+            a = _acc.get(self.path)
+            if a is None:
+                _acc[self.path] = [dt, 1.0]
+            else:
+                a[0] += dt
+                a[1] += 1.0
         return False
 
 
 def phase(name: str):
-    """A context manager timing ``name`` under the phases open around it (no-op unless timing is on)."""
+    """A context manager timing ``name`` under the phases open around it in this thread (no-op unless timing is
+    on). A thread's outermost phases go under its root (:func:`thread_root`), if it set one."""
     if not _on:
         return _NULL
-    return _Phase(f"{_stack[-1]}/{name}" if _stack else name)
+    st = _stack()
+    if st:
+        return _Phase(f"{st[-1]}/{name}", st)
+    root = getattr(_local, "root", None)
+    return _Phase(f"{root}/{name}" if root else name, st)
+
+
+def thread_root(root: str, cpu: bool = True) -> None:
+    """File this thread's phases under ``root/`` and time them in this thread's CPU seconds (``cpu``): helper threads
+    (e.g. the view threads of :class:`pointins.data.views.ThreadedBatches`) report what they cost, apart from the
+    main thread's wall-clock phases."""
+    _local.root = root
+    _local.clock = time.thread_time if cpu else time.perf_counter
 
 
 def enabled() -> bool:
@@ -96,8 +132,9 @@ def enable(on: bool = True, *, skip_steps: int = 0, stop_after: int | None = Non
 
 
 def reset() -> None:
-    _acc.clear()
-    _stack.clear()
+    with _lock:
+        _acc.clear()
+    _stack().clear()
 
 
 def end_step() -> None:

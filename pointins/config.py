@@ -113,10 +113,13 @@ class TrainConfig:
 
 
 def _cpu_demo() -> TrainConfig:
-    """A tiny encoder on 40 synthetic rooms: about 6 minutes on 2 CPU cores."""
+    """A tiny encoder on 40 synthetic rooms: about 5 minutes on 2 CPU cores. Views are made in the training process
+    on two threads between steps (num_workers=0): on a 2-core machine worker processes compete with the step's own
+    threads (bench/profile_step.py measures both)."""
     views = ViewConfig(grid_size=0.04, max_points=16000, local_views=2)
     ssl = SSLConfig(prototypes=256, head_hidden=512, head_dim=64, offset_hidden=128)
-    return TrainConfig(preset="cpu-demo", synthetic_scenes=40, steps=600, lr=0.002, lr_batch=2, views=views, ssl=ssl)
+    return TrainConfig(preset="cpu-demo", synthetic_scenes=40, steps=600, lr=0.002, lr_batch=2, num_workers=0,
+                       view_threads=2, views=views, ssl=ssl)  # fmt: skip
 
 
 _GPU = dict(synthetic_scenes=1200, backbone="base", steps=100_000, num_workers=8, log_every=20, ckpt_every=1000,

@@ -68,6 +68,26 @@ def test_worker_phases_merge_under_a_prefix(timing):
     assert "views" in table and "colour" in table  # an implicit parent row sums its children
 
 
+def test_helper_thread_phases_go_under_their_root_and_keep_the_main_stack(timing):
+    import threading
+
+    def work():
+        timing.thread_root("view threads", cpu=True)
+        with timing.phase("views"):
+            with timing.phase("colour"):
+                sum(range(20000))
+
+    with timing.phase("data wait"):
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+        with timing.phase("collate"):
+            pass
+    acc = timing.snapshot()
+    assert {"data wait", "data wait/collate", "view threads/views", "view threads/views/colour"} <= set(acc)
+    assert not any(k.startswith("data wait/views") for k in acc)
+
+
 def test_profile_step_cli_on_the_real_loop(tmp_path):
     """A tiny run with one data worker: main-process phases of the encoder, losses and backward, and the worker's
     view-pipeline phases, all present; the JSON has the same numbers."""

@@ -259,3 +259,29 @@ def test_serialization_depth_recomputed_per_level_like_pointcept(top):
         depths.append(lv.depth)
     if top == 249:
         assert depths == [8, 7, 6, 6, 5]
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_lean_level_builder_equals_the_checked_ops_path(training):
+    """build_levels calls the compiled kernels directly (no per-call wrapper checks); every field of every level
+    must equal what the public pointins.ops wrappers build (the path the reference mode still uses, step by step),
+    including the shuffled curve orders drawn from the same RNG state."""
+    model = tiny().train(training)
+    p = batch_of([scene(2500, seed=1), scene(1800, seed=2, offset=(5.0, 0.0, 0.0)), scene(900, seed=3)])
+    torch.manual_seed(7)
+    lean = model.build_levels(p)
+    after_lean = torch.rand(3)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        checked = [model._input_level(p)]
+        for s in range(1, len(model.config.depths)):
+            checked.append(model._pool_level(checked[-1], s))
+    assert torch.equal(after_lean, torch.rand(3))  # the same random draws were consumed
+    for a, b in zip(lean, checked, strict=True):
+        assert (a.depth, a.max_coord, a.patch_size) == (b.depth, b.max_coord, b.patch_size)
+        assert a.serialization.orders == b.serialization.orders and a.serialization.depth == b.serialization.depth
+        for name in ("code", "order", "inverse"):
+            assert torch.equal(getattr(a.serialization, name), getattr(b.serialization, name)), name
+        for name in ("coord", "grid_coord", "offsets", "pad", "unpad", "cu_seqlens", "kernel_map", "parent"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None and y is None) or torch.equal(x, y), name

@@ -306,8 +306,11 @@ def seed_worker(worker_id: int, nice: int = 0) -> None:
 def _serial_openmp() -> None:
     """Make this thread's OpenMP regions single-threaded (its own setting only; torch.set_num_threads would change
     the whole process). A view thread's compiled ops are small; with the default team size every such thread keeps
-    its own team of spinning OpenMP threads, which then compete with the training step's team."""
+    its own team of spinning OpenMP threads, which then compete with the training step's team. Also files the
+    thread's phase timings under "view threads" (CPU time) when profiling."""
     import ctypes
+
+    _timing.thread_root("view threads", cpu=True)
 
     try:
         ctypes.CDLL(None).omp_set_num_threads(1)

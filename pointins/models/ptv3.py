@@ -375,6 +375,64 @@ class PointTransformerV3(nn.Module):
     def _backend(self) -> str | None:
         return "reference" if self.ops == "reference" else None
 
+    def _structure(self, grid, offsets, batch, max_coord, stage):
+        """Serialization, patch padding and kernel map of one level on trusted inputs (grid coordinates checked by
+        the input level, offsets checked once): the compiled kernels called directly, without the per-call
+        argument checks of the public :mod:`pointins.ops` wrappers (some 150 small ops and several host reads per
+        level; the results are identical)."""
+        cfg = self.config
+        depth = max(1, max_coord + 1).bit_length()
+        names = list(cfg.orders)
+        if cfg.shuffle_orders and self.training:  # the same draw as ops.serialize(shuffle_orders=True)
+            perm = torch.randperm(len(names)).tolist()
+            names = [names[i] for i in perm]
+        with phase("serialize"):
+            code = torch.ops.pointins.serialize_encode(grid, batch, depth, [ops.ORDERS.index(o) for o in names])
+            if code.device.type == "cpu":
+                order = torch.ops.pointins.sort_keys(code)[1]
+            else:
+                order = torch.sort(code, dim=1, stable=True).indices
+            arange = torch.arange(code.shape[1], device=code.device).expand_as(order)
+            ser = ops.Serialization(code, order, torch.empty_like(order).scatter_(1, order, arange), depth,
+                                    tuple(names))  # fmt: skip
+        with phase("patch partition"):
+            pad, unpad, cu = torch.ops.pointins.patch_partition(offsets, cfg.patch_size[stage])
+        with phase("kernel map"):
+            kmap = torch.ops.pointins.kernel_map(grid, batch, 3, 1, ops.DEFAULT_BITS)
+        return depth, ser, pad, unpad, cu, kmap
+
+    def _lean_levels(self, p: Point) -> list[Level]:
+        """:meth:`build_levels` for the compiled backends (see :meth:`_structure`)."""
+        grid, top = self._input_grid(p)
+        offsets = p.offsets.long().contiguous()
+        reference.check_offsets(offsets, len(p), "PointTransformerV3")
+        batch = reference.offsets_to_batch(offsets)
+        with phase("L0"):
+            depth, ser, pad, unpad, cu, kmap = self._structure(grid, offsets, batch, top, 0)
+            levels = [Level(p.coord, grid, offsets, depth, ser, pad, unpad, cu, self.config.patch_size[0], kmap,
+                            None, None, top)]  # fmt: skip
+            with phase("input checks"):
+                self._check_input(p, levels[0])
+        for s in range(1, len(self.config.depths)):
+            with phase(f"L{s}"):
+                fine = levels[-1]
+                with phase("downsample"):  # ops.downsample's voxels (numbered by first fine voxel), no stride map
+                    coarse = torch.div(fine.grid_coord.long(), 2, rounding_mode="floor")
+                    keys = torch.ops.pointins.pack_keys(coarse, batch, ops.DEFAULT_BITS)
+                    parent, first, _, _ = torch.ops.pointins.voxel_group(keys)
+                    m = first.shape[0]
+                    grid_c = coarse[first].to(torch.int32)
+                    batch = batch[first]
+                    counts = torch.bincount(batch, minlength=fine.offsets.numel() - 1)
+                    offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+                with phase("pooled coords"):
+                    coord = ops.segment_reduce(fine.coord, index=parent, num_segments=m, reduce="mean")
+                top = fine.max_coord // 2  # the pooled grid is grid // 2: no device sync needed
+                depth, ser, pad, unpad, cu, kmap = self._structure(grid_c, offsets, batch, top, s)
+                levels.append(Level(coord, grid_c, offsets, depth, ser, pad, unpad, cu, self.config.patch_size[s],
+                                    kmap, None, parent, top))  # fmt: skip
+        return levels
+
     def _level(self, coord, grid, offsets, max_coord, stage, parent=None) -> Level:
         cfg, be = self.config, self._backend()
         # Pointcept's rule at every level: Point.serialization in pointcept/models/utils/structure.py computes
@@ -406,6 +464,14 @@ class PointTransformerV3(nn.Module):
         )
 
     def _input_level(self, p: Point) -> Level:
+        grid, top = self._input_grid(p)
+        level = self._level(p.coord, grid, p.offsets, top, 0)
+        with phase("input checks"):
+            self._check_input(p, level)
+        return level
+
+    def _input_grid(self, p: Point) -> tuple[torch.Tensor, int]:
+        """The checked int32 grid coordinates of the input points and their largest value."""
         cfg, be = self.config, self._backend()
         if p.feat.dim() != 2 or p.feat.shape[1] != cfg.in_channels:
             raise ValueError(
@@ -438,10 +504,7 @@ class PointTransformerV3(nn.Module):
                 f"PointTransformerV3: grid coordinates up to {top} need {depth} bits per axis (> 16, "
                 "PTv3's limit); use a larger grid size or crop the scene."
             )
-        level = self._level(p.coord, grid, p.offsets, top, 0)
-        with phase("input checks"):
-            self._check_input(p, level)
-        return level
+        return grid, top
 
     @staticmethod
     def _check_input(p: Point, level: Level) -> None:
@@ -480,6 +543,9 @@ class PointTransformerV3(nn.Module):
         """The per-resolution structure of a batch (what :meth:`forward` computes first); pass it
         back as ``levels=`` to reuse it (e.g. teacher and student on the same view)."""
         p = batch if isinstance(batch, Point) else Point.from_dict(batch)
+        if self._backend() is None:
+            with torch.no_grad(), phase("levels"):
+                return self._lean_levels(p)
         with torch.no_grad(), phase("levels"):
             with phase("L0"):
                 levels = [self._input_level(p)]
