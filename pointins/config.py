@@ -63,6 +63,7 @@ class TrainConfig:
     ckpt_every: int = 100
     keep_checkpoints: int = 2
     vis_every: int = 200  # 0: never; PNG/PLY of the teacher's segments, pseudo-instances and centres
+    diagnostics: bool = True  # label diagnostics every log step when the data has instances (logging only)
     max_bad_steps: int = 5  # consecutive non-finite losses before aborting
     tensorboard: bool = True  # when the tensorboard package is installed
     init: str | None = None  # start student and teacher from this encoder (Pointcept / Sonata / pointins checkpoint)
@@ -90,6 +91,7 @@ class TrainConfig:
             "drop_path": ("opt-float", 0, 1, "hi-open"), "log_every": ("int", 1, None),
             "ckpt_every": ("int", 0, None), "keep_checkpoints": ("int", 0, None), "vis_every": ("int", 0, None),
             "max_bad_steps": ("int", 1, None), "tensorboard": ("bool", 0, 0), "min_scene_points": ("int", 1, None),
+            "diagnostics": ("bool", 0, 0),
             "scene_cache_mb": ("int", 0, None), "worker_nice": ("opt-int", 0, 19), "view_threads": ("int", 1, 256),
             "threads": ("opt-int", 1, 4096),
         })  # fmt: skip

@@ -373,7 +373,7 @@ def _predict(run: _Run) -> dict:
 
     st, things = run.st, run.classes.thing_classes
     tune = st.probe == "finetune"
-    preds = {"semantic": [], "scenes": [], "pan_sem": [], "pan_ins": []}
+    preds = {"semantic": [], "scenes": [], "pan_sem": [], "pan_ins": [], "unsup": {}}
     if st.task == "insseg":
         radius = st.radius if st.radius is not None else 1.5 * run.grid  # PG cluster_thresh 1.5 voxels
     elif st.task == "panoptic":
@@ -388,9 +388,17 @@ def _predict(run: _Run) -> dict:
     bar = progress_bar(total=len(run.val), desc="predict", enabled=st.progress)
     for s in run.val:
         if st.task == "unsupervised":
+            # the grouped read-out (inside K-means segments, as SCR) and the paper's (BFS on all shifted points),
+            # each also with the true centre offsets (the ceiling perfect offsets reach with that clustering)
             seg = inst.feature_segments(s.feat, k=st.kmeans_k, seed=st.seed)
+            true = np.nan_to_num(s.centroid_offset, nan=0.0)  # no instance: no shift
+            gt = {"gt_semantic": s.point_segment, "gt_instance": s.point_instance}
             props = inst.agnostic_proposals(s.coord, s.ssl_offsets, s.inverse, radius, group=seg)
-            preds["scenes"].append({"gt_semantic": s.point_segment, "gt_instance": s.point_instance, "pred": props})
+            preds["scenes"].append({**gt, "pred": props})
+            for name, off, group in (("bfs", s.ssl_offsets, None), ("ceiling", true, seg),
+                                     ("bfs_ceiling", true, None)):  # fmt: skip
+                p = inst.agnostic_proposals(s.coord, off, s.inverse, radius, group=group)
+                preds["unsup"].setdefault(name, []).append({**gt, "pred": p})
         else:
             probs, off = predict(run.heads, s, run.dev, encoder=run.enc if tune else None)
             probs = probs.numpy()
@@ -449,6 +457,18 @@ def _score(run: _Run, preds: dict) -> tuple[list[str], list[list[str]], str]:
             return header, rows, summary + f" (probe mIoU {_fmt(res['miou'])})"
         diag = offset_agreement([s.ssl_offsets for s in run.val], [s.centroid_offset for s in run.val])
         res.update({f"ssl_offset_{k}": v for k, v in diag.items()})
+        for name, sc in preds["unsup"].items():
+            a = class_agnostic_ap(sc, things)
+            res.update({f"{name}_ap": a["ap"], f"{name}_ap50": a["ap50"], f"{name}_ap25": a["ap25"]})
+        rows.append(["BFS on all shifted points (no K-means)", _fmt(res["bfs_ap"]), _fmt(res["bfs_ap50"]),
+                     _fmt(res["bfs_ap25"])])  # fmt: skip
+        rows.append(["ceiling: true offsets, grouped", _fmt(res["ceiling_ap"]), _fmt(res["ceiling_ap50"]),
+                     _fmt(res["ceiling_ap25"])])  # fmt: skip
+        rows.append(["ceiling: true offsets, BFS", _fmt(res["bfs_ceiling_ap"]), _fmt(res["bfs_ceiling_ap50"]),
+                     _fmt(res["bfs_ceiling_ap25"])])  # fmt: skip
+        summary += (f" (grouped in {st.kmeans_k} K-means segments; BFS without them: AP {_fmt(res['bfs_ap'])}, AP50 "
+                    f"{_fmt(res['bfs_ap50'])}, AP25 {_fmt(res['bfs_ap25'])}; perfect offsets: grouped AP "
+                    f"{_fmt(res['ceiling_ap'])}, BFS AP {_fmt(res['bfs_ceiling_ap'])})")  # fmt: skip
         return header, rows, summary + (f"; SSL offsets vs ground-truth centroid offsets: cosine {diag['cosine']:.3f}, "
                                         f"L1 {diag['l1_ratio']:.3f} of the zero offset's")  # fmt: skip
     min_points = st.min_points if st.min_points is not None else cs.min_points

@@ -403,7 +403,9 @@ class MetricLog:
 
     COLUMNS = ("step", "epoch", "loss", "loss_sem", "loss_off", "lr", "weight_decay", "momentum", "teacher_temp",
                "mask_ratio", "pairs", "pseudo_instances", "offset_norm", "points_per_s", "step_s",
-               "dropped_points")  # fmt: skip
+               "dropped_points", "diag_teacher_cos", "diag_teacher_l1", "diag_raw_cos", "diag_raw_l1",
+               "diag_student_cos", "diag_student_l1", "diag_scr_recall", "diag_scr_kept", "diag_scr_per_view",
+               "diag_true_per_view", "diag_grad_sem", "diag_grad_off")  # fmt: skip
 
     def __init__(self, out: Path, start_step: int, tensorboard: bool):
         self.jsonl, self.csv = out / "metrics.jsonl", out / "metrics.csv"
@@ -620,8 +622,9 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
             # of one per op); a failed check raises here, before the step's results are used.
             with (pointins_ops.deferred_checks(device) if device.type == "cuda" else contextlib.nullcontext(),
                   phase("forward + losses")):  # fmt: skip
+                diagnose = rank == 0 and cfg.diagnostics and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps)
                 res = model.step_losses(batch, progress_frac, step=step, student=student, generator=gen,
-                                        autocast=use_amp, details=want_vis)  # fmt: skip
+                                        autocast=use_amp, details=want_vis, diagnose=diagnose)  # fmt: skip
             ok = bool(torch.isfinite(res.loss.detach()))
             ok = _all_mean([float(ok)], device)[0] == 1.0
             gnorm = float("nan")
@@ -680,12 +683,16 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
             if pending and bad == 0:  # never checkpoint in the middle of a run of skipped steps
                 with phase("checkpoint"):
                     _save(cfg, model, opt, sched, step, bad, out, rank, keys, in_ch, dropped)
+                    if rank == 0 and cfg.diagnostics:
+                        _plot_diagnostics(out)
                 pending = False
             _timing.end_step()
     finally:
         bar.close()
         if log is not None:
             log.close()
+            if cfg.diagnostics:
+                _plot_diagnostics(out)
     if rank == 0:
         _atomic_save({"format": "pointins-backbone-1", "backbone": model.student.backbone.state_dict(),
                       "backbone_config": asdict(backbone.config), "feat_keys": list(keys), "in_channels": in_ch,
@@ -693,6 +700,16 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
                       else {}, "config": cfg.to_dict(), "step": step}, out / "backbone.pt")  # fmt: skip
     _barrier()
     return {"out": str(out), "step": step, "last": last, "world": world, "device": str(device)}
+
+
+def _plot_diagnostics(out: Path) -> None:
+    """diagnostics.svg from metrics.jsonl (a plotting failure never stops training)."""
+    from pointins.ssl.diagnostics import plot_diagnostics
+
+    try:
+        plot_diagnostics(out)
+    except (OSError, ValueError, KeyError) as e:
+        warnings.warn(f"pointins.train: could not draw diagnostics.svg ({e}).", stacklevel=2)
 
 
 def _init_backbone(backbone, cfg: TrainConfig, keys, rank: int) -> None:

@@ -206,6 +206,10 @@ def test_evaluate_unsupervised_finetune_scratch_and_panoptic(runs):
     r = evaluate(runs / "run_in", runs / "indoor", "unsupervised", out=runs / "ev_u", progress=False, render=1)
     assert r["probe"] is None and r["num_proposals"] >= 0 and list(r["per_class_ap"]) == ["instance"]
     assert -1 <= r["ssl_offset_cosine"] <= 1 and r["ssl_offset_points"] > 0 and "cosine" in r["summary"]
+    # the paper's read-out (BFS, no K-means) beside the grouped one, each with its perfect-offset ceiling
+    for k in ("bfs_ap", "bfs_ap50", "ceiling_ap", "ceiling_ap50", "bfs_ceiling_ap", "bfs_ceiling_ap25"):
+        assert 0.0 <= r[k] <= 1.0, k
+    assert r["bfs_ceiling_ap50"] >= r["bfs_ap50"] and "BFS" in r["summary"]
     r = evaluate(runs / "run_in" / "backbone.pt", runs / "indoor", "semseg", out=runs / "ev_ft", probe="finetune",
                  epochs=1, progress=False, render=0)  # fmt: skip
     assert r["probe_steps"] == 3 and np.isfinite(r["miou"])
@@ -231,10 +235,11 @@ def test_ablation_smoke(tmp_path):
     """Every variant pretrains, evaluates and lands in the table, plots and JSON (numbers meaningless here)."""
     from pointins.experiments.ablation import ORDER, main, ordering, svg_bars
 
+    variants = ["scratch", "semantic-only", "pointins", "oracle-offset"]
     assert main(["--scale", "smoke", "--out", str(tmp_path), "--no-progress", "--skip-outdoor",
-                 "--variants", "scratch", "semantic-only", "pointins"]) == 0  # fmt: skip
+                 "--variants", *variants]) == 0  # fmt: skip
     res = json.loads((tmp_path / "ablation.json").read_text())
-    assert set(res["runs"]) == {f"indoor/{v}/seed0" for v in ("scratch", "semantic-only", "pointins")}
+    assert set(res["runs"]) == {f"indoor/{v}/seed0" for v in variants}
     assert all(0 <= r["miou"] <= 1 for r in res["runs"].values())
     md = (tmp_path / "ablation.md").read_text()
     assert "| pointins |" in md and "Ordering by AP" in md
@@ -244,15 +249,21 @@ def test_ablation_smoke(tmp_path):
     assert "offset cosine" in md and "| pointins |" in md.split("offset head alone")[1]
     assert -1 <= res["runs"]["indoor/pointins/seed0"]["offset_cos"] <= 1
     assert "offset_cos" not in res["runs"]["indoor/semantic-only/seed0"]
+    # the label-using control is marked as such; every offset run reports its BFS read-out, ceilings and the
+    # pretraining diagnostics
+    assert "| oracle-offset (control: uses labels) |" in md and "label diagnostics at the end of pretraining" in md
+    run = res["runs"]["indoor/pointins/seed0"]
+    assert {"unsup_bfs_ap", "unsup_bfs_ceiling_ap", "unsup_ceiling_ap"} <= set(run)
+    assert res["runs"]["indoor/oracle-offset/seed0"]["pre_teacher_cos"] == pytest.approx(1.0, abs=1e-4)
     # a repeated command reuses finished pretraining and evaluations
     ev = tmp_path / "indoor" / "pointins" / "seed0" / "eval-unsupervised" / "results.json"
     stamp = ev.stat().st_mtime_ns
     assert main(["--scale", "smoke", "--out", str(tmp_path), "--no-progress", "--skip-outdoor",
-                 "--variants", "scratch", "semantic-only", "pointins"]) == 0  # fmt: skip
+                 "--variants", *variants]) == 0  # fmt: skip
     assert ev.stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "ablation.json").read_text())["runs"] == res["runs"]
     assert ordering(["a", "b", "c"], [0.2, 0.2, 0.1]) == "c < a = b"
-    assert svg_bars("t", list(ORDER), {"AP": [0.1] * 6}, {"AP": [0.01] * 6}).count("<rect") == 8
+    assert svg_bars("t", list(ORDER), {"AP": [0.1] * len(ORDER)}, {"AP": [0.01] * len(ORDER)}).count("<rect") == 10
     with pytest.raises(SystemExit):
         main(["--variants", "nonsense"])
     md = (tmp_path / "ablation.md").read_text()

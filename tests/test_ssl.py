@@ -196,6 +196,30 @@ def test_offset_loss_formula():
     p = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
     t = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
     torch.testing.assert_close(offset_loss(p, t), torch.tensor([2.0 + 1.0, 1.0 + 0.0]))
+    # above the guard length the cosine is the plain one, for any scale
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(50, 3, generator=g) + 0.5, torch.randn(50, 3, generator=g) - 0.5
+    plain = (a - b).abs().sum(1) + 1 - torch.nn.functional.cosine_similarity(a, b, dim=1)
+    torch.testing.assert_close(offset_loss(a, b, eps=1e-3), plain)
+
+
+def test_offset_loss_cosine_gradient_is_bounded_near_zero():
+    """The unguarded (1 - cos) gradient grows as 1 / |pred|; guarded, it stays below 1 / eps per unit of target
+    direction and the loss stays finite (and differentiable) at an exactly zero prediction or target."""
+    t = torch.tensor([[0.3, -0.4, 0.5]]) * 2
+    for length in (0.0, 1e-9, 1e-5, 1e-3, 0.009):
+        p = (torch.tensor([[1.0, 1.0, 0.0]]) / 2**0.5 * length).requires_grad_(True)
+        loss = offset_loss(p, t, eps=0.01).sum()
+        (grad,) = torch.autograd.grad(loss, p)
+        assert torch.isfinite(loss) and torch.isfinite(grad).all()
+        assert float(grad.norm()) <= 3**0.5 + 1 / 0.01 + 1e-4, (length, grad)  # L1 part <= sqrt(3), cosine <= 1/eps
+    p = torch.tensor([[0.1, 0.2, 0.3]], requires_grad=True)
+    (grad,) = torch.autograd.grad(offset_loss(p, torch.zeros(1, 3)).sum(), p)
+    assert torch.isfinite(grad).all()
+    # the plain cosine at a 1e-5 m prediction: a gradient thousands of times larger (what the guard prevents)
+    p = (torch.tensor([[1.0, 1.0, 0.0]]) / 2**0.5 * 1e-5).requires_grad_(True)
+    (g_plain,) = torch.autograd.grad((1 - torch.nn.functional.cosine_similarity(p, t, dim=1)).sum(), p)
+    assert float(g_plain.norm()) > 1e4
 
 
 # --- priors and ODR --------------------------------------------------------------------------------------------
@@ -627,3 +651,101 @@ def test_priors_cli_fits_known_radii(tmp_path, capsys):
     with pytest.raises(ValueError, match="instance labels"):
         fit_prior(np.zeros(1))
     assert main(["--data", str(tmp_path / "missing"), "--no-progress"]) == 2
+
+
+def _pooled_origin(levels, origin0: torch.Tensor, stage: int) -> torch.Tensor:
+    """The original positions pooled as Sonata pools origin_coord: each level's point is the mean of its children's
+    (an independent statement of the encoder's pooling, through the levels' parent maps)."""
+    o = origin0.double()
+    for s in range(1, stage + 1):
+        parent = levels[s].parent
+        m = int(parent.max()) + 1
+        tot = torch.zeros(m, 3, dtype=torch.float64).index_add_(0, parent, o)
+        o = tot / torch.bincount(parent, minlength=m).double()[:, None]
+    return o
+
+
+def test_original_positions_are_carried_not_inverted_with_elastic_distortion():
+    """#32 frame fix. Views carry each point's pre-augmentation position (``origin``) through every transform,
+    the encoder pools it like coord, and the step matches and targets on it: with elastic distortion on, the
+    up-cast points' original positions equal the pooled true scene coordinates to float precision (inverting the
+    linear map alone is off by the distortion), and matched pairs are as close as with elastic distortion off."""
+    rng = np.random.default_rng(3)
+    room = synthetic.indoor_scene(0, 1)
+    dists = {}
+    for elastic in (((0.2, 0.4), (0.8, 1.6)), None):
+        scene = prepare_scene(room, 0.05, np.random.default_rng(3))
+        cfg = ViewConfig(grid_size=0.05, max_points=6000, local_views=2, elastic=elastic, elastic_p=1.0)
+        views = make_views(scene, cfg, rng)
+        for v in views["global"] + views["local"]:  # exactly the scene rows the view points came from
+            np.testing.assert_array_equal(v["origin"], scene["coord"][v["index"]].astype(np.float32))
+        batch = collate([{**views, "scene_points": len(scene["coord"])}])
+        m = _model()
+        out = m.step_losses(batch, 0.5, step=1, generator=torch.Generator().manual_seed(0), details=True)
+        det = out.details
+        t_out, g = det["teacher"], batch["global"]
+        true = _pooled_origin(t_out.levels, torch.from_numpy(scene["coord"][g["source"].numpy()]), 2)
+        torch.testing.assert_close(det["t_xyz"].double(), true, rtol=0, atol=1e-5)
+        if elastic is not None:  # what the recorded linear map alone recovers: off by the distortion
+            cloud = torch.repeat_interleave(torch.arange(len(g["offsets"]) - 1), t_out.offsets.diff())
+            inverted = points_to_original(t_out.coord.float(), g["transform"], g["shift"], cloud).double()
+            assert float((inverted - true).norm(dim=1).mean()) > 0.05
+        mt, ms = det["matches"].teacher, det["matches"].student
+        dists[elastic is not None] = float((det["t_xyz"][mt] - det["s_xyz"][ms]).norm(dim=1).mean())
+    assert dists[True] < 1.3 * dists[False] + 0.01, dists
+
+
+def test_upcast_instances_take_the_majority_and_its_centre():
+    from pointins.ssl.diagnostics import upcast_instances
+
+    inst = torch.tensor([3, 3, -1, 5, 5, -1, -1, 2, 4])
+    centre = torch.tensor([[1.0, 0, 0], [1, 0, 0], [9, 9, 9], [5, 5, 5], [5, 5, 5], [9, 9, 9], [9, 9, 9],
+                           [2, 2, 2], [4, 4, 4]])  # fmt: skip
+    to_up = torch.tensor([0, 0, 0, 1, 1, 1, 2, 3, 3])  # point 3 ties 2 vs 4 -> the lower id
+    lab, cen = upcast_instances(inst, centre, to_up, 5)
+    assert lab.tolist() == [3, 5, -1, 2, -1]
+    torch.testing.assert_close(cen[:2], torch.tensor([[1.0, 0, 0], [5, 5, 5]]))
+    assert torch.isnan(cen[2]).all() and torch.equal(cen[3], torch.tensor([2.0, 2, 2])) and torch.isnan(cen[4]).all()
+
+
+def test_agreement_and_scr_recall_by_hand():
+    from pointins.ssl.diagnostics import agreement, scr_recall
+
+    true = torch.tensor([[1.0, 0, 0], [0, 2, 0], [float("nan")] * 3])
+    a = agreement(torch.tensor([[2.0, 0, 0], [0, -2, 0], [5, 5, 5]]), true)
+    assert a["n"] == 2 and a["cos"] == pytest.approx(0.0) and a["l1"] == pytest.approx((1 + 4) / 3)
+    assert agreement(true.nan_to_num(), true)["l1"] == pytest.approx(0.0)
+    inst = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, -1, 2, 2, 2])
+    cloud = torch.tensor([0] * 9 + [1] * 3)
+    pseudo = torch.tensor([7, 7, 7, -1, 8, 8, 9, 9, -1, 4, 4, 4])  # inst 0: IoU 3/4; inst 1 split 2+2; inst 2 exact
+    r = scr_recall(pseudo, inst, cloud, min_size=3)
+    assert r["recall"] == pytest.approx(2 / 3) and r["kept"] == pytest.approx(10 / 12)
+    assert r["pseudo_per_view"] == pytest.approx(4 / 2) and r["true_per_view"] == pytest.approx(3 / 2)
+
+
+def test_diagnostics_and_oracle_controls(small_batch):
+    """diagnose=True logs the diag_* stats when the data has instances; the oracle-offset control's targets are the
+    true offsets (cosine 1, no L1 error); an oracle without labels is refused."""
+    assert "instance" in small_batch["global"] and "centre" in small_batch["global"]
+    m = _model()
+    torch.manual_seed(11)  # the student's random draws (curve order, drop path) come from the global generator
+    out = m.step_losses(small_batch, 0.5, step=3, generator=torch.Generator().manual_seed(0), diagnose=True)
+    st = out.stats
+    for k in ("diag_teacher_cos", "diag_raw_cos", "diag_student_cos", "diag_teacher_l1", "diag_scr_recall",
+              "diag_scr_kept", "diag_grad_sem", "diag_grad_off"):  # fmt: skip
+        assert k in st and math.isfinite(st[k]), k
+    assert -1 <= st["diag_teacher_cos"] <= 1 and 0 <= st["diag_scr_kept"] <= 1 and st["diag_grad_sem"] > 0
+    torch.manual_seed(11)
+    plain = m.step_losses(small_batch, 0.5, step=3, generator=torch.Generator().manual_seed(0))
+    assert not any(k.startswith("diag_") for k in plain.stats)
+    assert float(plain.loss.detach()) == float(out.loss.detach())  # diagnostics change nothing (no random draws)
+    oracle = _model(oracle="offset", odr=False, scr=False)
+    o = oracle.step_losses(small_batch, 0.5, step=3, generator=torch.Generator().manual_seed(0), diagnose=True)
+    assert o.stats["diag_teacher_cos"] == pytest.approx(1.0, abs=1e-5) and o.stats["diag_teacher_l1"] < 1e-5
+    o.loss.backward()
+    oscr = _model(oracle="scr", odr=False)
+    assert "diag_scr_recall" in oscr.step_losses(small_batch, 0.5, step=3, diagnose=True,
+                                                 generator=torch.Generator().manual_seed(0)).stats  # fmt: skip
+    unlabelled = {**small_batch, "global": {k: v for k, v in small_batch["global"].items() if k != "centre"}}
+    with pytest.raises(ValueError, match="oracle-offset control needs instance labels"):
+        oracle.step_losses(unlabelled, 0.5, step=3, generator=torch.Generator().manual_seed(0))

@@ -22,7 +22,7 @@ from pointins import _timing
 
 __all__ = ["collate", "collate_clouds", "features"]
 
-_FLOAT = ("coord", "color", "normal", "strength")
+_FLOAT = ("coord", "color", "normal", "strength", "origin", "centre")
 _INT = ("segment", "instance", "index", "source")
 
 

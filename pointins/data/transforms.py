@@ -44,7 +44,19 @@ __all__ = [
     "voxel_grouping",
 ]
 
-POINT_KEYS = ("coord", "color", "normal", "strength", "segment", "instance", "index", "grid_coord", "mask")
+POINT_KEYS = (
+    "coord",
+    "color",
+    "normal",
+    "strength",
+    "segment",
+    "instance",
+    "index",
+    "grid_coord",
+    "mask",
+    "origin",
+    "centre",
+)
 
 
 def take(d: dict, idx) -> dict:

@@ -114,7 +114,23 @@ def prepare_scene(scene: dict, grid_size: float, rng: np.random.Generator, group
     s = T.grid_sample(pts, grid_size, "train", rng, grouping=grouping)
     s.pop("index", None)
     s["index"] = np.arange(len(s["coord"]), dtype=np.int64)
+    if "instance" in s:  # labelled data: every point's instance centroid (diagnostics, oracle controls; not a loss)
+        s["centre"] = instance_centres(s["coord"], s["instance"])
     return s
+
+
+def instance_centres(coord: np.ndarray, instance: np.ndarray) -> np.ndarray:
+    """(N, 3) float32: the centroid of each point's instance over all of ``coord`` (NaN for instance < 0)."""
+    inst = np.asarray(instance, np.int64).reshape(-1)
+    out = np.full((len(inst), 3), np.nan, np.float32)
+    ok = inst >= 0
+    if ok.any():
+        k = int(inst[ok].max()) + 1
+        cnt = np.bincount(inst[ok], minlength=k).astype(np.float64)
+        c = np.asarray(coord, np.float64)[ok]
+        sums = np.stack([np.bincount(inst[ok], weights=c[:, j], minlength=k) for j in range(3)], 1)
+        out[ok] = (sums / np.maximum(cnt, 1)[:, None])[inst[ok]]
+    return out
 
 
 def _color(v: dict, rng: np.random.Generator) -> dict:
@@ -126,6 +142,8 @@ def _augment(v: dict, cfg: ViewConfig, rng: np.random.Generator, color: bool) ->
     """Sonata's ``global_transform`` / ``local_transform`` (colour only when ``color``; colour is scaled to
     [0, 1] later, when the backbone features are built)."""
     with phase("geometry"):
+        if "origin" not in v:  # each point's position before any augmentation: carried through every transform
+            v = dict(v, origin=np.asarray(v["coord"], np.float32))
         v = T.defer_normals(T.start_view(v))  # normals mapped once, after the last linear transform
         T.center_shift(v, apply_z=True)
         T.random_scale(v, rng, cfg.scale)

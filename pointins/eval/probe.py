@@ -433,7 +433,8 @@ def probe_loss(logits, offsets, segment, centroid_offset, lovasz: bool = False, 
         if has.any():
             from pointins.ssl.offsets import offset_loss
 
-            lo = offset_loss(offsets[has].float(), centroid_offset[has]).mean()
+            # PG-v1m2's bias loss: L1 + (-cos) with its 1e-8 norm guard (the pretraining loss guards at 1 cm)
+            lo = offset_loss(offsets[has].float(), centroid_offset[has], eps=1e-8).mean()
             loss = loss + lo
             parts["offset"] = float(lo.detach())
     return loss, parts

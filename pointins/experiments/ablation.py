@@ -9,7 +9,11 @@ and score its frozen encoder:
 
 Variants: ``scratch`` (random encoder, no pretraining), ``semantic-only``, ``offset`` (+ offset branch, raw
 teacher offsets), ``offset+odr``, ``offset+scr``, ``pointins`` (offset branch with ODR, then SCR on the
-ODR-refined offsets; ``ssl.scr_before_odr=true`` swaps them).
+ODR-refined offsets; ``ssl.scr_before_odr=true`` swaps them), and two **controls that use labels** (marked in every
+table): ``oracle-offset`` (the teacher's offset targets replaced by the true instance-centre offsets) and
+``oracle-scr`` (SCR fed the true offsets): the ceiling of what instance-aware pretraining can add at the budget.
+Each pretraining run also logs label diagnostics (:mod:`pointins.ssl.diagnostics`); the tables give their last
+values.
 
     python -m pointins.experiments.ablation --out runs/ablation            # CPU scale (tiny, ~45 min/seed)
     python -m pointins.experiments.ablation --scale gpu --out runs/abl-gpu # GPU scale
@@ -32,10 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ORDER", "PAPER_ORDER", "SCALES", "gap", "main", "ordering", "run_ablation", "svg_bars"]
+__all__ = ["CONTROLS", "ORDER", "PAPER_ORDER", "SCALES", "gap", "main", "ordering", "run_ablation", "svg_bars"]
 
-ORDER = ("scratch", "semantic-only", "offset", "offset+odr", "offset+scr", "pointins")
-OFFSET_VARIANTS = ("offset", "offset+odr", "offset+scr", "pointins")  # those that pretrain an offset head
+ORDER = ("scratch", "semantic-only", "offset", "offset+odr", "offset+scr", "pointins", "oracle-offset", "oracle-scr")
+#: controls that read instance labels during pretraining: the ceiling of what instance-aware pretraining can add
+CONTROLS = ("oracle-offset", "oracle-scr")
+OFFSET_VARIANTS = ("offset", "offset+odr", "offset+scr", "pointins", *CONTROLS)  # those with an offset head
 
 _SMOKE = [
     "backbone=tiny",
@@ -289,12 +295,42 @@ def run_ablation(
                     res["runs"][tag].update(unsup_ap=u["ap"], unsup_ap50=u["ap50"], unsup_ap25=u["ap25"],
                                             offset_cos=u["ssl_offset_cosine"],
                                             offset_l1=u["ssl_offset_l1_ratio"])  # fmt: skip
+                    for k in ("bfs_ap", "bfs_ap50", "bfs_ap25", "ceiling_ap", "ceiling_ap50", "ceiling_ap25",
+                              "bfs_ceiling_ap", "bfs_ceiling_ap50", "bfs_ceiling_ap25"):  # fmt: skip
+                        if k in u:
+                            res["runs"][tag][f"unsup_{k}"] = u[k]
+                    res["runs"][tag].update(_last_diagnostics(run_dir))
                 res["seconds"] = time.perf_counter() - t0
                 _report(out, res, kinds)  # after every run: a partial table is always on disk
     res["seconds"] = time.perf_counter() - t0
     res["finished"] = time.strftime("%Y-%m-%d %H:%M %Z")
     _report(out, res, kinds)
     return res
+
+
+def _last_diagnostics(run_dir: Path) -> dict:
+    """The pretraining run's last logged label diagnostics (``diag_*`` of metrics.jsonl), prefixed ``pre_``."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return {}
+    recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    last = next((r for r in reversed(recs) if any(k.startswith("diag_") for k in r)), None)
+    return {} if last is None else {"pre_" + k[5:]: v for k, v in last.items() if k.startswith("diag_")}
+
+
+def _opt_cell(rs: list[dict], key: str) -> str:
+    """A table cell (%, mean ± std) of ``key`` over the runs, or - when a run lacks it."""
+    return _cell([r[key] for r in rs]) if rs and all(key in r for r in rs) else "-"
+
+
+def _raw_mean(rs: list[dict], key: str) -> str:
+    """Mean of ``key`` over the runs that logged a finite value (2 significant digits), or -."""
+    vals = [r[key] for r in rs if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
+    return f"{np.mean(vals):.2g}" if vals else "-"
+
+
+def _name(v: str) -> str:
+    return f"{v} (control: uses labels)" if v in CONTROLS else v
 
 
 def _machine(device: str) -> str:
@@ -397,11 +433,11 @@ def _report(out: Path, res: dict, kinds: list[str]) -> None:
         for v in variants:
             have = [s for s in seeds if f"{kind}/{v}/seed{s}" in runs]
             if not have:
-                md.append(f"| {v} | " + " | ".join("…" for _ in metrics) + " | 0 |")
+                md.append(f"| {_name(v)} | " + " | ".join("…" for _ in metrics) + " | 0 |")
                 continue
             done_v.append(v)
             vals = {m: [runs[f"{kind}/{v}/seed{s}"][m] for s in have] for m in metrics}
-            md.append(f"| {v} | " + " | ".join(_cell(vals[m]) for m in metrics) + f" | {len(have)} |")
+            md.append(f"| {_name(v)} | " + " | ".join(_cell(vals[m]) for m in metrics) + f" | {len(have)} |")
             for m in metrics:
                 mu, sd = _stats(vals[m])
                 means[m].append(mu)
@@ -435,19 +471,39 @@ def _report(out: Path, res: dict, kinds: list[str]) -> None:
         offs = [v for v in done_v if v in OFFSET_VARIANTS]
         if offs:
             md += [f"### {kind}: the self-supervised offset head alone (no probe)", "",
-                   "Class-agnostic AP of clusters of points shifted by the pretrained offset head inside K-means "
-                   "segments of the features (`--task unsupervised`), and how well those offsets point at the true "
-                   "instance centres: mean cosine (0 = random) and L1 error relative to predicting no offset "
-                   "(below 100 = better than nothing).", "",
-                   "| variant | AP | AP50 | AP25 | offset cosine | offset L1 / zero-offset L1 |",
-                   "|---|---|---|---|---|---|"]  # fmt: skip
+                   "Class-agnostic AP of the validation scenes' points shifted by the pretrained offset head and "
+                   "clustered (`--task unsupervised`): **BFS** on all shifted points (the paper's read-out, no "
+                   "K-means) "
+                   "and **grouped** inside K-means segments of the features (as SCR clusters in pretraining); "
+                   "*ceiling*: the same clustering of the true centre offsets (what perfect offsets would score). "
+                   "Then how well the offsets point at the true instance centres: mean cosine (0 = random) and L1 "
+                   "error relative to predicting no offset (below 100 = better than nothing).", "",
+                   "| variant | BFS AP / AP50 / AP25 | grouped AP / AP50 / AP25 | ceiling BFS / grouped AP "
+                   "| offset cosine | offset L1 / zero-offset L1 |", "|---|---|---|---|---|---|"]  # fmt: skip
             for v in offs:
                 rs = [runs[f"{kind}/{v}/seed{s}"] for s in seeds if f"{kind}/{v}/seed{s}" in runs]
-                cells = [_cell([r[m] for r in rs]) for m in ("unsup_ap", "unsup_ap50", "unsup_ap25")]
+                bfs = " / ".join(_opt_cell(rs, f"unsup_bfs_{m}") for m in ("ap", "ap50", "ap25"))
+                grouped = " / ".join(_opt_cell(rs, f"unsup_{m}") for m in ("ap", "ap50", "ap25"))
+                ceil = " / ".join(_opt_cell(rs, k) for k in ("unsup_bfs_ceiling_ap", "unsup_ceiling_ap"))
                 cos = _stats([r["offset_cos"] for r in rs])
-                md.append(f"| {v} | " + " | ".join(cells) + f" | {cos[0]:.3f}"
+                md.append(f"| {_name(v)} | {bfs} | {grouped} | {ceil} | {cos[0]:.3f}"
                           + (f" ± {cos[1]:.3f}" if len(rs) > 1 else "")
                           + f" | {_cell([r['offset_l1'] for r in rs])} |")  # fmt: skip
+            md.append("")
+            md += [f"### {kind}: label diagnostics at the end of pretraining (training views; logging only)", "",
+                   "Teacher targets (after ODR / SCR) and student predictions against the true centre offsets at "
+                   "the same up-cast points (cosine; L1 / zero-offset L1), SCR's pseudo-instances (true instances "
+                   "matched at IoU > 0.5; share of points kept; pseudo- vs true instances per view), gradient norms "
+                   "the two losses send into the up-cast features (pointins.ssl.diagnostics).", "",
+                   "| variant | teacher cos / L1 | student cos / L1 | SCR recall / kept | pseudo / true per view | "
+                   "grad semantic / offset |", "|---|---|---|---|---|---|"]  # fmt: skip
+            for v in offs:
+                rs = [runs[f"{kind}/{v}/seed{s}"] for s in seeds if f"{kind}/{v}/seed{s}" in runs]
+                pair = lambda a, b, rs=rs: f"{_raw_mean(rs, a)} / {_raw_mean(rs, b)}"
+                md.append(f"| {_name(v)} | {pair('pre_teacher_cos', 'pre_teacher_l1')} | "
+                          f"{pair('pre_student_cos', 'pre_student_l1')} | {pair('pre_scr_recall', 'pre_scr_kept')} | "
+                          f"{pair('pre_scr_per_view', 'pre_true_per_view')} | "
+                          f"{pair('pre_grad_sem', 'pre_grad_off')} |")  # fmt: skip
             md.append("")
     md.append(f"Time {res.get('seconds', 0):.0f} s (this command).")
     res["ordering"] = summary

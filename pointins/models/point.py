@@ -32,6 +32,9 @@ class Point:
             ``coord`` with the model's ``grid_size``. Points must occupy distinct voxels (grid-sample
             first: :func:`pointins.ops.voxelize`).
         mask: (N,) bool, True where the stem output is replaced by the learnable mask token.
+        origin: (N, 3) float, optional: each point's position in a common frame (the scene's original coordinates
+            before a view's augmentations, Sonata's ``origin_coord``); pooled by segment mean at every level
+            like ``coord`` and returned with the encoder output.
     """
 
     coord: torch.Tensor
@@ -39,6 +42,7 @@ class Point:
     offsets: torch.Tensor
     grid_coord: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    origin: torch.Tensor | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Point:
@@ -60,7 +64,7 @@ class Point:
                 raise ValueError("pointins.models.Point: batch ids must be sorted (points grouped by cloud).")
         else:
             offsets = torch.tensor([0, t["coord"].shape[0]])
-        return cls(t["coord"], t["feat"], offsets.long(), t.get("grid_coord"), t.get("mask"))
+        return cls(t["coord"], t["feat"], offsets.long(), t.get("grid_coord"), t.get("mask"), t.get("origin"))
 
     def __len__(self) -> int:
         return int(self.coord.shape[0])
@@ -71,7 +75,8 @@ class Point:
 
     def to(self, device: Any) -> Point:
         move = lambda t: None if t is None else t.to(device)
-        return Point(move(self.coord), move(self.feat), move(self.offsets), move(self.grid_coord), move(self.mask))
+        return Point(move(self.coord), move(self.feat), move(self.offsets), move(self.grid_coord), move(self.mask),
+                     move(self.origin))  # fmt: skip
 
 
 @dataclass
@@ -93,6 +98,7 @@ class Level:
     kernel_map_t: torch.Tensor | None  # its transpose (unique voxels: the flipped map); None: made when needed
     parent: torch.Tensor | None = None  # (N_{s-1},) this level's point of each finer point
     max_coord: int = 0  # largest grid coordinate of this level (any axis, any cloud); max_{s+1} = max_s // 2
+    origin: torch.Tensor | None = None  # (N_s, 3) the points' common-frame positions (Point.origin), pooled as coord
     _patch_index: dict[int, PatchIndex] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:

@@ -152,6 +152,7 @@ class EncoderOutput:
     full: torch.Tensor | None  # (N, sum(channels)) features of every stage at the input points
     stage_feats: list[torch.Tensor] = field(default_factory=list)  # output of each stage on its level
     levels: list[Level] = field(default_factory=list)
+    origin: torch.Tensor | None = None  # (N_u, 3) level-u common-frame positions (when the batch has ``origin``)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,6 +323,16 @@ class Stage(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+def _origin(p: Point) -> torch.Tensor | None:
+    """The batch's common-frame positions as float (N, 3), checked; None when it has none."""
+    if p.origin is None:
+        return None
+    o = p.origin
+    if o.shape != (len(p), 3) or not o.is_floating_point():
+        raise ValueError(f"PointTransformerV3: origin must be float (N, 3) like coord, got {o.dtype} {tuple(o.shape)}.")
+    return o.to(p.coord.dtype)
+
+
 def _init_weights(m: nn.Module) -> None:
     """Pointcept's PT-v3m2 initialisation (``point_transformer_v3m2_sonata.py``, ``_init_weights``): Linear and
     submanifold-conv weights truncated normal (std 0.02), biases zero; norms keep ones / zeros."""
@@ -410,7 +421,7 @@ class PointTransformerV3(nn.Module):
         with phase("L0"):
             depth, ser, pad, unpad, cu, kmap = self._structure(grid, offsets, batch, top, 0)
             levels = [Level(p.coord, grid, offsets, depth, ser, pad, unpad, cu, self.config.patch_size[0], kmap,
-                            None, None, top)]  # fmt: skip
+                            None, None, top, _origin(p))]  # fmt: skip
             with phase("input checks"):
                 self._check_input(p, levels[0])
         for s in range(1, len(self.config.depths)):
@@ -425,12 +436,14 @@ class PointTransformerV3(nn.Module):
                     batch = batch[first]
                     counts = torch.bincount(batch, minlength=fine.offsets.numel() - 1)
                     offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-                with phase("pooled coords"):
-                    coord = ops.segment_reduce(fine.coord, index=parent, num_segments=m, reduce="mean")
+                with phase("pooled coords"):  # children's means (of coord and origin together, one reduction)
+                    both = fine.coord if fine.origin is None else torch.cat([fine.coord, fine.origin], 1)
+                    pooled = ops.segment_reduce(both, index=parent, num_segments=m, reduce="mean")
+                    coord, origin = (pooled, None) if fine.origin is None else (pooled[:, :3], pooled[:, 3:])
                 top = fine.max_coord // 2  # the pooled grid is grid // 2: no device sync needed
                 depth, ser, pad, unpad, cu, kmap = self._structure(grid_c, offsets, batch, top, s)
                 levels.append(Level(coord, grid_c, offsets, depth, ser, pad, unpad, cu, self.config.patch_size[s],
-                                    kmap, None, parent, top))  # fmt: skip
+                                    kmap, None, parent, top, origin))  # fmt: skip
         return levels
 
     def _level(self, coord, grid, offsets, max_coord, stage, parent=None) -> Level:
@@ -466,6 +479,7 @@ class PointTransformerV3(nn.Module):
     def _input_level(self, p: Point) -> Level:
         grid, top = self._input_grid(p)
         level = self._level(p.coord, grid, p.offsets, top, 0)
+        level.origin = _origin(p)
         with phase("input checks"):
             self._check_input(p, level)
         return level
@@ -530,14 +544,16 @@ class PointTransformerV3(nn.Module):
             down = ops.downsample(fine.grid_coord, fine.offsets, stride=2, backend=be)
         m = down.grid_coord.shape[0]
         with phase("pooled coords"):
+            c = fine.coord if fine.origin is None else torch.cat([fine.coord, fine.origin], 1)
             if be == "reference":
-                c = fine.coord
                 cnt = c.new_zeros(m).index_add_(0, down.parent, torch.ones_like(c[:, 0]))
-                coord = c.new_zeros((m, 3)).index_add_(0, down.parent, c) / cnt[:, None]
+                pooled = c.new_zeros((m, c.shape[1])).index_add_(0, down.parent, c) / cnt[:, None]
             else:
-                coord = ops.segment_reduce(fine.coord, index=down.parent, num_segments=m, reduce="mean")
+                pooled = ops.segment_reduce(c, index=down.parent, num_segments=m, reduce="mean")
         # the pooled grid is grid // 2, so its maximum is the finer maximum // 2: no device sync needed
-        return self._level(coord, down.grid_coord, down.offsets, fine.max_coord // 2, stage, down.parent)
+        level = self._level(pooled[:, :3], down.grid_coord, down.offsets, fine.max_coord // 2, stage, down.parent)
+        level.origin = None if fine.origin is None else pooled[:, 3:]
+        return level
 
     def build_levels(self, batch: Point | dict[str, Any]) -> list[Level]:
         """The per-resolution structure of a batch (what :meth:`forward` computes first); pass it
@@ -595,7 +611,15 @@ class PointTransformerV3(nn.Module):
             to_u = levels[s].parent[to_u]
         lu = levels[u]
         return EncoderOutput(
-            up if return_upcast else None, lu.coord, lu.offsets, lu.grid_coord, to_u, full, stage_feats, levels
+            up if return_upcast else None,
+            lu.coord,
+            lu.offsets,
+            lu.grid_coord,
+            to_u,
+            full,
+            stage_feats,
+            levels,
+            lu.origin,
         )
 
 

@@ -33,7 +33,7 @@ from pointins.ssl.offsets import OffsetHead, _batch_of, get_prior, odr, offset_l
 from pointins.ssl.semantic import SEMANTIC_MODES, SemanticHead, per_sample_mean, semantic_terms
 from pointins.ssl.teacher import cosine, linear_warmup
 
-__all__ = ["VARIANTS", "PointINS", "SSLConfig", "Student"]
+__all__ = ["ORACLE_VARIANTS", "VARIANTS", "PointINS", "SSLConfig", "Student"]
 
 
 @dataclass
@@ -68,6 +68,10 @@ class SSLConfig:
     offset_hidden: int = 256
     offset_weight: float = 0.25
     offset_warmup: float = 0.1
+    offset_cos_eps: float = 0.01  # [ours] metres: the (1 - cos) term's lengths are clamped here (see offset_loss)
+    # label-using CONTROLS of the ablation (never PointINS itself): "offset" replaces the teacher's offset targets by
+    # the true instance-centre offsets, "scr" feeds SCR the true offsets instead of the teacher's; needs labelled data
+    oracle: str = "none"
     kmeans_k: int = 20
     kmeans_iters: int = 5
     scr_radius: float | None = None  # None: 2 up-cast cells [ours]
@@ -84,6 +88,8 @@ class SSLConfig:
     def __post_init__(self):
         if self.semantic_loss not in SEMANTIC_MODES:
             raise ValueError(f"SSLConfig: semantic_loss must be one of {SEMANTIC_MODES}, got {self.semantic_loss!r}.")
+        if self.oracle not in ("none", "offset", "scr"):
+            raise ValueError(f"SSLConfig: oracle must be none, offset or scr, got {self.oracle!r}.")
         if self.odr_side not in ("teacher", "student"):
             raise ValueError(f"SSLConfig: odr_side must be 'teacher' or 'student', got {self.odr_side!r}.")
         st = self.stuff_classes
@@ -108,7 +114,8 @@ class SSLConfig:
             "mask_ratio": ("two", 0, 1, "hi-open"), "mask_warmup": ("float", 0, 1), "mask_local": ("bool", 0, 0),
             "offset": ("bool", 0, 0), "odr": ("bool", 0, 0), "scr": ("bool", 0, 0), "scr_before_odr": ("bool", 0, 0),
             "odr_directions": ("bool", 0, 0), "offset_hidden": ("int", 1, 1 << 16),
-            "offset_weight": ("float", 0, None), "offset_warmup": ("float", 0, 1), "kmeans_k": ("int", 1, 1 << 16),
+            "offset_weight": ("float", 0, None), "offset_warmup": ("float", 0, 1),
+            "offset_cos_eps": ("float", 0, None, "lo-open"), "kmeans_k": ("int", 1, 1 << 16),
             "kmeans_iters": ("int", 1, 1000), "scr_radius": ("opt-float", 0, None, "lo-open"),
             "scr_min_size": ("int", 1, None), "match_cell": ("opt-float", 0, None, "lo-open"),
             "match_radius": ("opt-float", 0, None), "match_k": ("int", 1, 64), "same_view": ("bool", 0, 0),
@@ -127,7 +134,11 @@ VARIANTS: dict[str, dict] = {
     "offset+scr": {"odr": False},
     "scr-before-odr": {"scr_before_odr": True},
     "odr-student": {"odr_side": "student"},
+    # controls that use labels (the ceiling of what instance-aware pretraining can add at a given budget)
+    "oracle-offset": {"oracle": "offset", "odr": False, "scr": False},
+    "oracle-scr": {"oracle": "scr", "odr": False},
 }
+ORACLE_VARIANTS = ("oracle-offset", "oracle-scr")
 
 
 class Student(nn.Module):
@@ -158,6 +169,15 @@ class StepOutput:
 
 def _cloud_of(offsets: torch.Tensor, n: int) -> torch.Tensor:
     return _batch_of(offsets, n)
+
+
+def _original_positions(out, transform, shift, cloud) -> torch.Tensor:
+    """Original-frame positions of the encoder's up-cast points: the carried original coordinates pooled as the
+    points are (Sonata's ``origin_coord``), exact whatever non-linear augmentation moved the points (elastic
+    distortion, jitter); the recorded linear map's inverse only for batches that carry none."""
+    if out.origin is not None:
+        return out.origin.float()
+    return points_to_original(out.coord.float(), transform, shift, cloud)
 
 
 class PointINS(nn.Module):
@@ -214,7 +234,8 @@ class PointINS(nn.Module):
         vis = torch.bincount(cloud[keep], minlength=nclouds)
         if bool((vis == 0).any()):  # a fully masked cloud: show it whole
             keep |= (vis == 0)[cloud]
-        parts = [{k: g[k][keep] for k in ("coord", "feat", "grid_coord")}]
+        keys = tuple(k for k in ("coord", "feat", "grid_coord", "origin", "instance", "centre") if k in g)
+        parts = [{k: g[k][keep] for k in keys}]
         counts = [torch.bincount(cloud[keep], minlength=nclouds)]
         per_cloud = [{"transform": g["transform"], "shift": g["shift"], "sample": g["cloud_sample"],
                       "view": g["cloud_view"]}]  # fmt: skip
@@ -225,7 +246,7 @@ class PointINS(nn.Module):
                 lc = _cloud_of(loc["offsets"], loc["coord"].shape[0])
                 lv = torch.bincount(lc[lk], minlength=loc["offsets"].numel() - 1)
                 lk |= (lv == 0)[lc]
-            parts.append({k: loc[k][lk] for k in ("coord", "feat", "grid_coord")})
+            parts.append({k: loc[k][lk] for k in keys})
             lc = _cloud_of(loc["offsets"], lk.numel())
             counts.append(torch.bincount(lc[lk], minlength=loc["offsets"].numel() - 1))
             per_cloud.append({"transform": loc["transform"], "shift": loc["shift"], "sample": loc["cloud_sample"],
@@ -248,12 +269,15 @@ class PointINS(nn.Module):
         generator: torch.Generator | None = None,
         autocast: bool = False,
         details: bool = False,
+        diagnose: bool = False,
     ) -> StepOutput:
         """Loss of one collated multi-view batch at training ``progress`` in [0, 1].
 
         ``student``: the module to run (e.g. its DistributedDataParallel wrapper; default ``self.student``).
         ``generator`` draws the masks. ``details=True`` also returns the teacher's SCR results (for the
-        visualisation) and the matches.
+        visualisation) and the matches. ``diagnose=True`` adds the label diagnostics of
+        :mod:`pointins.ssl.diagnostics` to the stats (``diag_*``) when the batch has instance labels; labels are
+        never read for a loss except by the oracle controls (``cfg.oracle``).
         """
         c = self.cfg
         sched = self.schedule(progress)
@@ -267,7 +291,7 @@ class PointINS(nn.Module):
         with torch.no_grad(), amp, phase("teacher"):
             t_out, t_scores, t_off = self.teacher(g)
         t_cloud = _cloud_of(t_out.offsets, t_out.coord.shape[0])
-        t_xyz = points_to_original(t_out.coord.float(), g["transform"], g["shift"], t_cloud)
+        t_xyz = _original_positions(t_out, g["transform"], g["shift"], t_cloud)
 
         # student on visible global points + local views
         with phase("masking"):
@@ -275,7 +299,7 @@ class PointINS(nn.Module):
         with amp, phase("student"):
             s_out, s_scores, s_off = run(sb)
         s_cloud = _cloud_of(s_out.offsets, s_out.coord.shape[0])
-        s_xyz = points_to_original(s_out.coord.float(), sb["transform"], sb["shift"], s_cloud)
+        s_xyz = _original_positions(s_out, sb["transform"], sb["shift"], s_cloud)
 
         bc = self.student.backbone.config  # its grid_size must be the views' grid size
         cell_u = bc.grid_size * 2**bc.upcast_stage
@@ -298,49 +322,56 @@ class PointINS(nn.Module):
                  "student_upcast_points": float(s_out.coord.shape[0]), **sem_stats}  # fmt: skip
         stats.update({k: v for k, v in sched.items() if k != "offset_on"})
 
+        labelled = "instance" in g and "centre" in g
+        truth = None
+        if c.oracle != "none" and not labelled:
+            raise ValueError(f"PointINS: the oracle-{c.oracle} control needs instance labels in the data (the views' "
+                             "'instance' and 'centre'); use data with instances or a non-oracle variant.")  # fmt: skip
+        if labelled and (diagnose or c.oracle != "none"):
+            truth = self._truth(g, t_out, t_xyz, sb, s_out, s_xyz)
         l_off = torch.zeros((), device=dev)
         info = None
         with phase("offset branch"):
-            l_off, info = self._offset_branch(g, t_out, t_off, t_xyz, t_cloud, s_out, s_off, s_xyz, s_cloud, sb, m,
-                                              sched, step, cell_u, num_samples, stats, l_off)  # fmt: skip
+            l_off, info, extra = self._offset_branch(g, t_out, t_off, t_xyz, t_cloud, s_out, s_off, s_xyz, s_cloud,
+                                                     sb, m, sched, step, cell_u, num_samples, stats, l_off,
+                                                     truth)  # fmt: skip
         w = c.offset_weight * sched["offset_on"]
         loss = l_sem + w * l_off
         stats.update({"loss_sem": float(l_sem.detach()), "loss_off": float(l_off.detach()) + 0.0})
+        if diagnose and truth is not None:
+            with phase("diagnostics"):
+                stats.update(self._diagnostics(truth, extra, info, t_cloud, l_sem, w * l_off, s_out))
         det = None
         if details:
-            det = {"teacher": t_out, "t_xyz": t_xyz, "scr": info, "matches": m, "student_batch": sb}
+            det = {"teacher": t_out, "t_xyz": t_xyz, "s_xyz": s_xyz, "scr": info, "matches": m, "student_batch": sb}
         return StepOutput(loss, stats, det)
 
-    def _offset_branch(
-        self,
-        g,
-        t_out,
-        t_off,
-        t_xyz,
-        t_cloud,
-        s_out,
-        s_off,
-        s_xyz,
-        s_cloud,
-        sb,
-        m,
-        sched,
-        step,
-        cell_u,
-        num_samples,
-        stats,
-        l_off,
-    ):
-        """The offset loss (teacher targets through ODR / SCR, matched student predictions); fills ``stats``."""
+    def _offset_branch(self, g, t_out, t_off, t_xyz, t_cloud, s_out, s_off, s_xyz, s_cloud, sb, m, sched, step,
+                       cell_u, num_samples, stats, l_off, truth=None):  # fmt: skip
+        """The offset loss (teacher targets through ODR / SCR, matched student predictions); fills ``stats``.
+        Returns (loss, SCR result, intermediates for the diagnostics)."""
         c = self.cfg
         info = None
+        extra: dict = {}
         if s_off is None:
-            return l_off, info
+            return l_off, info, extra
         so = vectors_to_original(s_off.float(), sb["transform"], s_cloud)
+        extra.update(so=so.detach(), matches=m)
         if sched["offset_on"]:
             to = vectors_to_original(t_off.float(), g["transform"], t_cloud)
             thing = self._thing_points(g, t_out)
-            if thing is None:
+            if c.oracle != "none":  # label-using controls: targets from (or SCR on) the true centre offsets
+                true_t = truth["t_true"]
+                known = torch.isfinite(true_t).all(1)
+                if c.oracle == "offset":
+                    target = torch.where(known[:, None], true_t, torch.zeros_like(true_t))
+                    keep = known[m.teacher]  # pairs at points of no instance carry no offset loss
+                else:
+                    target, info = self._targets(t_out.feat, t_xyz, torch.where(known[:, None], true_t, 0.0),
+                                                 t_out.offsets, step, cell_u)  # fmt: skip
+                    keep = torch.ones_like(m.teacher, dtype=torch.bool)
+                ms, mt, msample = m.student[keep], m.teacher[keep], m.sample[keep]
+            elif thing is None:
                 target, info = self._targets(t_out.feat, t_xyz, to, t_out.offsets, step, cell_u)
                 ms, mt, msample = m.student, m.teacher, m.sample
             else:  # ODR and SCR on the thing points only; pairs at stuff points carry no offset loss
@@ -356,13 +387,53 @@ class PointINS(nn.Module):
             if c.odr and c.odr_side == "student":
                 mag = odr(so, s_out.offsets, self.prior, directions=False).norm(dim=1)[ms]
                 pred = pred / pred.norm(dim=1, keepdim=True).clamp_min(1e-6) * mag[:, None]
-            l_off = per_sample_mean(offset_loss(pred, s_target), msample, num_samples) + so.sum() * 0.0
+            loss_pp = offset_loss(pred, s_target, c.offset_cos_eps)
+            l_off = per_sample_mean(loss_pp, msample, num_samples) + so.sum() * 0.0
             stats["pseudo_instances"] = float(info.num_instances) if info is not None else 0.0
             stats["target_norm"] = float(target.norm(dim=1).mean()) if target.numel() else 0.0
+            extra.update(to=to, target=target)
         else:
             l_off = so.sum() * 0.0  # keeps the head in the graph (DDP)
         stats["offset_norm"] = float(so.detach().norm(dim=1).mean()) if so.numel() else 0.0
-        return l_off, info
+        return l_off, info, extra
+
+    @torch.no_grad()
+    def _truth(self, g, t_out, t_xyz, sb, s_out, s_xyz) -> dict:
+        """True centre offsets at the teacher's and the student's up-cast points (NaN where no instance), from
+        the views' labels (diagnostics and oracle controls only)."""
+        from pointins.ssl.diagnostics import true_offsets, upcast_instances
+
+        t_inst, t_cen = upcast_instances(g["instance"], g["centre"], t_out.point_to_upcast, t_out.coord.shape[0])
+        out = {"t_inst": t_inst, "t_true": true_offsets(t_cen, t_xyz)}
+        if "instance" in sb and "centre" in sb:
+            s_inst, s_cen = upcast_instances(sb["instance"], sb["centre"], s_out.point_to_upcast, s_out.coord.shape[0])
+            out.update(s_inst=s_inst, s_true=true_offsets(s_cen, s_xyz))
+        return out
+
+    def _diagnostics(self, truth, extra, info, t_cloud, l_sem, l_off_w, s_out) -> dict[str, float]:
+        """The ``diag_*`` stats (:mod:`pointins.ssl.diagnostics`)."""
+        from pointins.ssl.diagnostics import agreement, scr_recall
+
+        out: dict[str, float] = {}
+        if "to" in extra:
+            for name, v in (("raw", extra["to"]), ("teacher", extra["target"])):
+                a = agreement(v, truth["t_true"])
+                out[f"diag_{name}_cos"], out[f"diag_{name}_l1"] = a["cos"], a["l1"]
+        if "so" in extra and "s_true" in truth:
+            ms = extra["matches"].student
+            a = agreement(extra["so"][ms], truth["s_true"][ms])
+            out["diag_student_cos"], out["diag_student_l1"] = a["cos"], a["l1"]
+        if info is not None:
+            r = scr_recall(info.instances, truth["t_inst"], t_cloud, self.cfg.scr_min_size)
+            out.update(diag_scr_recall=r["recall"], diag_scr_kept=r["kept"], diag_scr_per_view=r["pseudo_per_view"],
+                       diag_true_per_view=r["true_per_view"])  # fmt: skip
+        feats = s_out.feat
+        if feats is not None and feats.requires_grad:
+            for name, term in (("sem", l_sem), ("off", l_off_w)):
+                if isinstance(term, torch.Tensor) and term.requires_grad:
+                    (gr,) = torch.autograd.grad(term, feats, retain_graph=True, allow_unused=True)
+                    out[f"diag_grad_{name}"] = float(gr.norm()) if gr is not None else 0.0
+        return out
 
     @torch.no_grad()
     def _thing_points(self, g: dict, t_out) -> torch.Tensor | None:

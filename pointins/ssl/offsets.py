@@ -307,9 +307,14 @@ def scr(
     return SCRResult(target, km.labels, cc.labels, centres, cc.num_components)
 
 
-def offset_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Per point ``|pred - target|_1 + (1 - cos(pred, target))`` (N,)."""
+def offset_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
+    """Per point ``|pred - target|_1 + (1 - cos(pred, target))`` (N,), the paper's loss, with the cosine guarded
+    **[ours]**: ``cos = pred . target / (max(|pred|, eps) max(|target|, eps))``. Unguarded, the cosine's gradient
+    grows as 1 / |pred| (a prediction near zero, as every prediction is when the offset loss switches on, gets a
+    huge, direction-only gradient); with the guard it is at most 1 / eps per unit (eps in metres, 1 cm by default:
+    far below any instance's offset, so the term is the paper's wherever a direction is defined) and the term
+    vanishes smoothly as either vector does."""
     p, t = pred.float(), target.float()
     l1 = (p - t).abs().sum(-1)
-    cos = F.cosine_similarity(p, t, dim=-1, eps=eps)
+    cos = (p * t).sum(-1) / (p.norm(dim=-1).clamp_min(eps) * t.norm(dim=-1).clamp_min(eps))
     return l1 + (1.0 - cos)
