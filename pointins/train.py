@@ -405,7 +405,7 @@ class MetricLog:
                "mask_ratio", "pairs", "pseudo_instances", "offset_norm", "points_per_s", "step_s",
                "dropped_points", "diag_teacher_cos", "diag_teacher_l1", "diag_raw_cos", "diag_raw_l1",
                "diag_student_cos", "diag_student_l1", "diag_scr_recall", "diag_scr_kept", "diag_scr_per_view",
-               "diag_true_per_view", "diag_grad_sem", "diag_grad_off")  # fmt: skip
+               "diag_true_per_view", "diag_scr_k", "diag_grad_sem", "diag_grad_off")  # fmt: skip
 
     def __init__(self, out: Path, start_step: int, tensorboard: bool):
         self.jsonl, self.csv = out / "metrics.jsonl", out / "metrics.csv"
@@ -548,6 +548,7 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
     if cfg.init and ck is None:
         _init_backbone(backbone, cfg, keys, rank)
     model = PointINS(backbone, cfg.ssl).to(device)  # the teacher starts as a copy of the (initialised) student
+    model.total_steps = cfg.steps  # the EMA rule (ssl.ema_ref_steps) scales with the run length
     total_batch = cfg.batch_size * world
     peak = cfg.lr * total_batch / cfg.lr_batch
     groups = param_groups(model.student, backbone.config.depths, peak, cfg.weight_decay[0], cfg.layer_decay)

@@ -749,3 +749,34 @@ def test_diagnostics_and_oracle_controls(small_batch):
     unlabelled = {**small_batch, "global": {k: v for k, v in small_batch["global"].items() if k != "centre"}}
     with pytest.raises(ValueError, match="oracle-offset control needs instance labels"):
         oracle.step_losses(unlabelled, 0.5, step=3, generator=torch.Generator().manual_seed(0))
+
+
+def test_scale_rules_give_the_papers_constants_at_the_papers_scale():
+    """K and the minimum pseudo-instance size follow the view's size (the paper's values at the reference size),
+    the EMA start follows the run length (the paper's momentum at its run length); off, the constants as given."""
+    m = _model(scale_ref_points=2800, ema_ref_steps=100_000, ema_floor=0.5)
+    offsets = torch.tensor([0, 2800, 2800 + 700, 2800 + 700 + 100, 2800 + 700 + 100 + 9000])
+    k, mins = m.scr_sizes(offsets)
+    assert k.tolist() == [20, 5, 2, 20] and mins.tolist() == [8, 2, 2, 26]
+    for steps, want in ((100_000, 0.994), (1_000_000, 0.994), (600, 0.5), (6000, 0.9)):
+        m.total_steps = steps
+        assert m.ema_start() == pytest.approx(want), steps
+        assert m.schedule(0.0)["momentum"] == pytest.approx(want) and m.schedule(1.0)["momentum"] == 1.0
+    plain = _model()
+    plain.total_steps = 600
+    assert plain.scr_sizes(offsets) == (20, 8) and plain.ema_start() == 0.994
+
+
+def test_scr_per_view_minimum_size_drops_small_components_per_cloud():
+    from pointins.ssl.offsets import scr
+
+    g = torch.Generator().manual_seed(2)
+    # two clouds, each: one 6-point cluster and one 3-point cluster of predicted centres
+    base = torch.tensor([[0.0, 0, 0]] * 6 + [[5.0, 0, 0]] * 3)
+    x = torch.cat([base, base]) + torch.rand(18, 3, generator=g) * 0.01
+    feat = torch.ones(18, 4)
+    offsets = torch.tensor([0, 9, 18])
+    r = scr(feat, x, torch.zeros(18, 3), offsets, k=1, radius=0.5, min_size=torch.tensor([4, 2]))
+    assert (r.instances[:6] >= 0).all() and (r.instances[6:9] == -1).all()  # cloud 0 drops its 3-point cluster
+    assert (r.instances[9:] >= 0).all() and r.num_instances == 3
+    assert sorted(torch.unique(r.instances[r.instances >= 0]).tolist()) == [0, 1, 2]

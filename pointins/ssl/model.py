@@ -72,10 +72,21 @@ class SSLConfig:
     # label-using CONTROLS of the ablation (never PointINS itself): "offset" replaces the teacher's offset targets by
     # the true instance-centre offsets, "scr" feeds SCR the true offsets instead of the teacher's; needs labelled data
     oracle: str = "none"
-    kmeans_k: int = 20
+    kmeans_k: int = 20  # K-means segments of a global view at the paper's scale (see scale_ref_points)
     kmeans_iters: int = 5
     scr_radius: float | None = None  # None: 2 up-cast cells [ours]
-    scr_min_size: int = 8
+    scr_min_size: int = 8  # smallest pseudo-instance (up-cast points) at the paper's scale
+    # [ours] scale rules (METHOD.md: the paper's constants belong to its scale). scale_ref_points > 0: the up-cast
+    # points of a global view at the paper's scale (Sonata's 40-100% of 65,536 points at 2 cm: about 2,800 at 8 cm);
+    # a view of n up-cast points then gets K = clamp(round(kmeans_k * n / ref), 2, kmeans_k) segments and minimum
+    # pseudo-instance size max(2, round(scr_min_size * n / ref)): the paper's values at the paper's view size, the
+    # same points per segment and the same share of a view per minimum instance at ours. 0: the constants as given.
+    scale_ref_points: int = 0
+    # ema_ref_steps > 0: the run length the EMA schedule was made for (the paper's 100k); a run of S steps starts at
+    # momentum 1 - (1 - ema[0]) * ema_ref_steps / S (at least ema_floor, at most ema[0]): the teacher's averaging
+    # window keeps the same share of the run. 0: ema as given whatever the run length.
+    ema_ref_steps: int = 0
+    ema_floor: float = 0.0
     # classes whose points ODR / SCR leave out when the data has labels (e.g. (0, 1): wall, floor); empty: all
     # points, label-free (the default)
     stuff_classes: tuple[int, ...] = ()
@@ -118,6 +129,7 @@ class SSLConfig:
             "offset_cos_eps": ("float", 0, None, "lo-open"), "kmeans_k": ("int", 1, 1 << 16),
             "kmeans_iters": ("int", 1, 1000), "scr_radius": ("opt-float", 0, None, "lo-open"),
             "scr_min_size": ("int", 1, None), "match_cell": ("opt-float", 0, None, "lo-open"),
+            "scale_ref_points": ("int", 0, None), "ema_ref_steps": ("int", 0, None), "ema_floor": ("float", 0, 1),
             "match_radius": ("opt-float", 0, None), "match_k": ("int", 1, 64), "same_view": ("bool", 0, 0),
         })  # fmt: skip
         if not isinstance(self.prior, str) or not self.prior:
@@ -201,13 +213,34 @@ class PointINS(nn.Module):
 
     # --- schedules -------------------------------------------------------------------------------
 
+    total_steps: int | None = None  # the run's length (train.py sets it): the EMA rule needs it
+
+    def ema_start(self) -> float:
+        """The teacher momentum at the start of the run: ``ema[0]``, or the EMA rule's value (``ema_ref_steps``)."""
+        c = self.cfg
+        if c.ema_ref_steps <= 0 or not self.total_steps:
+            return c.ema[0]
+        start = 1.0 - (1.0 - c.ema[0]) * c.ema_ref_steps / self.total_steps
+        return min(c.ema[0], max(c.ema_floor, start))
+
+    def scr_sizes(self, offsets: torch.Tensor):
+        """Per view (cloud of CSR ``offsets``): (K, minimum pseudo-instance size) by the scale rule, or the
+        constants (``scale_ref_points`` = 0)."""
+        c = self.cfg
+        if c.scale_ref_points <= 0:
+            return c.kmeans_k, c.scr_min_size
+        n = offsets.diff().double()
+        k = torch.clamp(torch.round(c.kmeans_k * n / c.scale_ref_points), 2, c.kmeans_k).long()
+        m = torch.clamp(torch.round(c.scr_min_size * n / c.scale_ref_points), min=2).long()
+        return k, m
+
     def schedule(self, progress: float) -> dict[str, float]:
         c = self.cfg
         size = linear_warmup(c.mask_size[0], c.mask_size[1], progress, c.mask_warmup)
         ratio = linear_warmup(c.mask_ratio[0], c.mask_ratio[1], progress, c.mask_warmup)
         return {
             "teacher_temp": linear_warmup(c.teacher_temp[0], c.teacher_temp[1], progress, c.teacher_temp_warmup),
-            "momentum": cosine(c.ema[0], c.ema[1], progress),
+            "momentum": cosine(self.ema_start(), c.ema[1], progress),
             "mask_size": size,
             "mask_ratio": ratio,
             "offset_on": float(c.offset and progress >= c.offset_warmup),
@@ -391,7 +424,7 @@ class PointINS(nn.Module):
             l_off = per_sample_mean(loss_pp, msample, num_samples) + so.sum() * 0.0
             stats["pseudo_instances"] = float(info.num_instances) if info is not None else 0.0
             stats["target_norm"] = float(target.norm(dim=1).mean()) if target.numel() else 0.0
-            extra.update(to=to, target=target)
+            extra.update(to=to, target=target, t_offsets=t_out.offsets)
         else:
             l_off = so.sum() * 0.0  # keeps the head in the graph (DDP)
         stats["offset_norm"] = float(so.detach().norm(dim=1).mean()) if so.numel() else 0.0
@@ -425,8 +458,10 @@ class PointINS(nn.Module):
             out["diag_student_cos"], out["diag_student_l1"] = a["cos"], a["l1"]
         if info is not None:
             r = scr_recall(info.instances, truth["t_inst"], t_cloud, self.cfg.scr_min_size)
+            k, _ = self.scr_sizes(extra["t_offsets"]) if "t_offsets" in extra else (self.cfg.kmeans_k, None)
+            r["k"] = float(k.double().mean()) if isinstance(k, torch.Tensor) else float(k)
             out.update(diag_scr_recall=r["recall"], diag_scr_kept=r["kept"], diag_scr_per_view=r["pseudo_per_view"],
-                       diag_true_per_view=r["true_per_view"])  # fmt: skip
+                       diag_true_per_view=r["true_per_view"], diag_scr_k=r["k"])  # fmt: skip
         feats = s_out.feat
         if feats is not None and feats.requires_grad:
             for name, term in (("sem", l_sem), ("off", l_off_w)):
@@ -462,11 +497,13 @@ class PointINS(nn.Module):
         info = None
         t = off
 
+        k, min_size = self.scr_sizes(offsets)
+
         def run_scr(o):
             with phase("SCR"):
                 return scr(
-                    feat, xyz, o, offsets, k=c.kmeans_k, iters=c.kmeans_iters,
-                    radius=c.scr_radius or 2.0 * cell_u, min_size=c.scr_min_size, seed=step,
+                    feat, xyz, o, offsets, k=k, iters=c.kmeans_iters,
+                    radius=c.scr_radius or 2.0 * cell_u, min_size=min_size, seed=step,
                 )  # fmt: skip
 
         use_odr = c.odr and c.odr_side == "teacher"

@@ -277,10 +277,10 @@ def scr(
     offsets_pred: torch.Tensor,
     offsets: torch.Tensor,
     *,
-    k: int = 20,
+    k: int | torch.Tensor = 20,
     iters: int = 5,
     radius: float = 0.16,
-    min_size: int = 8,
+    min_size: int | torch.Tensor = 8,
     seed: int = 0,
 ) -> SCRResult:
     """Spatial Clustering Regularization on one batch of teacher clouds (CSR ``offsets``).
@@ -296,15 +296,27 @@ def scr(
     with phase("kmeans"):
         km = ops.kmeans(f, offsets, k=k, iters=iters, metric="cosine", seed=seed)
     centres = x + o
+    per_cloud = isinstance(min_size, torch.Tensor)
     with phase("components"):
-        cc = ops.connected_components(centres, offsets, radius=radius, group=km.labels, min_size=min_size)
+        cc = ops.connected_components(centres, offsets, radius=radius, group=km.labels,
+                                      min_size=1 if per_cloud else min_size)  # fmt: skip
+    labels, ncomp = cc.labels, cc.num_components
+    if per_cloud and ncomp:  # each cloud's own minimum size
+        size = torch.bincount(labels[labels >= 0], minlength=ncomp)
+        cloud = offsets_to_batch(offsets)
+        small = (labels >= 0) & (size[labels.clamp_min(0)] < min_size.to(labels.device)[cloud])
+        labels = torch.where(small, -1, labels)
+        kept = torch.unique(labels[labels >= 0])  # renumber the survivors 0..n-1, in order
+        remap = torch.full((ncomp,), -1, dtype=torch.long, device=labels.device)
+        remap[kept] = torch.arange(kept.numel(), device=labels.device)
+        labels, ncomp = torch.where(labels >= 0, remap[labels.clamp_min(0)], -1), int(kept.numel())
     target = o.clone()
-    keep = cc.labels >= 0
+    keep = labels >= 0
     if bool(keep.any()):
-        lab = cc.labels[keep]
-        mean = ops.segment_reduce(x[keep], index=lab, reduce="mean", num_segments=cc.num_components)
+        lab = labels[keep]
+        mean = ops.segment_reduce(x[keep], index=lab, reduce="mean", num_segments=ncomp)
         target[keep] = mean[lab] - x[keep]
-    return SCRResult(target, km.labels, cc.labels, centres, cc.num_components)
+    return SCRResult(target, km.labels, labels, centres, ncomp)
 
 
 def offset_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
