@@ -22,8 +22,11 @@ import numpy as np
 __all__ = ["fit_prior", "instance_offsets", "main"]
 
 
-def instance_offsets(scene: dict, grid_size: float | None = None, seed: int = 0) -> np.ndarray:
-    """Lengths of the offsets from each instance point to its instance centroid (1-D float64)."""
+def instance_offsets(
+    scene: dict, grid_size: float | None = None, seed: int = 0, all_points: bool = False
+) -> np.ndarray:
+    """Lengths of the offsets from each instance point to its instance centroid (1-D float64); ``all_points``: also
+    a zero for every point of no instance (the distribution ODR's prior is applied to)."""
     if "instance" not in scene:
         return np.zeros(0)
     if grid_size:
@@ -39,7 +42,8 @@ def instance_offsets(scene: dict, grid_size: float | None = None, seed: int = 0)
     ids, inv = np.unique(inst[keep], return_inverse=True)
     cnt = np.bincount(inv, minlength=len(ids)).astype(np.float64)
     cen = np.stack([np.bincount(inv, x[:, k], len(ids)) for k in range(3)], 1) / cnt[:, None]
-    return np.linalg.norm(cen[inv] - x, axis=1)
+    r = np.linalg.norm(cen[inv] - x, axis=1)
+    return np.concatenate([r, np.zeros(int((~keep).sum()))]) if all_points else r
 
 
 def fit_prior(radii: np.ndarray, quantiles: int = 1025, source: str | None = None) -> dict:
@@ -59,6 +63,7 @@ def fit_prior(radii: np.ndarray, quantiles: int = 1025, source: str | None = Non
         "quantiles": [float(v) for v in np.maximum.accumulate(q)],
         "source": source,
         "lognormal": {"mu": mu, "sigma": sigma},
+        "zero_share": float((r <= 1e-9).mean()),
         "points": int(r.size),
         "median": float(np.median(r)),
         "mean": float(r.mean()),
@@ -74,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid-size", type=float, default=None, help="grid-sample scenes first (e.g. 0.02)")
     p.add_argument("--max-scenes", type=int, default=None, help="use at most this many scenes")
     p.add_argument("--quantiles", type=int, default=1025, help="entries of the quantile table")
+    p.add_argument("--all-points", action="store_true",
+                   help="count every point, a point of no instance as a zero offset: the prior fitted to what ODR "
+                   "applies it to (use --grid-size 4x the training grid: ODR works on the up-cast level)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     from pointins._progress import progress_bar
@@ -91,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     bar = progress_bar(total=n, desc="scenes", enabled=not a.no_progress)
     radii = []
     for i in range(n):
-        radii.append(instance_offsets(ds[i], a.grid_size, seed=i))
+        radii.append(instance_offsets(ds[i], a.grid_size, seed=i, all_points=a.all_points))
         bar.update(1)
     bar.close()
     try:
@@ -103,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(prior) + "\n")
     ln = prior["lognormal"]
+    if a.all_points:
+        print(f"pointins.priors: {100 * prior['zero_share']:.1f}% of the points have no instance (zero offset); "
+              f"mixture prior: ssl.prior={out} (its quantile table includes the zeros)")  # fmt: skip
     print(
         f"pointins.priors: {prior['points']} instance points from {n} scenes: median {prior['median']:.3f}, "
         f"mean {prior['mean']:.3f}, 90% {prior['p90']:.3f} (units of the data); log-normal mu={ln['mu']:.3f} "

@@ -651,6 +651,34 @@ def test_priors_cli_fits_known_radii(tmp_path, capsys):
     with pytest.raises(ValueError, match="instance labels"):
         fit_prior(np.zeros(1))
     assert main(["--data", str(tmp_path / "missing"), "--no-progress"]) == 2
+    # every point counted: the 600 stuff points are zero offsets (13% of 4600), then the two radii
+    out2 = tmp_path / "prior_all.json"
+    assert main(["--data", str(tmp_path / "data"), "--out", str(out2), "--no-progress", "--all-points"]) == 0
+    assert "13.0% of the points have no instance" in capsys.readouterr().out
+    p = get_prior(str(out2))
+    want = torch.tensor([0.0, 0.0, 0.3, 0.9], dtype=torch.float64)
+    got = p.ppf(torch.tensor([0.05, 0.12, 0.4, 0.9], dtype=torch.float64))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_mixture_prior_and_odr_zero_the_smallest_share():
+    from pointins.ssl.offsets import MixturePrior, prior_from_dict
+
+    p = get_prior("indoor-all")
+    assert isinstance(p, MixturePrior) and p.zero == pytest.approx(0.76)
+    u = torch.tensor([0.1, 0.75, 0.77, 0.5 * (1 + 0.76), 0.999], dtype=torch.float64)
+    got = p.ppf(u)
+    assert got[0] == 0 and got[1] == 0 and got[2] > 0
+    assert float(got[3]) == pytest.approx(math.exp(-0.62), rel=1e-6)  # the base's median at the middle of the rest
+    assert prior_from_dict(p.to_dict()) == p
+    g = torch.Generator().manual_seed(0)
+    o = torch.randn(1000, 3, generator=g)
+    out = odr(o, torch.tensor([0, 1000]), p)
+    r = o.norm(dim=1)
+    zero = out.norm(dim=1) == 0
+    assert int(zero.sum()) == 760 and bool(r[zero].max() <= r[~zero].min())  # the smallest magnitudes
+    with pytest.raises(ValueError, match="mixture"):
+        prior_from_dict({"family": "mixture", "zero": 1.5, "base": {"family": "lognormal", "mu": 0, "sigma": 1}})
 
 
 def _pooled_origin(levels, origin0: torch.Tensor, stage: int) -> torch.Tensor:
