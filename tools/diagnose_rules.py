@@ -32,6 +32,10 @@ GRID = {
         "ssl.odr_directions=false",
     ],
     "oracle-offset": ["variant=oracle-offset"],
+    "rule-dirs": ["ssl.scale_ref_points=2800", "ssl.odr_directions=false"],
+    "rule+prior-all": ["ssl.scale_ref_points=2800", "ssl.prior=indoor-all"],
+    "rule+prior-all-dirs": ["ssl.scale_ref_points=2800", "ssl.prior=indoor-all", "ssl.odr_directions=false"],
+    "rule+prior-all+grid6": ["ssl.scale_ref_points=2800", "ssl.prior=indoor-all", "views.grid_size=0.06"],
 }
 KEYS = ("diag_teacher_cos", "diag_teacher_l1", "diag_raw_cos", "diag_student_cos", "diag_student_l1",
         "diag_scr_recall", "diag_scr_kept", "diag_scr_k", "diag_scr_per_view", "diag_true_per_view",
@@ -65,13 +69,14 @@ def main(argv=None) -> int:
     data = _data(Path(a.out) / "data", a.kind, sc[f"{a.kind}_scenes"], sc["indoor_points"], 100, True)
     results = {}
     for name in a.only or list(GRID):
-        over = [*sc[a.kind], "log_every=5", *[o for o in GRID[name] if not o.startswith("variant=")]]
-        variant = next((o.split("=", 1)[1] for o in GRID[name] if o.startswith("variant=")), "pointins")
+        setting = [o.replace("indoor-all", f"{a.kind}-all") for o in GRID[name]]  # the benchmark's own prior
+        over = [*sc[a.kind], "log_every=5", *[o for o in setting if not o.startswith("variant=")]]
+        variant = next((o.split("=", 1)[1] for o in setting if o.startswith("variant=")), "pointins")
         run_dir = out / name
         t0 = time.perf_counter()
         print(f"diagnose_rules: {a.kind} {name} ({a.steps} steps)", file=sys.stderr)
         _pretrain(a.kind, variant, a.seed, a.steps, data, run_dir, over, True)
-        results[name] = {"overrides": GRID[name], "seconds": time.perf_counter() - t0, **summarize(run_dir)}
+        results[name] = {"overrides": setting, "seconds": time.perf_counter() - t0, **summarize(run_dir)}
         _write(Path(a.out), a.kind, a.steps, results)
     return 0
 
