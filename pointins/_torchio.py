@@ -24,7 +24,7 @@ def _check_zip(path) -> None:
     beyond its size before torch reads it."""
     import zipfile
 
-    from pointins.data._safeio import MAX_NPZ_RATIO, max_bytes, open_regular
+    from pointins.data.readers._safeio import MAX_NPZ_RATIO, max_bytes, open_regular
 
     with open_regular(path) as f:
         if f.read(4) != b"PK\x03\x04":
@@ -45,7 +45,7 @@ def _check_zip(path) -> None:
 
 def torch_load(path, map_location="cpu"):
     """The object stored in ``path``, unpickled with ``weights_only=True``."""
-    from pointins.data._safeio import open_regular
+    from pointins.data.readers._safeio import open_regular
 
     try:
         _check_zip(path)

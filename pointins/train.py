@@ -339,7 +339,7 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     latest = folder / "latest"
     try:
-        from pointins.data._safeio import open_regular
+        from pointins.data.readers._safeio import open_regular
 
         with open_regular(latest) as f:
             text = f.read(4097)

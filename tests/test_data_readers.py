@@ -9,9 +9,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from pointins.data import DataError, PointCloudDataset, _lzf, find_scenes, read, write
+from pointins.data import DataError, PointCloudDataset, find_scenes, read, write
 from pointins.data import readers as R
 from pointins.data import writers as W
+from pointins.data.readers import _lzf
 
 HAS_LASPY = importlib.util.find_spec("laspy") is not None
 HAS_LAZ = HAS_LASPY and (

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pointins.data import DataError, PointCloudDataset, fuzz, read, write
-from pointins.data import _las as L
+from pointins.data.readers import las as L
 
 HAS_LASPY = importlib.util.find_spec("laspy") is not None
 HAS_LAZ = HAS_LASPY and fuzz._has_laz()

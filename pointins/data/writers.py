@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pointins.data import _lzf
+from pointins.data.readers import _lzf
 
 __all__ = [
     "write",

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pointins.data._safeio import max_bytes, read_bytes
+from pointins.data.readers._errors import DataError
+from pointins.data.readers._safeio import max_bytes, read_bytes
 
 __all__ = ["LasHeader", "parse_header", "read_las"]
 
@@ -39,8 +40,6 @@ class LasHeader:
 
 
 def _error(path, problem):
-    from pointins.data.readers import DataError
-
     return DataError(path, problem)
 
 

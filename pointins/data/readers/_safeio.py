@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pointins.data.readers._errors import DataError
+
 __all__ = ["MAX_BYTES", "check_npy_header", "max_bytes", "open_regular", "read_bytes"]
 
 MAX_BYTES = 16 * 2**30
@@ -39,8 +41,6 @@ def max_bytes() -> int:
 
 
 def _error(path, problem):
-    from pointins.data.readers import DataError
-
     return DataError(path, problem)
 
 

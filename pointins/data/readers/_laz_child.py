@@ -1,4 +1,4 @@
-"""Child process of :func:`pointins.data._las.read_las` for LAZ: ``python -I _laz_child.py PATH LIMIT COUNT``.
+"""Child process of :func:`pointins.data.readers.las.read_las` for LAZ: ``python -I _laz_child.py PATH LIMIT COUNT``.
 
 Decompresses with laspy under an address-space limit and writes the raw point records, an ``.npz`` holding
 one (COUNT, record length) uint8 array, to stdout. Exit 3: laspy or its LAZ backend is missing; 2: laspy
