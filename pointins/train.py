@@ -403,7 +403,8 @@ class MetricLog:
 
     COLUMNS = ("step", "epoch", "loss", "loss_sem", "loss_off", "lr", "weight_decay", "momentum", "teacher_temp",
                "mask_ratio", "pairs", "pseudo_instances", "offset_norm", "points_per_s", "step_s",
-               "dropped_points", "diag_teacher_cos", "diag_teacher_l1", "diag_raw_cos", "diag_raw_l1",
+               "dropped_points", "repaired_points", "diag_teacher_cos", "diag_teacher_l1", "diag_raw_cos",
+               "diag_raw_l1",
                "diag_student_cos", "diag_student_l1", "diag_scr_recall", "diag_scr_kept", "diag_scr_per_view",
                "diag_true_per_view", "diag_scr_k", "diag_grad_sem", "diag_grad_off")  # fmt: skip
 
@@ -598,6 +599,7 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
     model.train()
     last: dict = {}
     dropped = int(ck.get("dropped_points", 0)) if ck is not None else 0
+    repaired = int(ck.get("repaired_points", 0)) if ck is not None else 0
     t_last = time.perf_counter()
     step = start
     pending = False
@@ -613,6 +615,7 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
             batch = _to(batch, device)
             points = float(sum(batch[k]["coord"].shape[0] for k in ("global", "local") if k in batch))
             step_dropped = float(batch.get("dropped_points", 0))  # non-finite points the readers dropped
+            step_repaired = float(batch.get("repaired_points", 0))  # points whose NaN/Inf attributes were set to 0
             torch.manual_seed(_step_seed(cfg.seed, step, rank))
             gen = torch.Generator().manual_seed(_step_seed(cfg.seed + 1, step, rank))
             wd = cosine(cfg.weight_decay[0], cfg.weight_decay[1], progress_frac)
@@ -658,13 +661,14 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
             dt, t_last = now - t_last, now
             stats = dict(res.stats)
             loss_val = float(res.loss.detach()) if ok else float("nan")
-            vals = _all_mean([loss_val, stats["loss_sem"], stats["loss_off"], points * world / dt, step_dropped],
-                             device)  # fmt: skip
+            vals = _all_mean([loss_val, stats["loss_sem"], stats["loss_off"], points * world / dt, step_dropped,
+                              step_repaired], device)  # fmt: skip
             dropped += round(vals[4] * world)  # all ranks' scans
+            repaired += round(vals[5] * world)
             rec = {"step": step, "epoch": (step - 1) // sampler.steps_per_epoch, "loss": vals[0],
                    "loss_sem": vals[1], "loss_off": vals[2], "lr": opt.param_groups[-1]["lr"], "weight_decay": wd,
                    "grad_norm": gnorm, "points_per_s": vals[3], "step_s": dt, "skipped": not ok,
-                   "dropped_points": dropped}  # fmt: skip
+                   "dropped_points": dropped, "repaired_points": repaired}  # fmt: skip
             rec.update({k: v for k, v in stats.items() if k not in rec})
             last = rec
             if rank == 0:
@@ -683,7 +687,7 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
                 pending = True
             if pending and bad == 0:  # never checkpoint in the middle of a run of skipped steps
                 with phase("checkpoint"):
-                    _save(cfg, model, opt, sched, step, bad, out, rank, keys, in_ch, dropped)
+                    _save(cfg, model, opt, sched, step, bad, out, rank, keys, in_ch, dropped, repaired)
                     if rank == 0 and cfg.diagnostics:
                         _plot_diagnostics(out)
                 pending = False
@@ -764,11 +768,14 @@ def _init_backbone(backbone, cfg: TrainConfig, keys, rank: int) -> None:
               "entries, e.g. heads or a decoder, ignored)", file=sys.stderr)  # fmt: skip
 
 
-def _save(cfg, model, opt, sched, step, bad, out: Path, rank: int, keys, in_ch, dropped: int = 0) -> None:
+def _save(
+    cfg, model, opt, sched, step, bad, out: Path, rank: int, keys, in_ch, dropped: int = 0, repaired: int = 0
+) -> None:
     if rank == 0:
         name = f"ckpt_{step:07d}.pt"
         state = {
             "format": CKPT_FORMAT, "step": step, "bad_steps": bad, "config": cfg.to_dict(), "dropped_points": dropped,
+            "repaired_points": repaired,
             "student": model.student.state_dict(), "teacher": model.teacher.state_dict(),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
             "backbone_config": asdict(model.student.backbone.config), "feat_keys": list(keys), "in_channels": in_ch,
@@ -849,7 +856,9 @@ def main(argv: list[str] | None = None) -> int:
             msg += (f"last loss {last['loss']:.4f} (semantic {last['loss_sem']:.4f}, offset {last['loss_off']:.4f}), "
                     f"{last['points_per_s']:.0f} points/s; ")  # fmt: skip
             if last.get("dropped_points"):
-                msg += f"{last['dropped_points']} points with NaN/Inf values dropped by the readers; "
+                msg += f"{last['dropped_points']} points with NaN/Inf coordinates dropped by the readers; "
+            if last.get("repaired_points"):
+                msg += f"{last['repaired_points']} points with NaN/Inf normals/colours/intensities set to 0; "
         print(msg + f"outputs in {summary['out']}")
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -36,7 +36,9 @@ def _cloud(n=257, seed=0, labels=True):
 
 
 def _same(got, want, keys, atol=1e-6):
-    assert sorted(got) == sorted(keys), sorted(got)
+    assert sorted(got) == sorted([*keys, "coord_offset"]), sorted(got)
+    assert got["coord_offset"].dtype == np.float64 and got["coord_offset"].shape == (3,)
+    np.testing.assert_array_equal(got["coord_offset"], 0)  # small float32-range clouds are not re-centred
     for k in keys:
         assert got[k].shape == (want[k].reshape(len(want["coord"]), -1).shape if k in ("strength",) else want[k].shape)
         np.testing.assert_allclose(got[k].astype(np.float64), want[k].astype(np.float64), atol=atol, err_msg=k)

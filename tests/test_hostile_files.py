@@ -140,12 +140,15 @@ def test_pcd_points_checks(tmp_path):
     _refused(p, "negative")
     p.write_bytes(PCD.format(count="1 1 1", w=3, n=2, kind="ascii").encode() + b"0 0 0\n1 1 1\n")
     _refused(p, "POINTS 2 != WIDTH 3")
+    p.write_bytes(PCD.format(count="1 1 1", w=3, n=3, kind="ascii").encode() + b"0 0 0\n1 1 1\n")
+    _refused(p, "truncated: the header declares 3 points, the body has 2")
+    # PCL reads the declared points and ignores what follows them (pcd_io.cpp: readBodyASCII / readBodyBinary)
     p.write_bytes(PCD.format(count="1 1 1", w=2, n=2, kind="ascii").encode() + b"0 0 0\n1 1 1\n2 2 2\n")
-    _refused(p, "inconsistent: the header declares 2 points, the body has 3")
+    assert read(p)["coord"].tolist() == [[0, 0, 0], [1, 1, 1]]
     p.write_bytes(PCD.format(count="1 1 1", w=2, n=2, kind="ascii").encode() + b"0 0 0 5\n1 1\n")
     _refused(p, "row 0 has 4 values")
     p.write_bytes(PCD.format(count="1 1 1", w=2, n=2, kind="binary").encode() + bytes(25))
-    _refused(p, "inconsistent")
+    assert len(read(p)["coord"]) == 2
     p.write_bytes(PCD.format(count="1 1 1", w=2, n=2, kind="binary").encode() + bytes(23))
     _refused(p, "truncated")
 

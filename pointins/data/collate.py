@@ -88,7 +88,8 @@ def collate(samples: list[dict], feat_keys=None) -> dict:
 def _collate_views(samples: list[dict], feat_keys) -> dict:
     starts = np.concatenate([[0], np.cumsum([s["scene_points"] for s in samples])])
     out: dict = {"num_samples": len(samples), "names": [s.get("name") for s in samples],
-                 "dropped_points": sum(int(s.get("dropped_points", 0)) for s in samples)}  # fmt: skip
+                 "dropped_points": sum(int(s.get("dropped_points", 0)) for s in samples),
+                 "repaired_points": sum(int(s.get("repaired_points", 0)) for s in samples)}  # fmt: skip
     for kind in ("global", "local"):
         nviews = len(samples[0][kind])
         if any(len(s[kind]) != nviews for s in samples):

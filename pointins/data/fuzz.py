@@ -1,7 +1,9 @@
 """Fuzzing the readers: ``python -m pointins.data.fuzz`` (the test suite runs a short seeded round).
 
 Valid files of every format the package reads are written with :mod:`pointins.data.writers` (plus a few built
-by hand: a PLY whose face list precedes its vertices, a structured NPY), then mutated (byte flips, insertions,
+by hand: a PLY whose face list precedes its vertices, a structured NPY) and, in a checkout, taken from the
+real-world corpus (``tests/data/realworld/``: files PCL, PDAL, LASzip, laspy and Open3D wrote; :data:`REAL_SEEDS`),
+then mutated (byte flips, insertions,
 deletions, truncations, header-field edits with boundary values, duplicated header lines) and read with
 :func:`pointins.data.read` in **child processes** with an address-space limit and a per-file timeout. A case
 passes when the read
@@ -45,7 +47,29 @@ __all__ = ["FORMATS", "FuzzReport", "make_seeds", "mutate", "run"]
 
 FORMATS = ("ply-ascii", "ply-le", "ply-be", "ply-faces-first", "pcd-ascii", "pcd-binary", "pcd-compressed",
            "las", "laz", "npy", "npy-structured", "npz", "txt", "csv", "kitti", "nuscenes-lidarseg",
-           "nuscenes-panoptic", "pointcept")  # fmt: skip
+           "nuscenes-panoptic", "pointcept", "pcd-compressed-pcl", "pcd-rgb-pcl", "pcd-ascii-pcl", "pcd-binary-pcl",
+           "pcd-binary-pdal", "pcd-organized-pcl", "pcd-compressed-open3d", "ply-le-open3d", "ply-ascii-pdal",
+           "las-14-evlr-laspy", "las-utm-pdal", "laz-laszip", "laz-14-fmt8-laspy")  # fmt: skip
+
+
+#: seeds from the real-world corpus (tests/data/realworld/, files written by the formats' own tools): name ->
+#: (file, the format whose oracle judges it)
+REAL_SEEDS = {
+    "pcd-compressed-pcl": ("pointcloudlibrary__test__bun0.pcd", "pcd-compressed"),
+    "pcd-rgb-pcl": ("pointcloudlibrary__test__car6.pcd", "pcd-compressed"),
+    "pcd-ascii-pcl": ("pointcloudlibrary__test__bun4.pcd", "pcd-ascii"),
+    "pcd-binary-pcl": ("pointcloudlibrary__test__colored_cloud.pcd", "pcd-binary"),
+    "pcd-binary-pdal": ("pdal__test__data__pcd__autzen-utm.pcd", "pcd-binary"),
+    "pcd-organized-pcl": ("pointcloudlibrary__test__2d__erosion_binary.pcd", "pcd-compressed"),
+    "pcd-compressed-open3d": ("open3d-compressed.pcd", "pcd-compressed"),
+    "ply-le-open3d": ("open3d-binary.ply", "ply-le"),
+    "ply-ascii-pdal": ("pdal__test__data__ply__mesh.ply", "ply-ascii"),
+    "las-14-evlr-laspy": ("laspy__tests__data__1_4_w_evlr.las", "las"),
+    "las-utm-pdal": ("pdal__test__data__autzen__autzen-utm.las", "las"),
+    "laz-laszip": ("pdal__test__data__laszip__laszip-generated.laz", "laz"),
+    "laz-14-fmt8-laspy": ("laspy-1.4-fmt8.laz", "laz"),
+}
+REALWORLD = Path(__file__).resolve().parents[2] / "tests" / "data" / "realworld"
 
 
 def _cloud(rng: np.random.Generator, n: int) -> dict:
@@ -136,6 +160,13 @@ def make_seeds(folder: Path, seed: int = 0, n: int = 40) -> dict[str, dict]:
     pc = folder / "scene0000_00"
     w.write_pointcept(pc, d)
     add("pointcept", pc, sorted(pc.glob("*.npy")), "pointcept")
+    for name, (file, _) in REAL_SEEDS.items():  # files the formats' own tools wrote, where the checkout has them
+        src = REALWORLD / file
+        if src.is_file() and (not name.startswith("laz") or _has_laz()):
+            dest = folder / "real" / name / file
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dest)
+            add(name, dest)
     return seeds
 
 
@@ -224,6 +255,7 @@ def mutate(data: bytes, rng: random.Random) -> tuple[bytes, str]:
 def declared(fmt: str, files: list[Path]) -> tuple[int | None, bool]:
     """(points the header declares or None when it cannot say, whether the header fixes the file size and the
     size agrees). Parsing is deliberately simple: when this cannot parse the header, it does not judge."""
+    fmt = REAL_SEEDS[fmt][1] if fmt in REAL_SEEDS else fmt  # a real-world seed is judged as its format
     main = files[0]
     try:
         data = main.read_bytes() if main.is_file() else b""
@@ -260,9 +292,9 @@ def declared(fmt: str, files: list[Path]) -> tuple[int | None, bool]:
                 if t and not t[0].startswith("#"):
                     head[t[0].upper()] = t[1:]
             count = int(head["POINTS"][0])
-            if fmt == "pcd-binary":
+            if fmt == "pcd-binary":  # PCL reads the declared points and ignores bytes after them
                 size = sum(int(s) * int(c) for s, c in zip(head["SIZE"], head.get("COUNT", ["1"] * 99), strict=False))
-                return count, hend + count * size == len(data)
+                return count, hend + count * size <= len(data)
             return count, True
         if fmt == "las" or fmt == "laz":
             minor = data[25]
@@ -271,6 +303,8 @@ def declared(fmt: str, files: list[Path]) -> tuple[int | None, bool]:
                 count = struct.unpack_from("<Q", data, 247)[0]
             if fmt == "las":
                 off, rec = struct.unpack_from("<I", data, 96)[0], struct.unpack_from("<H", data, 105)[0]
+                if minor >= 3:  # waveform packets or EVLRs may follow the points
+                    return count, off + count * rec <= len(data)
                 return count, off + count * rec == len(data)
             return count, True
         if fmt.startswith("npy"):

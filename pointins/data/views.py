@@ -301,6 +301,7 @@ class ViewDataset:
         views["scene_points"] = len(scene["coord"])
         views["name"] = raw.get("name", str(i))
         views["dropped_points"] = int(raw.get("dropped_points", 0))  # non-finite points the reader dropped
+        views["repaired_points"] = int(raw.get("repaired_points", 0))  # points whose NaN/Inf attributes were zeroed
         if in_worker and _timing.enabled():
             views["_timing"] = _timing.take()  # a worker's phases travel with its sample
         return views

@@ -58,6 +58,18 @@ def _check(data: dict) -> int:
     return n
 
 
+def _absolute(data: dict) -> tuple[np.ndarray, bool]:
+    """The absolute coordinates: ``coord`` plus ``coord_offset`` (what the readers re-centred) in float64, and
+    whether there was an offset (then the writers keep float64 where the format can; see the readers' rule)."""
+    off = np.asarray(data.get("coord_offset", np.zeros(3)), np.float64).reshape(-1)
+    if off.shape != (3,) or not np.isfinite(off).all():
+        raise ValueError(f"pointins.data.writers: coord_offset must be 3 finite numbers, got {off.tolist()}.")
+    coord = np.asarray(data["coord"])
+    if not off.any():
+        return coord, False
+    return coord.astype(np.float64) + off, True
+
+
 def _strength(data: dict) -> np.ndarray:
     return np.asarray(data["strength"], np.float32).reshape(-1)
 
@@ -73,6 +85,10 @@ def write_pointcept(folder: str | os.PathLike, data: dict) -> None:
         if k not in data:
             continue
         a = np.asarray(data[k])
+        if k == "coord":
+            a, shifted = _absolute(data)
+            if shifted:  # float32 would lose the georeference's precision: Pointcept's loaders cast on load
+                dtypes = {**dtypes, "coord": np.float64}
         if k == "color":
             a = np.clip(np.round(a), 0, 255)
         a = a.astype(dtypes.get(k, np.int32))
@@ -87,11 +103,16 @@ def write_npy(path, data: dict) -> None:
     :func:`pointins.data.readers.read` infers); with labels: a structured array with named fields."""
     _check(data)
     arr, names = _columns(data)
+    shifted = _absolute(data)[1]
     if "segment" in data or "instance" in data or ("normal" in data and "color" not in data):
-        rec = np.empty(len(arr), [(name, np.float32) for name in names])
+        rec = np.empty(
+            len(arr), [(name, np.float64 if shifted and j < 3 else np.float32) for j, name in enumerate(names)]
+        )
         for j, name in enumerate(names):
             rec[name] = arr[:, j]
         arr = rec
+    elif not shifted:
+        arr = arr.astype(np.float32)
     with _atomic(path) as tmp, open(tmp, "wb") as f:
         np.save(f, arr)
 
@@ -100,11 +121,13 @@ def write_npz(path, data: dict) -> None:
     """Named arrays (``coord``, ``color``, ...), compressed."""
     _check(data)
     with _atomic(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **{k: np.asarray(data[k]) for k in KEYS if k in data})
+        np.savez_compressed(
+            f, **{k: _absolute(data)[0] if k == "coord" else np.asarray(data[k]) for k in KEYS if k in data}
+        )
 
 
 def _columns(data: dict) -> tuple[np.ndarray, list[str]]:
-    cols, names = [np.asarray(data["coord"], np.float64)], ["x", "y", "z"]
+    cols, names = [np.asarray(_absolute(data)[0], np.float64)], ["x", "y", "z"]
     if "color" in data:
         cols.append(np.asarray(data["color"], np.float64))
         names += ["red", "green", "blue"]
@@ -118,13 +141,15 @@ def _columns(data: dict) -> tuple[np.ndarray, list[str]]:
         if k in data:
             cols.append(np.asarray(data[k], np.float64).reshape(-1, 1))
             names.append(name)
-    return np.concatenate(cols, 1).astype(np.float32), names
+    return np.concatenate(cols, 1), names
 
 
 def write_txt(path, data: dict, header: bool = True, delimiter: str = " ") -> None:
     """Whitespace (or ``delimiter``) separated columns, with a ``x y z red ...`` header line by default."""
     _check(data)
     arr, names = _columns(data)
+    if not _absolute(data)[1]:
+        arr = arr.astype(np.float32).astype(np.float64)  # the values a float32 cloud holds, printed as before
     fmt = ["%.6f"] * 3 + ["%.8g"] * (arr.shape[1] - 3)
     with _atomic(path) as tmp:
         np.savetxt(tmp, arr, fmt=fmt, delimiter=delimiter, header=delimiter.join(names) if header else "", comments="")
@@ -137,7 +162,8 @@ _PLY_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.
 
 def _fields(data: dict) -> list[tuple[str, np.ndarray]]:
     n = _check(data)
-    coord = np.asarray(data["coord"], np.float32)
+    coord, shifted = _absolute(data)
+    coord = np.asarray(coord, np.float64 if shifted else np.float32)  # doubles keep a georeference
     f = [("x", coord[:, 0]), ("y", coord[:, 1]), ("z", coord[:, 2])]
     if "normal" in data:
         nrm = np.asarray(data["normal"], np.float32)
@@ -250,7 +276,7 @@ def write_kitti(velodyne_path, data: dict, label_path=None, raw_semantic: np.nda
     instance id in the high 16 bits."""
     n = _check(data)
     pts = np.zeros((n, 4), np.float32)
-    pts[:, :3] = data["coord"]
+    pts[:, :3] = _absolute(data)[0]
     if "strength" in data:
         pts[:, 3] = _strength(data)
     with _atomic(velodyne_path) as tmp:
@@ -269,7 +295,7 @@ def write_nuscenes(pcd_bin_path, data: dict, lidarseg_path=None, panoptic_path=N
     instance 0 meaning none). ``raw_semantic`` are nuScenes' 32 raw category indices."""
     n = _check(data)
     pts = np.zeros((n, 5), np.float32)
-    pts[:, :3] = data["coord"]
+    pts[:, :3] = _absolute(data)[0]
     if "strength" in data:
         pts[:, 3] = _strength(data) * 255.0
     with _atomic(pcd_bin_path) as tmp:
@@ -292,7 +318,7 @@ def write_las(path, data: dict) -> None:
     except ImportError as e:
         raise ImportError("write_las needs laspy: pip install laspy (and lazrs for .laz).") from e
     _check(data)
-    coord = np.asarray(data["coord"], np.float64)
+    coord = np.asarray(_absolute(data)[0], np.float64)
     header = laspy.LasHeader(point_format=3 if "color" in data else 1, version="1.2")
     header.offsets = coord.min(0) if len(coord) else np.zeros(3)
     header.scales = np.array([1e-4, 1e-4, 1e-4])

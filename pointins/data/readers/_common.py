@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from pointins.data.readers._errors import DataError
@@ -130,14 +132,65 @@ def _labels(a: np.ndarray, k: str, n: int, path) -> np.ndarray:
     return a.astype(np.int64)
 
 
-def _finish(out: dict, path, nan: str) -> dict[str, np.ndarray]:
-    """Cast to the convention; check dtypes, shapes, label ranges and finiteness."""
+#: coordinates stored with more precision than float32 (float64, integers, LAS) are re-centred when their largest
+#: magnitude reaches this (float32's spacing there is 0.5 mm); LAS/LAZ use their own scale instead (see _offset)
+RECENTRE_ABOVE = 4096.0
+#: what a non-finite attribute value is replaced with (the point is kept; its coordinates are fine)
+REPAIR_VALUE = {"normal": 0.0, "color": 0.0, "strength": 0.0}
+
+
+@dataclass(frozen=True)
+class ReadCounts:
+    """What :func:`pointins.data.readers.read_counted` changed in a file: points dropped for non-finite coordinates
+    (``nan="drop"``) and, per attribute, points whose non-finite values were repaired (see ``REPAIR_VALUE``)."""
+
+    dropped: int = 0
+    repaired: dict = field(default_factory=dict)
+
+    @property
+    def repaired_points(self) -> int:
+        return sum(self.repaired.values())
+
+    def __bool__(self) -> bool:
+        return bool(self.dropped or self.repaired_points)
+
+    def describe(self) -> str:
+        parts = [f"{self.dropped} points with NaN/Inf coordinates dropped"] if self.dropped else []
+        parts += [f"{n} NaN/Inf {k} values set to {REPAIR_VALUE[k]:g}" for k, n in self.repaired.items()]
+        return "; ".join(parts)
+
+
+def _offset(coord: np.ndarray, scale) -> np.ndarray:
+    """The re-centring rule: ``coord_offset`` is the bounding box's centre rounded to whole units, per axis, when
+    float32 cannot hold the file's coordinates to their own precision -- LAS/LAZ (integers times ``scale``): when
+    their largest magnitude reaches ``2**22 * scale`` (float32's spacing there is a quarter of the scale); other
+    sources stored in float64 or as integers: from :data:`RECENTRE_ABOVE`. Float32 sources are never re-centred
+    (their values come back bit for bit). Zero otherwise."""
+    zero = np.zeros(3, np.float64)
+    if coord.dtype == np.float32 or len(coord) == 0:
+        return zero
+    c = coord.astype(np.float64, copy=False)
+    fin = np.isfinite(c).all(1)
+    if not fin.any():
+        return zero
+    lo, hi = c[fin].min(0), c[fin].max(0)
+    limit = RECENTRE_ABOVE if scale is None else float(2**22 * np.min(np.abs(scale)))
+    if max(np.abs(lo).max(), np.abs(hi).max()) < limit:
+        return zero
+    return np.round((lo + hi) / 2)
+
+
+def _finish(out: dict, path, nan: str) -> tuple[dict[str, np.ndarray], ReadCounts]:
+    """Cast to the convention; check dtypes, shapes and label ranges; re-centre large coordinates (``coord_offset``);
+    drop (or refuse) points with non-finite coordinates and repair non-finite attributes, counting both."""
     coord = _numeric(out["coord"], "coord", path)
     if coord.ndim != 2 or coord.shape[1] != 3:
         raise DataError(path, f"coordinates must be (N, 3), got shape {coord.shape}")
     n = len(coord)
+    offset = _offset(coord, out.get("_scale"))
     with np.errstate(over="ignore", invalid="ignore"):
-        res = {"coord": coord.astype(np.float32)}
+        shifted = coord.astype(np.float64) - offset if offset.any() else coord
+        res = {"coord": shifted.astype(np.float32)}
         for k in ("color", "normal", "strength"):
             if k in out:
                 a = _numeric(out[k], k, path)
@@ -150,24 +203,27 @@ def _finish(out: dict, path, nan: str) -> dict[str, np.ndarray]:
     for k in ("segment", "instance"):
         if k in out:
             res[k] = _labels(_numeric(out[k], k, path), k, n, path)
+    if "grid_index" in out:
+        res["grid_index"] = np.asarray(out["grid_index"], np.int64)
     bad = ~np.isfinite(res["coord"]).all(1)
-    what = "coordinates"
+    if bad.any() and nan != "drop":
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(path, f"{int(bad.sum())} of {n} points have NaN/Inf coordinates (first at row {first}); pass "
+                        "nan='drop' to drop them (organized PCD scans mark missing returns this way)")  # fmt: skip
+    repaired = {}
     for k in ("color", "normal", "strength"):
         if k in res:
-            badk = ~np.isfinite(res[k]).all(1)
+            badk = ~np.isfinite(res[k]).all(1) & ~bad
             if badk.any():
-                bad |= badk
-                what = "values"
-    res["_dropped"] = int(bad.sum())
+                a = res[k].copy()
+                a[~np.isfinite(a)] = REPAIR_VALUE[k]
+                if k == "normal":
+                    a[badk] = REPAIR_VALUE[k]  # a normal with any non-finite component is unknown as a whole
+                res[k] = a
+                repaired[k] = int(badk.sum())
     if bad.any():
-        if nan == "drop":
-            res = {k: v[~bad] for k, v in res.items() if k != "_dropped"}
-            res["_dropped"] = int(bad.sum())
-        else:
-            first = int(np.flatnonzero(bad)[0])
-            raise DataError(
-                path,
-                f"{int(bad.sum())} of {n} points have NaN/Inf {what} (first at row {first}); pass "
-                f"nan='drop' to drop them (organized PCD scans mark missing returns this way)",
-            )
-    return res
+        res = {k: v[~bad] for k, v in res.items()}
+    res["coord_offset"] = offset
+    if "grid_shape" in out:
+        res["grid_shape"] = np.asarray(out["grid_shape"], np.int64)
+    return res, ReadCounts(int(bad.sum()), repaired)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from pointins.data.readers._common import _finish, _from_columns
+from pointins.data.readers._common import ReadCounts, _finish, _from_columns
 from pointins.data.readers._errors import DataError
 from pointins.data.readers.las import read_las as _read_las
 from pointins.data.readers.pcd import _read_pcd
@@ -37,7 +38,8 @@ def read(
         segment_key: Pointcept folders: which semantic file (default ``segment``, else ``segment20``, else
             ``segment200``; ScanNet200 is ``segment_key="segment200"``).
         learning_map: map SemanticKITTI / nuScenes raw ids to their evaluated classes (ignore = -1).
-        nan: ``"raise"`` (default) or ``"drop"`` points with non-finite coordinates.
+        nan: ``"raise"`` (default) or ``"drop"`` points with non-finite coordinates. Non-finite attributes
+            (normal, colour, intensity) are set to 0 in either mode and counted (a warning here).
         **labels: explicit label files: ``label_path=`` (SemanticKITTI), ``lidarseg=`` / ``panoptic=`` (nuScenes).
 
     Raises:
@@ -48,10 +50,12 @@ def read(
     >>> path = os.path.join(tempfile.mkdtemp(), "two.ply")
     >>> write(path, {"coord": np.zeros((2, 3)), "segment": np.array([1, 2])})
     >>> data = read(path)
-    >>> sorted(data), data["coord"].dtype.name, data["segment"].tolist()
-    (['coord', 'segment'], 'float32', [1, 2])
+    >>> sorted(data), data["coord"].dtype.name, data["segment"].tolist(), data["coord_offset"].tolist()
+    (['coord', 'coord_offset', 'segment'], 'float32', [1, 2], [0.0, 0.0, 0.0])
     """
-    data, _ = read_counted(path, kind=kind, segment_key=segment_key, learning_map=learning_map, nan=nan, **labels)
+    data, counts = read_counted(path, kind=kind, segment_key=segment_key, learning_map=learning_map, nan=nan, **labels)
+    if counts:
+        warnings.warn(f"pointins.data.read: {path}: {counts.describe()}", stacklevel=2)
     return data
 
 
@@ -63,8 +67,10 @@ def read_counted(
     learning_map: bool = True,
     nan: str = "raise",
     **labels,
-) -> tuple[dict[str, np.ndarray], int]:
-    """:func:`read`, plus the number of points dropped for non-finite values (``nan="drop"``)."""
+) -> tuple[dict[str, np.ndarray], ReadCounts]:
+    """:func:`read`, plus what was changed: a :class:`ReadCounts` of the points dropped for non-finite coordinates
+    (``nan="drop"``) and, per attribute, the points whose non-finite values were repaired. Nothing is printed: the
+    caller logs the counts (:class:`PointCloudDataset` and training do)."""
     path = Path(path)
     if nan not in ("raise", "drop"):
         raise ValueError(f"pointins.data.read: nan must be 'raise' or 'drop', got {nan!r}.")
@@ -102,8 +108,7 @@ def read_counted(
     if kind not in readers:
         raise DataError(path, f"unknown point-cloud format {path.suffix!r}; readable: {', '.join(SUFFIXES)}")
     try:
-        out = _finish(readers[kind](), path, nan)
-        return out, out.pop("_dropped")
+        return _finish(readers[kind](), path, nan)
     except DataError:
         raise
     except (OSError, MemoryError) as e:

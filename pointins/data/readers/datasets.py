@@ -139,12 +139,13 @@ def _nuscenes_scenes(root: Path, tables: list[Path], split: str | None) -> list[
 class PointCloudDataset:
     """A folder of scans as a map-style dataset (``torch.utils.data.Dataset`` protocol).
 
-    ``dataset[i]`` is :func:`read` of scene ``i`` plus ``name`` and ``dropped_points``, passed through
-    ``transform`` when given.
+    ``dataset[i]`` is :func:`read` of scene ``i`` plus ``name``, ``dropped_points`` and ``repaired_points``,
+    passed through ``transform`` when given.
 
-    Points with NaN/Inf coordinates or features are **dropped** by default (``nan="drop"``; organized scans
-    mark missing returns that way) and counted: ``dropped_points`` in each item, and the running total in
-    :attr:`dropped` (of this process). ``nan="raise"`` refuses such scans instead. A scan left with fewer than
+    Points with NaN/Inf coordinates are **dropped** by default (``nan="drop"``; organized scans mark missing
+    returns that way) and counted: ``dropped_points`` in each item, and the running total in :attr:`dropped` (of
+    this process). Points whose normal, colour or intensity is NaN/Inf keep their place with that value set to 0:
+    ``repaired_points`` and :attr:`repaired`. ``nan="raise"`` refuses such scans instead. A scan left with fewer than
     ``min_points`` points is treated as unreadable. With ``on_error="skip"`` an unreadable scan is reported
     (a warning naming the file and the problem, and an entry in :attr:`skipped`) and the next readable scene
     is returned instead; :meth:`check` reads every scene up front and drops the broken ones.
@@ -166,6 +167,7 @@ class PointCloudDataset:
             raise DataError(root, f"no scenes found{f' for split {split!r}' if split else ''} (readable: {SUFFIXES})")
         self.skipped: list[tuple[str, str]] = []
         self.dropped = 0
+        self.repaired = 0
         meta = self.root / "meta.json"
         self.meta = None
         if self.root.is_dir() and meta.is_file():
@@ -181,15 +183,17 @@ class PointCloudDataset:
 
     def load(self, i: int) -> dict:
         ref = self.scenes[i]
-        data, dropped = read_counted(
+        data, counts = read_counted(
             ref.path, kind=ref.kind, **dict(ref.labels), **{"nan": self.nan, **self.read_kwargs}
         )
         if len(data["coord"]) < self.min_points:
-            why = f" after dropping {dropped} with NaN/Inf values" if dropped else ""
+            why = f" after dropping {counts.dropped} with NaN/Inf coordinates" if counts.dropped else ""
             raise DataError(ref.path, f"only {len(data['coord'])} points{why}; fewer than min_points={self.min_points}")
-        self.dropped += dropped
+        self.dropped += counts.dropped
+        self.repaired += counts.repaired_points
         data["name"] = ref.name
-        data["dropped_points"] = dropped
+        data["dropped_points"] = counts.dropped
+        data["repaired_points"] = counts.repaired_points
         return data
 
     def __getitem__(self, i: int) -> dict:

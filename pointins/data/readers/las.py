@@ -110,7 +110,7 @@ def _decode_records(buf: bytes, h: LasHeader) -> dict:
         return rec[:, at : at + np.dtype(dtype).itemsize * width].copy().view(dtype)
 
     xyz = field(0, "<i4", 3).astype(np.float64) * h.scale + h.offset
-    out = {"coord": xyz}
+    out = {"coord": xyz, "_scale": h.scale}
     if h.format in RGB_AT:
         c = field(RGB_AT[h.format], "<u2", 3).astype(np.float64)
         out["color"] = c / 257.0 if c.max(initial=0) > 255 else c
@@ -140,7 +140,15 @@ def read_las(path) -> dict:
     at, length = laszip[0]
     if length < 34:
         raise _error(path, f"the LASzip VLR is {length} bytes, shorter than its 34-byte fixed part")
+    (compressor,) = struct.unpack_from("<H", raw, at)
     (chunk_size,) = struct.unpack_from("<I", raw, at + 12)
+    if compressor not in (2, 3):  # 1: pointwise, from LASzip before 2.0 (no chunks); lazrs decodes 2 and 3 only
+        raise _error(
+            path,
+            f"LASzip compressor {compressor} ({'pointwise, LASzip before 2.0' if compressor == 1 else 'unknown'}) "
+            "is not supported by the lazrs decoder (laspy refuses it too); decompress it with LAStools "
+            "(laszip -i in.laz -o out.las) or PDAL (pdal translate in.laz out.las) and read the LAS",
+        )
     if h.point_offset + 8 > h.body_end:
         raise _error(path, "truncated: LAZ point data lacks its chunk-table offset")
     (table,) = struct.unpack_from("<q", raw, h.point_offset)

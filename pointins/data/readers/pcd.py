@@ -89,10 +89,11 @@ def _read_pcd(path) -> dict:
     cols: dict[str, np.ndarray] = {}
     if data_kind == "ascii":
         width = sum(counts)
-        rows = [ln for ln in raw[pos:].decode("ascii", "replace").split("\n") if ln.strip()]
-        if len(rows) != n:
-            kind = "truncated" if len(rows) < n else "inconsistent"
-            raise DataError(path, f"{kind}: the header declares {n} points, the body has {len(rows)} rows")
+        body = raw[pos:].decode("ascii", "replace").replace(",", " ")  # commas separate values in PDAL's files too
+        rows = [ln for ln in body.split("\n") if ln.strip()]
+        if len(rows) < n:
+            raise DataError(path, f"truncated: the header declares {n} points, the body has {len(rows)} rows")
+        rows = rows[:n]  # PCL reads the declared points and ignores what follows
         widths = np.fromiter((len(r.split()) for r in rows), np.int64, n)
         badrow = np.flatnonzero(widths != width)
         if badrow.size:
@@ -121,9 +122,8 @@ def _read_pcd(path) -> dict:
             [(f"f{i}", d, (c,)) if c > 1 else (f"f{i}", d) for i, (d, c) in enumerate(zip(dts, counts, strict=True))]
         )
         have = len(raw) - pos
-        if have != n * dt.itemsize:
-            kind = "truncated" if have < n * dt.itemsize else "inconsistent"
-            raise DataError(path, f"{kind}: {n} points need {n * dt.itemsize} bytes after the header, found {have}")
+        if have < n * dt.itemsize:  # PCL refuses a short body and ignores bytes after the declared points
+            raise DataError(path, f"truncated: {n} points need {n * dt.itemsize} bytes after the header, found {have}")
         rec = np.frombuffer(raw, dt, n, pos)
         cols = {name: rec[f"f{i}"] for i, name in enumerate(names)}
     elif data_kind == "binary_compressed":
@@ -131,9 +131,8 @@ def _read_pcd(path) -> dict:
             raise DataError(path, "truncated: binary_compressed data lacks its size header")
         csize, usize = (int(v) for v in np.frombuffer(raw, "<u4", 2, pos))
         have = len(raw) - pos - 8
-        if have != csize:
-            kind = "truncated" if have < csize else "inconsistent"
-            raise DataError(path, f"{kind}: {csize} compressed bytes announced, {have} present")
+        if have < csize:  # PCL pads its files after the compressed block; it refuses only a short one
+            raise DataError(path, f"truncated: {csize} compressed bytes announced, {have} present")
         need = n * point_bytes
         if usize != need:
             raise DataError(path, f"binary_compressed announces {usize} bytes, {n} points need {need}")
@@ -159,4 +158,8 @@ def _read_pcd(path) -> dict:
                 raise DataError(path, f"PCD field {key} must have COUNT 1")
             packed = packed.view(np.uint32) if packed.dtype.itemsize == 4 else packed.astype(np.uint32)
             cols["red"], cols["green"], cols["blue"] = (packed >> 16) & 255, (packed >> 8) & 255, packed & 255
-    return _from_columns({k: v for k, v in cols.items() if np.asarray(v).ndim == 1}, path, color_scale=1.0)
+    out = _from_columns({k: v for k, v in cols.items() if np.asarray(v).ndim == 1}, path, color_scale=1.0)
+    if height > 1 and width_ >= 0:  # an organized cloud: keep the sensor grid (rows of WIDTH points)
+        out["grid_shape"] = np.array([height, width_], np.int64)
+        out["grid_index"] = np.arange(n, dtype=np.int64)
+    return out
