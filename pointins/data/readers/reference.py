@@ -84,25 +84,17 @@ def _pcd(path) -> dict:
     return out
 
 
-def _pcd_open3d(path) -> dict:
+def _open3d(path, fmt: str) -> dict:
+    """Open3D's reader (PCD or PLY). Colours only for PCD: Open3D stores them as fractions, and a PLY's 8-bit
+    values do not always come back exactly from ``c / 255 * 255``."""
     import open3d as o3d
 
-    pc = o3d.io.read_point_cloud(os.fspath(path), format="pcd", remove_nan_points=False, remove_infinite_points=False)
+    pc = o3d.io.read_point_cloud(os.fspath(path), format=fmt, remove_nan_points=False, remove_infinite_points=False)
     out = {"coord": np.asarray(pc.points, np.float64)}
     if pc.has_normals():
         out["normal"] = np.asarray(pc.normals, np.float64)
-    if pc.has_colors():
+    if fmt == "pcd" and pc.has_colors():
         out["color"] = np.asarray(pc.colors, np.float64) * 255.0
-    return out
-
-
-def _ply_open3d(path) -> dict:
-    import open3d as o3d
-
-    pc = o3d.io.read_point_cloud(os.fspath(path), format="ply", remove_nan_points=False, remove_infinite_points=False)
-    out = {"coord": np.asarray(pc.points, np.float64)}
-    if pc.has_normals():
-        out["normal"] = np.asarray(pc.normals, np.float64)
     return out
 
 
@@ -122,7 +114,13 @@ def read_reference(path: str | os.PathLike, reader: str | None = None) -> dict:
     reader = reader or reference_for(path)
     if reader == "open3d":
         reader = "open3d-ply" if os.fspath(path).lower().endswith(".ply") else "open3d-pcd"
-    readers = {"laspy": _las, "pypcd4": _pcd, "open3d-pcd": _pcd_open3d, "open3d-ply": _ply_open3d, "plyfile": _ply}
+    readers = {
+        "laspy": _las,
+        "pypcd4": _pcd,
+        "plyfile": _ply,
+        "open3d-pcd": lambda p: _open3d(p, "pcd"),
+        "open3d-ply": lambda p: _open3d(p, "ply"),
+    }
     fn = readers.get(reader)
     if fn is None:
         raise ValueError(f"read_reference: no reference reader {reader!r} (laspy, pypcd4, open3d, plyfile)")
