@@ -321,13 +321,19 @@ def test_fuzz_short_seeded_run(tmp_path):
 
 
 def test_fuzz_oracle_catches_a_lenient_reader(tmp_path, monkeypatch):
-    """The harness is not vacuous: a reader that ignores trailing bytes, or crashes, is reported."""
+    """The harness is not vacuous: a reader that ignores trailing bytes where the format's tools refuse them, or
+    crashes, is reported; bytes after a PCD body, which PCL reads past, are not held against a read."""
     seeds = fuzz.make_seeds(tmp_path / "s")
-    f = tmp_path / "s" / "pcd-binary.pcd"
+    f = tmp_path / "s" / "be.ply"
     f.write_bytes(f.read_bytes() + bytes(16))
-    assert fuzz._judge({"outcome": "ok", "points": 40}, "pcd-binary", [f]) is not None
-    assert fuzz._judge({"outcome": "crash"}, "pcd-binary", [f]) is not None
-    assert fuzz._judge({"outcome": "DataError"}, "pcd-binary", [f]) is None
+    assert fuzz._judge({"outcome": "ok", "points": 40}, "ply-be", [f]) is not None
+    assert fuzz._judge({"outcome": "crash"}, "ply-be", [f]) is not None
+    assert fuzz._judge({"outcome": "DataError"}, "ply-be", [f]) is None
+    g = tmp_path / "s" / "pcd-binary.pcd"
+    g.write_bytes(g.read_bytes() + bytes(16))
+    assert fuzz._judge({"outcome": "ok", "points": 40}, "pcd-binary", [g]) is None
+    g.write_bytes(g.read_bytes()[:-40])  # now shorter than the declared points: a read is wrong
+    assert fuzz._judge({"outcome": "ok", "points": 40}, "pcd-binary", [g]) is not None
     assert "ply-le" in seeds
     data, what = fuzz.mutate(
         b"ply\nformat ascii 1.0\nelement vertex 3\nend_header\n1 2 3\n", __import__("random").Random(1)
