@@ -1,0 +1,93 @@
+"""Drop-in layers (pointins.compat): torch_scatter's API on our kernels, checked against PyTorch's own
+scatter_reduce on random inputs, and against torch_scatter's own test suite where a checkout is present."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import pointins.compat
+from pointins.compat import torch_scatter as ts
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCH = {"sum": "sum", "mean": "mean", "min": "amin", "max": "amax", "mul": "prod"}
+
+
+def _reference(src, index, dim, size, reduce):
+    """PyTorch's scatter_reduce with torch_scatter's conventions (empty entries 0, 1 for a product)."""
+    index = ts.broadcast(index, src, dim)
+    shape = list(src.shape)
+    shape[dim] = size
+    base = torch.zeros(shape, dtype=src.dtype)
+    out = base.scatter_reduce(dim, index, src, TORCH[reduce], include_self=False)
+    if reduce == "mul":
+        count = torch.zeros(shape).scatter_add(dim, index, torch.ones(index.shape))
+        out = torch.where(count > 0, out, torch.ones_like(out))
+    return out
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "min", "max", "mul"])
+@pytest.mark.parametrize("full_index", [False, True])
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_scatter_matches_torch(reduce, full_index, dim):
+    g = torch.Generator().manual_seed(hash((reduce, full_index, dim)) % 2**31)
+    src = torch.randn(7, 5, 3, generator=g, dtype=torch.float64)
+    d = dim % src.dim()
+    size = 6
+    index = torch.randint(0, size, src.shape if full_index else (src.shape[d],), generator=g)
+    got = ts.scatter(src, index, dim, dim_size=size, reduce=reduce)
+    want = _reference(src, index, d, size, reduce)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_arg_conventions_and_out():
+    src = torch.tensor([1.0, 3, 2, 4, 5, 6])
+    index = torch.tensor([0, 1, 0, 1, 1, 3])
+    val, arg = ts.scatter_max(src, index)
+    assert val.tolist() == [2, 5, 0, 6] and arg.tolist() == [2, 4, 6, 5]  # empty segment: value 0, arg N
+    out = torch.full((4,), 4.5)
+    val, arg = ts.scatter_max(src, index, out=out)
+    assert val is out and out.tolist() == [4.5, 5, 4.5, 6] and arg.tolist() == [6, 4, 6, 5]  # out takes part
+    total = torch.ones(4)
+    assert ts.scatter_sum(src, index, out=total) is total and total.tolist() == [4, 13, 1, 7]
+    assert ts.scatter_mean(torch.tensor([1, 2, 4]), torch.tensor([0, 0, 1])).tolist() == [1, 4]  # ints: floored
+    assert ts.segment_csr(src, torch.tensor([0, 2, 2, 6]), reduce="max").tolist() == [3, 0, 6]
+    assert ts.gather_csr(torch.tensor([1.0, 2, 3]), torch.tensor([0, 2, 2, 3])).tolist() == [1, 1, 3]
+
+
+def test_gradients_and_script():
+    src = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    index = torch.tensor([0, 2, 0, 1, 2, 2])
+    for reduce in ("sum", "mean", "min", "max", "mul"):
+        assert torch.autograd.gradcheck(lambda s, r=reduce: ts.scatter(s, index, 0, None, 4, r), (src,))
+    assert torch.autograd.gradcheck(lambda s: ts.segment_csr(s, torch.tensor([0, 2, 6]), None, "mean"), (src,))
+    scripted = torch.jit.script(ts.scatter_softmax)
+    x = torch.randn(6)
+    torch.testing.assert_close(scripted(x, index), ts.scatter_softmax(x, index))
+    grouped = ts.scatter_softmax(x, index)
+    for k in range(3):
+        torch.testing.assert_close(grouped[index == k], torch.softmax(x[index == k], 0))
+
+
+def test_install_resolves_the_import():
+    code = ("import pointins.compat, sys; print(pointins.compat.install()); import torch_scatter; "
+            "from torch_scatter.testing import dtypes; print(torch_scatter.__name__)")  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pointins.compat.torch_scatter" in res.stdout
+    assert importlib.import_module("pointins.compat").install.__doc__
+    assert pointins.compat.install  # importable in-process too
+
+
+PEER = ROOT.parent / ".mirror" / "rusty1s+pytorch_scatter" / "repo"
+
+
+@pytest.mark.skipif(not PEER.exists(), reason="no checkout of torch_scatter (fetch github:rusty1s/pytorch_scatter)")
+def test_torch_scatter_own_suite():
+    res = subprocess.run([sys.executable, str(ROOT / "tools" / "peer_tests.py"), "torch_scatter", "-x", "-W",
+                          "ignore"], capture_output=True, text=True, check=False)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:]
