@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import pointins.compat
+from pointins import ops
 from pointins.compat import torch_scatter as ts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,3 +92,56 @@ def test_torch_scatter_own_suite():
     res = subprocess.run([sys.executable, str(ROOT / "tools" / "peer_tests.py"), "torch_scatter", "-x", "-W",
                           "ignore"], capture_output=True, text=True, check=False)  # fmt: skip
     assert res.returncode == 0, res.stdout[-3000:]
+
+
+POINTCEPT = ROOT.parent / ".mirror" / "Pointcept+Pointcept" / "repo"
+
+
+@pytest.mark.skipif(not POINTCEPT.exists(), reason="no checkout of Pointcept (fetch github:Pointcept/Pointcept)")
+def test_pointcept_encode_decode_are_pointcepts(tmp_path):
+    """pointins.compat.pointcept.encode/decode against Pointcept's own serialization code, read from a checkout
+    at run time (pointcept/models/utils/serialization)."""
+    pkg = tmp_path / "pc_serialization"
+    pkg.mkdir()
+    for name in ("__init__.py", "default.py", "hilbert.py", "z_order.py"):
+        text = subprocess.run(["git", "-C", str(POINTCEPT), "show", f"HEAD:pointcept/models/utils/serialization/"
+                               f"{name}"], capture_output=True, text=True, check=True).stdout  # fmt: skip
+        (pkg / name).write_text(text)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        theirs = importlib.import_module("pc_serialization")
+    finally:
+        sys.path.remove(str(tmp_path))
+    from pointins.compat import pointcept as ours
+
+    g = torch.Generator().manual_seed(0)
+    grid = torch.randint(0, 2**10, (500, 3), generator=g)
+    batch = torch.randint(0, 4, (500,), generator=g)
+    for order in ("z", "z-trans", "hilbert", "hilbert-trans"):
+        for depth in (10, 16):
+            want = theirs.encode(grid, batch, depth, order)
+            got = ours.encode(grid, batch, depth, order)
+            assert torch.equal(got, want), (order, depth)
+    code = theirs.encode(grid, batch, 16, "hilbert")
+    g_want, b_want = theirs.decode(code, 16, "hilbert")
+    g_got, b_got = ours.decode(code, 16, "hilbert")
+    assert torch.equal(g_got.long(), g_want.long()) and torch.equal(b_got, b_want)
+    # Pointcept's decode(order="z") unpacks key2xyz's four outputs into three (it raises); its key2xyz is the truth
+    code = theirs.encode(grid, batch, 16, "z")
+    xyz = theirs.default.z_order_decode_(code & (2**48 - 1), depth=16)[:3]
+    g_got, b_got = ours.decode(code, 16, "z")
+    assert torch.equal(g_got.long(), torch.stack(xyz, 1).long()) and torch.equal(b_got, batch)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda x: ops.kmeans(x, 20), r"value 20 filled the parameter 'offsets'.*did you mean k=20"),
+        (lambda x: ops.connected_components(x[:, :3], 0.04), r"did you mean radius=0.04.*connected_components\(coord"),
+        (lambda x: ops.voxelize(x[:, :3], 0.05), r"did you mean grid_size=0.05"),
+        (lambda x: ops.encode(torch.zeros(4, 3, dtype=torch.long), None, 16, "z"), r"order before depth.*compat"),
+    ],
+)
+def test_positional_slips_name_the_parameter(call, match):
+    with pytest.raises(TypeError, match=match):
+        call(torch.randn(50, 4))

@@ -125,3 +125,14 @@ def deferred_checks(*devices, check: bool = True):
                 if _state.stack:  # re-register the enclosing block's accumulators
                     for entry in _state.stack[-1].values():
                         setter(entry["acc"])
+
+
+def misplaced(op: str, param: str, value, meant: str, signature: str) -> TypeError | None:
+    """A TypeError for a positional call that put a plain number (or a string) where ``param`` expects an array
+    (or a curve name): it names the parameter the value filled, the one it was probably meant for, and the
+    signature. None when ``value`` is not such a slip."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (number or isinstance(value, str)):
+        return None
+    return TypeError(f"pointins.{op}: the value {value!r} filled the parameter '{param}' (positional); "
+                     f"did you mean {meant}={value!r}? The signature is pointins.ops.{signature}.")  # fmt: skip

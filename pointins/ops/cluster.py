@@ -23,6 +23,7 @@ import torch
 
 from pointins import _ext
 from pointins.ops import _dispatch, reference
+from pointins.ops._checks import misplaced
 from pointins.ops._interop import check_seed, to_tensor
 from pointins.ops.keys import _offsets_and_perm
 from pointins.ops.segment import segment_reduce
@@ -105,6 +106,10 @@ def kmeans(
     rule). Labels and inertia come from a final assignment to the returned centroids.
     """
     op = "kmeans"
+    slip = misplaced(op, "offsets", offsets, "k", "kmeans(x, offsets=None, k=20, *, batch=None, iters=10, "
+                     "metric='l2', init='k-means++', seed=0, ...)")  # fmt: skip
+    if slip is not None:
+        raise slip
     xt, _ = to_tensor(x, "x", op)
     if metric not in METRICS:
         raise ValueError(f"pointins.{op}: metric must be one of {METRICS}, got {metric!r}.")
@@ -269,6 +274,10 @@ def connected_components(
     labels are deterministic: each component is identified by its smallest point index.
     """
     op = "connected_components"
+    slip = misplaced(op, "offsets", offsets, "radius", "connected_components(coord, offsets=None, radius=None, *, "
+                     "batch=None, group=None, min_size=1)")  # fmt: skip
+    if slip is not None:
+        raise slip
     c, _ = to_tensor(coord, "coord", op)
     if c.dim() != 2 or c.shape[-1] != 3:
         raise ValueError(f"pointins.{op}: coord must have shape (N, 3), got {tuple(c.shape)}.")

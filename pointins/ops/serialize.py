@@ -81,6 +81,10 @@ def encode(
         backend: ``None``, ``"cpu"``, ``"cuda"`` or ``"reference"``.
     """
     op = "serialize"
+    if isinstance(order, int) or isinstance(depth, str):  # Pointcept's order: encode(grid_coord, batch, depth, order)
+        raise TypeError(f"pointins.encode: got order={order!r}, depth={depth!r}; the signature is pointins.ops."
+                        "encode(grid_coord, batch=None, order='z', depth=16) (order before depth). Pointcept's "
+                        "encode(grid_coord, batch, depth, order) is pointins.compat.pointcept.encode.")  # fmt: skip
     g, kind = to_tensor(grid_coord, "grid_coord", op)
     if g.dim() != 2 or g.shape[-1] != 3:
         raise ValueError(f"pointins.{op}: grid_coord must have shape (N, 3), got {tuple(g.shape)}.")

@@ -23,7 +23,7 @@ import torch
 
 from pointins import _ext
 from pointins.ops import _dispatch, reference
-from pointins.ops._checks import defer
+from pointins.ops._checks import defer, misplaced
 from pointins.ops._interop import check_seed, results, to_tensor
 from pointins.ops.keys import _grid_size, _offsets_and_perm, grid_coord, pack_keys
 from pointins.ops.segment import segment_reduce
@@ -164,6 +164,10 @@ def voxelize(
             message names the grid size and the extent), bad offsets or batch ids.
     """
     op = "voxelize"
+    slip = misplaced(op, "offsets", offsets, "grid_size", "voxelize(coord, offsets=None, grid_size=None, *, "
+                     "batch=None, mode='train', feats=None, seed=None, bits=16)")  # fmt: skip
+    if slip is not None:
+        raise slip
     if mode not in ("train", "test", "all"):
         raise ValueError(f"pointins.{op}: mode must be 'train', 'test' or 'all', got {mode!r}.")
     c, _ = to_tensor(coord, "coord", op)
