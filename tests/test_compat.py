@@ -145,3 +145,19 @@ def test_pointcept_encode_decode_are_pointcepts(tmp_path):
 def test_positional_slips_name_the_parameter(call, match):
     with pytest.raises(TypeError, match=match):
         call(torch.randn(50, 4))
+
+
+def test_numpy_in_numpy_out_for_result_objects():
+    import dataclasses
+
+    import numpy as np
+
+    x = np.random.default_rng(0).random((300, 3), dtype=np.float32)
+    results = [ops.voxelize(x, None, 0.1), ops.kmeans(x, None, k=4), ops.connected_components(x, None, 0.05),
+               ops.serialize((x * 50).astype(np.int32))]  # fmt: skip
+    for res in results:
+        arrays = [getattr(res, f.name) for f in dataclasses.fields(res)]
+        assert all(isinstance(a, np.ndarray) for a in arrays if a is not None and not isinstance(a, int | tuple))
+    torch_res = ops.kmeans(torch.from_numpy(x), None, k=4)
+    assert isinstance(torch_res.labels, torch.Tensor)
+    np.testing.assert_array_equal(results[1].labels, torch_res.labels.numpy())

@@ -98,3 +98,15 @@ def check_seed(seed: Any, op: str, name: str = "seed") -> int:
     if not 0 <= int(seed) < 2**63:
         raise ValueError(f"pointins.{op}: {name} must be in [0, 2^63), got {seed}.")
     return int(seed)
+
+
+def result_fields(res: Any, kind: str) -> Any:
+    """A result dataclass (Voxelization, Serialization, KMeans, Components) with its tensor fields converted to the
+    caller's array kind: NumPy in, NumPy fields out (the object itself for torch input)."""
+    if kind == TORCH:
+        return res
+    import dataclasses
+
+    return dataclasses.replace(res, **{f.name: from_tensor(getattr(res, f.name), kind)
+                                       for f in dataclasses.fields(res)
+                                       if isinstance(getattr(res, f.name), torch.Tensor)})  # fmt: skip

@@ -24,7 +24,7 @@ import torch
 from pointins import _ext
 from pointins.ops import _dispatch, reference
 from pointins.ops._checks import misplaced
-from pointins.ops._interop import check_seed, to_tensor
+from pointins.ops._interop import check_seed, result_fields, to_tensor
 from pointins.ops.keys import _offsets_and_perm
 from pointins.ops.segment import segment_reduce
 
@@ -110,7 +110,7 @@ def kmeans(
                      "metric='l2', init='k-means++', seed=0, ...)")  # fmt: skip
     if slip is not None:
         raise slip
-    xt, _ = to_tensor(x, "x", op)
+    xt, kind = to_tensor(x, "x", op)
     if metric not in METRICS:
         raise ValueError(f"pointins.{op}: metric must be one of {METRICS}, got {metric!r}.")
     if xt.dim() != 2:
@@ -229,7 +229,7 @@ def kmeans(
     if perm is not None:
         labels = torch.empty_like(labels).index_copy_(0, perm, labels)
         set_of_point = torch.empty_like(set_of_point).index_copy_(0, perm, set_of_point)
-    return KMeans(labels, cen, coff, inertia, n_iter, set_of_point)
+    return result_fields(KMeans(labels, cen, coff, inertia, n_iter, set_of_point), kind)
 
 
 @dataclass
@@ -278,7 +278,7 @@ def connected_components(
                      "batch=None, group=None, min_size=1)")  # fmt: skip
     if slip is not None:
         raise slip
-    c, _ = to_tensor(coord, "coord", op)
+    c, kind = to_tensor(coord, "coord", op)
     if c.dim() != 2 or c.shape[-1] != 3:
         raise ValueError(f"pointins.{op}: coord must have shape (N, 3), got {tuple(c.shape)}.")
     if not c.is_floating_point():
@@ -328,7 +328,7 @@ def connected_components(
     cbatch = sample[first]
     num_samples = off.numel() - 1
     coffsets = torch.cat([cbatch.new_zeros(1), torch.bincount(cbatch, minlength=num_samples).cumsum(0)])
-    return Components(labels, counts[keep], cbatch, coffsets, first)
+    return result_fields(Components(labels, counts[keep], cbatch, coffsets, first), kind)
 
 
 def _compiled_available(device: torch.device) -> bool:

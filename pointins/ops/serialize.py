@@ -29,7 +29,7 @@ import torch
 
 from pointins import _ext
 from pointins.ops import _dispatch, reference
-from pointins.ops._interop import results, to_tensor
+from pointins.ops._interop import result_fields, results, to_tensor
 from pointins.ops.keys import _as_index
 
 ORDERS = reference.ORDERS
@@ -146,7 +146,7 @@ def serialize(
     (duplicate voxels) keep their input order. Returns torch tensors.
     """
     op = "serialize"
-    g, _ = to_tensor(grid_coord, "grid_coord", op)
+    g, kind = to_tensor(grid_coord, "grid_coord", op)
     names = list(orders)
     if not names:
         raise ValueError(f"pointins.{op}: orders must name at least one of {ORDERS}.")
@@ -167,7 +167,7 @@ def serialize(
         order = torch.sort(code, dim=1, stable=True).indices
     arange = torch.arange(code.shape[1], device=code.device).expand_as(order)
     inverse = torch.empty_like(order).scatter_(1, order, arange)
-    return Serialization(code, order, inverse, depth, tuple(names))
+    return result_fields(Serialization(code, order, inverse, depth, tuple(names)), kind)
 
 
 def patch_partition(offsets: Any, patch_size: int = 1024, *, backend: str | None = None) -> tuple[Any, Any, Any]:

@@ -24,7 +24,7 @@ import torch
 from pointins import _ext
 from pointins.ops import _dispatch, reference
 from pointins.ops._checks import defer, misplaced
-from pointins.ops._interop import check_seed, results, to_tensor
+from pointins.ops._interop import check_seed, result_fields, results, to_tensor
 from pointins.ops.keys import _grid_size, _offsets_and_perm, grid_coord, pack_keys
 from pointins.ops.segment import segment_reduce
 
@@ -170,7 +170,7 @@ def voxelize(
         raise slip
     if mode not in ("train", "test", "all"):
         raise ValueError(f"pointins.{op}: mode must be 'train', 'test' or 'all', got {mode!r}.")
-    c, _ = to_tensor(coord, "coord", op)
+    c, kind = to_tensor(coord, "coord", op)
     if c.dim() != 2 or c.shape[-1] != 3:
         raise ValueError(f"pointins.{op}: coord must have shape (N, 3), got {tuple(c.shape)}.")
     n = c.shape[0]
@@ -234,7 +234,7 @@ def voxelize(
         g = torch.empty_like(g).index_copy_(0, perm, g)
         index, first = perm[index], perm[first]
         fragments = None if fragments is None else perm[fragments]
-    return Voxelization(g[first], vbatch, voffsets, inverse, counts, index, g, fragments, vfeats)
+    return result_fields(Voxelization(g[first], vbatch, voffsets, inverse, counts, index, g, fragments, vfeats), kind)
 
 
 def voxel_select(inverse: Any, num_voxels: int, seed: int, *, backend: str | None = None) -> Any:
