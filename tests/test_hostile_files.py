@@ -366,3 +366,12 @@ def test_ply_header_lines_end_at_newline_only(tmp_path):
     i = raw.index(b"\nproperty list")
     p.write_bytes(raw[:i] + b"\x0b" + raw[i + 1 :])
     _refused(p, "bad PLY element line")
+
+
+def test_pcd_mangled_header_key_is_refused(tmp_path):
+    """Fuzz case 36631 (2026-12-07): 'POINTS 361' mangled to 'POINTS\\xa0 261' was read by WIDTH x HEIGHT while a
+    reader that splits on Unicode blanks (or matches PCL's six-letter prefix) takes 261 points: refuse it."""
+    p = tmp_path / "x.pcd"
+    head = PCD.format(count="1 1 1", w=2, n=2, kind="ascii").replace("POINTS 2", "POINTS\xa0 1").encode("latin-1")
+    p.write_bytes(head + b"0 0 0\n1 1 1\n")
+    _refused(p, "does not start with a keyword")

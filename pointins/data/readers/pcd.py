@@ -47,6 +47,9 @@ def _read_pcd(path) -> dict:
         if not line or line.startswith("#"):
             continue
         key, *vals = line.split()
+        if not key.isascii() or not key.replace("_", "").isalpha():  # a mangled key is not an unknown one
+            raise DataError(path, f"PCD header line {line[:40]!r} does not start with a keyword (VERSION, FIELDS, "
+                            "SIZE, TYPE, COUNT, WIDTH, HEIGHT, VIEWPOINT, POINTS, DATA)")  # fmt: skip
         if key.upper() in header:
             raise DataError(path, f"PCD header line {key.upper()} appears twice")
         header[key.upper()] = vals
