@@ -17,6 +17,10 @@
 #
 # Limits (seconds) can be changed with POINTINS_GPU_BUDGET (total, default 470), and the stage variables below.
 set -uo pipefail
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then  # the header above is the help
+  sed -n '2,/^set -uo pipefail/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+  exit 0
+fi
 REHEARSE=0
 if [ "${1:-}" = "--rehearse" ]; then REHEARSE=1; shift; fi
 OUT=${1:?usage: bash bench/gpu_check.sh [--rehearse] OUTDIR}

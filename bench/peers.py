@@ -484,7 +484,11 @@ def table(rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Takes 5-15 minutes on 2 cores (--quick: under 2); the Markdown table goes to stdout (--out FILE too).",
+    )
     p.add_argument("--quick", action="store_true", help="small sizes (seconds): a smoke run")
     p.add_argument("--only", nargs="+", choices=sorted(BENCHES), default=sorted(BENCHES))
     p.add_argument("--repeat", type=int, default=7)

@@ -126,7 +126,11 @@ def cases(device, scale: float):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Takes at most --budget seconds; appends one Markdown row per kernel to --out as each finishes.",
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--scale", type=float, default=1.0, help="problem size relative to 200k points")

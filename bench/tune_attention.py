@@ -31,7 +31,11 @@ EMULATION = [0, 4, 2]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Takes minutes on a GPU (seconds with --device cpu); tables on stdout, everything with --json FILE.",
+    )
     ap.add_argument("--n", type=int, default=1_000_000, help="points")
     ap.add_argument("--channels", type=int, nargs="+", default=[48, 512], help="C (head dim 16)")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])

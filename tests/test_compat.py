@@ -161,3 +161,14 @@ def test_numpy_in_numpy_out_for_result_objects():
     torch_res = ops.kmeans(torch.from_numpy(x), None, k=4)
     assert isinstance(torch_res.labels, torch.Tensor)
     np.testing.assert_array_equal(results[1].labels, torch_res.labels.numpy())
+
+
+@pytest.mark.parametrize("script", ["gpu_check.sh", "count_syncs.py", "quick.py", "sanitize_ops.py", "peers.py",
+                                    "tune_attention.py", "tune_sparse_conv.py", "profile_step.py"])  # fmt: skip
+def test_bench_scripts_answer_help(script, tmp_path):
+    runner = "bash" if script.endswith(".sh") else sys.executable
+    cmd = [runner, str(ROOT / "bench" / script)]
+    res = subprocess.run([*cmd, "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr[-500:]
+    assert "Takes" in res.stdout or "minutes" in res.stdout
+    assert not any(tmp_path.iterdir())  # --help is not an output folder
