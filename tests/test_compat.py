@@ -172,3 +172,37 @@ def test_bench_scripts_answer_help(script, tmp_path):
     assert res.returncode == 0, res.stderr[-500:]
     assert "Takes" in res.stdout or "minutes" in res.stdout
     assert not any(tmp_path.iterdir())  # --help is not an output folder
+
+
+def test_faiss_shaped_kmeans():
+    import numpy as np
+
+    from pointins.compat.faiss import Kmeans
+
+    x = np.random.default_rng(0).random((800, 6), dtype=np.float32)
+    km = Kmeans(6, 7, niter=30, seed=3)
+    obj = km.train(x)
+    assert km.centroids.shape == (7, 6) and km.centroids.dtype == np.float32 and km.obj == [obj]
+    d, i = km.assign(x)
+    full = ((x[:, None, :] - km.centroids[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(i, full.argmin(1))
+    np.testing.assert_allclose(d, full.min(1), rtol=1e-4, atol=1e-5)
+    assert obj == pytest.approx(float(full.min(1).sum()), rel=1e-4)
+    with pytest.raises(ValueError, match=r"x must be \(n, 6\)"):
+        km.train(x[:, :3])
+
+
+def test_scipy_shaped_radius_components():
+    sp = pytest.importorskip("scipy.sparse")
+    import numpy as np
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    from pointins.compat.scipy import radius_components
+
+    p = np.random.default_rng(1).random((2000, 3))
+    n, labels = radius_components(p, 0.06)
+    pairs = cKDTree(p).query_pairs(0.06, output_type="ndarray")
+    graph = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(p), len(p)))
+    n_ref, ref = connected_components(graph, directed=False)
+    assert n == n_ref and np.array_equal(labels, ref)

@@ -1,6 +1,9 @@
 """Drop-in layers for pipelines written against other point-cloud libraries.
 
 - :mod:`pointins.compat.torch_scatter` -- torch_scatter's API on the package's segment kernels.
+- :mod:`pointins.compat.pointcept` -- Pointcept's ``encode`` / ``decode`` argument order.
+- :mod:`pointins.compat.faiss` -- ``faiss.Kmeans``-shaped K-means.
+- :mod:`pointins.compat.scipy` -- ``(n, labels)`` radius connected components, as SciPy's csgraph gives them.
 
 ``install()`` makes ``import torch_scatter`` (and ``torch_scatter.testing``) resolve to these modules for the rest
 of the process, unless a real torch_scatter was imported already (``force=True`` replaces it).
