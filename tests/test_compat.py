@@ -206,3 +206,69 @@ def test_scipy_shaped_radius_components():
     graph = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(p), len(p)))
     n_ref, ref = connected_components(graph, directed=False)
     assert n == n_ref and np.array_equal(labels, ref)
+
+
+def _pointcept_grid_sample():
+    """Pointcept's GridSample class and index_operator, compiled from a checkout's transform.py at run time."""
+    import ast
+    import copy
+
+    import numpy as np
+
+    src = subprocess.run(["git", "-C", str(POINTCEPT), "show", "HEAD:pointcept/datasets/transform.py"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    tree = ast.parse(src)
+    keep = [n for n in tree.body if getattr(n, "name", None) in ("index_operator", "GridSample")]
+    for n in keep:
+        n.decorator_list = []
+    ns = {"np": np, "copy": copy}
+    exec(compile(ast.Module(body=keep, type_ignores=[]), "pointcept/datasets/transform.py", "exec"), ns)
+    return ns["GridSample"]
+
+
+@pytest.mark.skipif(not POINTCEPT.exists(), reason="no checkout of Pointcept (fetch github:Pointcept/Pointcept)")
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_grid_sample_is_pointcepts(mode):
+    import numpy as np
+
+    from pointins.compat.pointcept import GridSample
+
+    theirs_cls = _pointcept_grid_sample()
+    rng = np.random.default_rng(0)
+    data = {"coord": rng.uniform(-1, 2, (3000, 3)).astype(np.float32), "segment": rng.integers(0, 5, 3000),
+            "normal": rng.normal(size=(3000, 3)).astype(np.float32), "name": "scene0000_00"}  # fmt: skip
+    # Pointcept's train mode projects with the normals it has already subsampled (a shape error): project in test only
+    kw = dict(grid_size=0.1, mode=mode, return_inverse=True, return_grid_coord=True, return_min_coord=True,
+              return_displacement=True, project_displacement=mode == "test")  # fmt: skip
+    ours = GridSample(**kw, seed=0)({k: v.copy() if hasattr(v, "copy") else v for k, v in data.items()})
+    theirs = theirs_cls(**kw)({k: v.copy() if hasattr(v, "copy") else v for k, v in data.items()})
+    ours, theirs = (ours, theirs) if mode == "test" else ([ours], [theirs])
+    assert len(ours) == len(theirs)
+    grid = np.floor(data["coord"] / 0.1).astype(np.int64)
+    grid -= grid.min(0)
+    for a, b in zip(ours, theirs, strict=True):
+        assert sorted(a) == sorted(b) and a["index_valid_keys"] == b["index_valid_keys"] and a["name"] == b["name"]
+        assert sorted(map(tuple, a["grid_coord"])) == sorted(map(tuple, b["grid_coord"]))  # the same voxels
+        for d in (a, b):  # every point maps to its voxel's row; rows hold points of their voxel
+            assert np.array_equal(d["grid_coord"][d["inverse"]], grid)
+            np.testing.assert_allclose(d["min_coord"], b["min_coord"])
+        for d in (a, b):  # each kept point lies in its row's voxel, one point per voxel
+            assert np.array_equal(
+                np.floor(d["coord"] / 0.1).astype(np.int64)
+                - grid.min(0)
+                - (np.floor(data["coord"] / 0.1).astype(np.int64).min(0)),
+                d["grid_coord"],
+            )
+            assert len(np.unique(d["grid_coord"], axis=0)) == len(d["grid_coord"])
+        assert a["displacement"].shape == b["displacement"].shape
+    if mode == "test":
+        cover = np.concatenate([p["index"] for p in ours])
+        assert set(cover.tolist()) == set(range(3000))
+
+
+def test_pointcept_offsets():
+    from pointins.compat.pointcept import offsets_from_pointcept
+
+    off = offsets_from_pointcept([3, 7, 7, 12])
+    assert off.tolist() == [0, 3, 7, 7, 12]
+    assert ops.segment_reduce(torch.ones(12, 1), offsets=off).ravel().tolist() == [3, 4, 0, 5]

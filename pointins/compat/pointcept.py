@@ -1,15 +1,19 @@
-"""Pointcept's serialization calls with Pointcept's argument order (``pointcept/models/utils/serialization``):
+"""Pointcept's calls in Pointcept's shapes: its ``GridSample`` transform, its ``offset`` (no leading 0), and its
+serialization calls with Pointcept's argument order (``pointcept/models/utils/serialization``):
 ``encode(grid_coord, batch=None, depth=16, order="z")`` and ``decode(code, depth=16, order="z")`` on the package's
 curve kernels. The codes are Pointcept's (z-order and Hilbert, ``-trans`` swapping x and y, the batch above
-``3 * depth`` bits): ``tests/test_pointcept_interop.py`` checks them against Pointcept's own functions."""
+``3 * depth`` bits). ``tests/test_compat.py`` checks all of it against Pointcept's own code."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import torch
+
 from pointins import ops
 
-__all__ = ["decode", "encode"]
+__all__ = ["GridSample", "decode", "encode", "offsets_from_pointcept"]
 
 
 def encode(grid_coord: Any, batch: Any = None, depth: int = 16, order: str = "z") -> Any:
@@ -20,3 +24,92 @@ def encode(grid_coord: Any, batch: Any = None, depth: int = 16, order: str = "z"
 def decode(code: Any, depth: int = 16, order: str = "z") -> tuple[Any, Any]:
     """Pointcept's ``decode``: (grid_coord, batch) from codes."""
     return ops.decode(code, depth=depth, order=order)
+
+
+#: the keys Pointcept's transforms index per point unless a dict says otherwise (``index_valid_keys``)
+INDEX_VALID_KEYS = ("coord", "color", "normal", "superpoint", "strength", "segment", "instance")
+
+
+def _index(d: dict, idx, copy_all: bool) -> dict:
+    keys = d.get("index_valid_keys", INDEX_VALID_KEYS)
+    out = dict(d) if copy_all else d
+    for k in keys:
+        if k in d:
+            out[k] = d[k][idx]
+    out["index_valid_keys"] = list(keys)
+    return out
+
+
+class GridSample:
+    """Pointcept's ``GridSample`` transform (``pointcept/datasets/transform.py``) with its keywords, on
+    :func:`pointins.ops.voxelize`: a NumPy dict in, a NumPy dict out (a list of them in test mode).
+
+    Same outputs as Pointcept's: ``grid_coord`` = floor(coord / grid_size) - its minimum, one point per voxel
+    (train: a random one; test: fragment i takes each voxel's point i mod count, ``count.max()`` fragments, each with
+    ``index``), ``inverse`` mapping every input point to its voxel's row of the output, ``min_coord`` (1, 3),
+    ``displacement`` to the voxel centre (projected on the normal when asked), ``index_valid_keys`` kept. The rows
+    are in a different order than Pointcept's (ours: by first point; theirs: by hash) and the random draws differ;
+    ``hash_type`` is accepted and does not matter (no hash collisions here: the voxel keys are exact).
+    """
+
+    def __init__(self, grid_size=0.05, hash_type: str = "fnv", mode: str = "train", return_inverse: bool = False,
+                 return_grid_coord: bool = False, return_min_coord: bool = False, return_displacement: bool = False,
+                 project_displacement: bool = False, seed: int | None = None):  # fmt: skip
+        if mode not in ("train", "test"):
+            raise ValueError(f"GridSample: mode must be 'train' or 'test', got {mode!r}")
+        self.grid_size, self.hash_type, self.mode = grid_size, hash_type, mode
+        self.return_inverse, self.return_grid_coord = return_inverse, return_grid_coord
+        self.return_min_coord, self.return_displacement = return_min_coord, return_displacement
+        self.project_displacement = project_displacement
+        self._rng = np.random.default_rng(seed)
+
+    def __call__(self, data_dict: dict):
+        if "coord" not in data_dict:
+            raise KeyError("GridSample: the data dict has no 'coord'")
+        size = np.asarray(self.grid_size, np.float64)
+        scaled = np.asarray(data_dict["coord"], np.float64) / size
+        grid = np.floor(scaled).astype(np.int64)
+        low = grid.min(0) if len(grid) else np.zeros(3, np.int64)
+        grid -= low
+        scaled -= low
+        vox = ops.voxelize(torch.from_numpy(grid.astype(np.float64)), None, 1.0, mode="all")
+        inverse, counts = vox.inverse.numpy(), vox.counts.numpy()
+        order = np.argsort(inverse, kind="stable")  # points grouped by voxel, voxels by first point
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        extra = {}
+        if self.return_min_coord:
+            extra["min_coord"] = (low * size).reshape(1, 3)
+        if self.mode == "train":
+            pick = order[starts + self._rng.integers(0, max(int(counts.max(initial=1)), 1), len(counts)) % counts]
+            return self._finish(_index(data_dict, pick, False), pick, grid, scaled, inverse, extra, data_dict)
+        parts = []
+        for i in range(int(counts.max(initial=0))):
+            pick = order[starts + i % counts]
+            part = _index(data_dict, pick, True)
+            part["index"] = pick
+            parts.append(self._finish(part, pick, grid, scaled, inverse, extra, data_dict))
+        return parts
+
+    def _finish(self, d, pick, grid, scaled, inverse, extra, src):
+        if self.return_inverse:
+            d["inverse"] = inverse.copy()
+        if self.return_grid_coord:
+            d["grid_coord"] = grid[pick]
+            if "grid_coord" not in d["index_valid_keys"]:
+                d["index_valid_keys"] = [*d["index_valid_keys"], "grid_coord"]
+        d.update({k: v.copy() for k, v in extra.items()})
+        if self.return_displacement:
+            disp = scaled - grid - 0.5
+            if self.project_displacement:
+                disp = np.sum(disp * src["normal"], axis=-1, keepdims=True)
+            d["displacement"] = disp[pick]
+            if "displacement" not in d["index_valid_keys"]:
+                d["index_valid_keys"] = [*d["index_valid_keys"], "displacement"]
+        return d
+
+
+def offsets_from_pointcept(offset) -> torch.Tensor:
+    """Pointcept's ``offset`` (cumulative point counts, no leading 0: ``[n0, n0 + n1, ...]``) as the CSR offsets the
+    ops take (``[0, n0, n0 + n1, ...]``)."""
+    off = torch.as_tensor(offset, dtype=torch.long).reshape(-1)
+    return torch.cat([off.new_zeros(1), off])
