@@ -28,7 +28,7 @@ def test_readme_python_blocks_run():
         "pointins.ops.sparse_conv",
         "pointins.models",
         "pointins.data.synthetic",
-        "pointins.data.readers",
+        "pointins.data.readers._dispatch",
         "pointins.config",
         "pointins.eval.metrics",
         "pointins.experiments.ablation",
