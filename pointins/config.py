@@ -135,7 +135,7 @@ def _indoor_base() -> TrainConfig:
 
 def _outdoor_base() -> TrainConfig:
     """LiDAR: 5 cm grid, larger crops, the outdoor prior; [ours] bigger mask cubes (instances are larger)."""
-    ssl = SSLConfig(prior="outdoor", mask_size=(0.4, 1.6))
+    ssl = SSLConfig(prior="outdoor-all", mask_size=(0.4, 1.6))
     return TrainConfig(preset="outdoor-base", kind="outdoor", batch_size=4, views=ViewConfig.outdoor(), ssl=ssl, **_GPU)
 
 

@@ -790,9 +790,10 @@ def test_scale_rules_give_the_papers_constants_at_the_papers_scale():
         m.total_steps = steps
         assert m.ema_start() == pytest.approx(want), steps
         assert m.schedule(0.0)["momentum"] == pytest.approx(want) and m.schedule(1.0)["momentum"] == 1.0
-    plain = _model()
+    plain = _model(scale_ref_points=0)  # the rule off: the constants as given
     plain.total_steps = 600
     assert plain.scr_sizes(offsets) == (20, 8) and plain.ema_start() == 0.994
+    assert _model().cfg.scale_ref_points == 2800  # the default since the label diagnostics chose it
 
 
 def test_scr_per_view_minimum_size_drops_small_components_per_cloud():

@@ -3,10 +3,11 @@
 ``tests/data/cpu_demo_steps.json`` holds the per-step losses of a short ``cpu-demo`` run (real view pipeline:
 elastic distortion, colour jitter, masking; offset loss on from step 3). The speed work of issue #35 (compiled conv
 kernels, shared structures, thread settings, in-process views) was checked against the record made on the step
-before it (commit 116da36); the record was then remade once, for a change meant to change the numbers: the #32
-frame fix (matching and offset targets on carried original coordinates) and the guarded cosine of the offset
-loss (the file's ``commit`` says so). Every other change to the step must reproduce it within float noise: the
-tolerance per
+before it (commit 116da36); the record was then remade twice, for changes meant to change the numbers: the #32
+frame fix (matching and offset targets on carried original coordinates) with the guarded cosine of the offset
+loss, and the #32 scale-rule defaults (K-means K and minimum pseudo-instance size from each view's size, the ODR
+prior fitted on all points, no direction re-ranking; the file's ``commit`` is the commit before each re-record).
+Every other change to the step must reproduce it within float noise: the tolerance per
 quantity is three times the largest deviation the old code itself shows over these steps when run at one
 thread instead of two, or with its weights perturbed at float32 rounding level (1e-7 relative); both are
 recorded in the file.

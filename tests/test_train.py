@@ -58,7 +58,7 @@ def test_config_presets_and_overrides():
     for name in ("cpu-demo", "indoor-base", "outdoor-base"):
         cfg = resolve(name)
         assert from_dict(cfg.to_dict()) == cfg
-    assert resolve("outdoor-base").views.grid_size == 0.05 and resolve("outdoor-base").ssl.prior == "outdoor"
+    assert resolve("outdoor-base").views.grid_size == 0.05 and resolve("outdoor-base").ssl.prior == "outdoor-all"
     c = resolve("cpu-demo", ["variant=semantic-only", "ssl.zipf_alpha=1.3", "weight_decay=0.01,0.1"])
     assert c.variant == "semantic-only" and not c.ssl.offset and c.ssl.zipf_alpha == 1.3
     assert c.weight_decay == (0.01, 0.1)

@@ -20,22 +20,30 @@ import time
 from pathlib import Path
 
 #: setting name -> pretraining overrides (on top of the ablation's CPU-scale settings)
+_PAPER = ["ssl.prior=indoor", "ssl.odr_directions=true"]  # the settings before the rules (explicit: defaults moved)
 GRID = {
-    "const": [],
-    "rule": ["ssl.scale_ref_points=2800"],
-    "rule+ema0.9": ["ssl.scale_ref_points=2800", "ssl.ema_ref_steps=100000", "ssl.ema_floor=0.9"],
-    "rule+ema0.5": ["ssl.scale_ref_points=2800", "ssl.ema_ref_steps=100000", "ssl.ema_floor=0.5"],
+    "const": ["ssl.scale_ref_points=0", *_PAPER],
+    "rule": ["ssl.scale_ref_points=2800", *_PAPER],
+    "rule+ema0.9": ["ssl.scale_ref_points=2800", *_PAPER, "ssl.ema_ref_steps=100000", "ssl.ema_floor=0.9"],
+    "rule+ema0.5": ["ssl.scale_ref_points=2800", *_PAPER, "ssl.ema_ref_steps=100000", "ssl.ema_floor=0.5"],
     "rule+ema0.5-dirs": [
         "ssl.scale_ref_points=2800",
+        "ssl.prior=indoor",
+        "ssl.odr_directions=false",
         "ssl.ema_ref_steps=100000",
         "ssl.ema_floor=0.5",
-        "ssl.odr_directions=false",
     ],
     "oracle-offset": ["variant=oracle-offset"],
-    "rule-dirs": ["ssl.scale_ref_points=2800", "ssl.odr_directions=false"],
-    "rule+prior-all": ["ssl.scale_ref_points=2800", "ssl.prior=indoor-all"],
+    "rule-dirs": ["ssl.scale_ref_points=2800", "ssl.prior=indoor", "ssl.odr_directions=false"],
+    "rule+prior-all": ["ssl.scale_ref_points=2800", "ssl.prior=indoor-all", "ssl.odr_directions=true"],
+    # the defaults since 2026-12-07 (docs/results/scale-rules/)
     "rule+prior-all-dirs": ["ssl.scale_ref_points=2800", "ssl.prior=indoor-all", "ssl.odr_directions=false"],
-    "rule+prior-all+grid6": ["ssl.scale_ref_points=2800", "ssl.prior=indoor-all", "views.grid_size=0.06"],
+    "rule+prior-all+grid6": [
+        "ssl.scale_ref_points=2800",
+        "ssl.prior=indoor-all",
+        "ssl.odr_directions=true",
+        "views.grid_size=0.06",
+    ],
 }
 KEYS = ("diag_teacher_cos", "diag_teacher_l1", "diag_raw_cos", "diag_student_cos", "diag_student_l1",
         "diag_scr_recall", "diag_scr_kept", "diag_scr_k", "diag_scr_per_view", "diag_true_per_view",
@@ -69,7 +77,7 @@ def main(argv=None) -> int:
     data = _data(Path(a.out) / "data", a.kind, sc[f"{a.kind}_scenes"], sc["indoor_points"], 100, True)
     results = {}
     for name in a.only or list(GRID):
-        setting = [o.replace("indoor-all", f"{a.kind}-all") for o in GRID[name]]  # the benchmark's own prior
+        setting = [o.replace("ssl.prior=indoor", f"ssl.prior={a.kind}") for o in GRID[name]]  # the benchmark's prior
         over = [*sc[a.kind], "log_every=5", *[o for o in setting if not o.startswith("variant=")]]
         variant = next((o.split("=", 1)[1] for o in setting if o.startswith("variant=")), "pointins")
         run_dir = out / name

@@ -63,8 +63,12 @@ class SSLConfig:
     scr: bool = True
     scr_before_odr: bool = False
     odr_side: str = "teacher"  # or "student" (ablation)
-    odr_directions: bool = True
-    prior: str = "indoor"  # indoor | outdoor | lognormal:MU,SIGMA | weibull:SCALE,SHAPE | prior.json
+    # [ours] re-rank each offset component toward a uniform direction: off by default, the label diagnostics of the
+    # training views show it does not help (docs/results/scale-rules/)
+    odr_directions: bool = False
+    # the prior ODR maps magnitudes to, fitted to the points it is applied to (all up-cast points, those of no
+    # instance as zero offsets: indoor-all / outdoor-all); indoor | outdoor: fitted on instance points only
+    prior: str = "indoor-all"  # indoor[-all] | outdoor[-all] | lognormal:MU,SIGMA | weibull:SCALE,SHAPE | prior.json
     offset_hidden: int = 256
     offset_weight: float = 0.25
     offset_warmup: float = 0.1
@@ -81,7 +85,7 @@ class SSLConfig:
     # a view of n up-cast points then gets K = clamp(round(kmeans_k * n / ref), 2, kmeans_k) segments and minimum
     # pseudo-instance size max(2, round(scr_min_size * n / ref)): the paper's values at the paper's view size, the
     # same points per segment and the same share of a view per minimum instance at ours. 0: the constants as given.
-    scale_ref_points: int = 0
+    scale_ref_points: int = 2800  # chosen from the label diagnostics (docs/results/scale-rules/)
     # ema_ref_steps > 0: the run length the EMA schedule was made for (the paper's 100k); a run of S steps starts at
     # momentum 1 - (1 - ema[0]) * ema_ref_steps / S (at least ema_floor, at most ema[0]): the teacher's averaging
     # window keeps the same share of the run. 0: ema as given whatever the run length.
