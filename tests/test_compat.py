@@ -272,3 +272,26 @@ def test_pointcept_offsets():
     off = offsets_from_pointcept([3, 7, 7, 12])
     assert off.tolist() == [0, 3, 7, 7, 12]
     assert ops.segment_reduce(torch.ones(12, 1), offsets=off).ravel().tolist() == [3, 4, 0, 5]
+
+
+def test_fullgraph_paths_are_as_the_readme_says():
+    """README: which op paths torch.compile(fullgraph=True) takes whole, and which graph-break (and why)."""
+    x, idx, off = torch.randn(100, 8), torch.randint(0, 10, (100,)), torch.tensor([0, 50, 100])
+    g, c = torch.randint(0, 60, (100, 3)), torch.rand(100, 3)
+    vox = ops.voxelize(c, None, 0.1)
+    kmap, w = ops.kernel_map(vox.grid_coord), torch.randn(27, 8, 4)
+    feat = torch.randn(len(vox.grid_coord), 8)
+    whole = {"segment_reduce(offsets)": lambda: ops.segment_reduce(x, offsets=off), "encode": lambda: ops.encode(g),
+             "sparse_conv(validate=False)": lambda: ops.sparse_conv(feat, kmap, w, validate=False)}  # fmt: skip
+    breaks = {"segment_reduce(index)": lambda: ops.segment_reduce(x, index=idx, num_segments=10),
+              "serialize": lambda: ops.serialize(g, off).code,
+              "voxelize": lambda: ops.voxelize(c, None, 0.1).grid_coord,
+              "sparse_conv(validate=True)": lambda: ops.sparse_conv(feat, kmap, w)}  # fmt: skip
+    for name, fn in whole.items():
+        torch._dynamo.reset()
+        torch.testing.assert_close(torch.compile(fn, fullgraph=True, backend="eager")(), fn(), msg=name)
+    for name, fn in breaks.items():
+        torch._dynamo.reset()
+        with pytest.raises(Exception):  # noqa: B017 -- dynamo's error types vary across torch versions
+            torch.compile(fn, fullgraph=True, backend="eager")()
+        torch.testing.assert_close(torch.compile(fn, backend="eager")(), fn(), msg=name)  # with the breaks: fine
