@@ -97,21 +97,27 @@ def test_torch_scatter_own_suite():
 POINTCEPT = ROOT.parent / ".mirror" / "Pointcept+Pointcept" / "repo"
 
 
-@pytest.mark.skipif(not POINTCEPT.exists(), reason="no checkout of Pointcept (fetch github:Pointcept/Pointcept)")
-def test_pointcept_encode_decode_are_pointcepts(tmp_path):
-    """pointins.compat.pointcept.encode/decode against Pointcept's own serialization code, read from a checkout
-    at run time (pointcept/models/utils/serialization)."""
+def _pointcept_serialization(tmp_path):
+    """Pointcept's serialization package (pointcept/models/utils/serialization), imported from a checkout."""
     pkg = tmp_path / "pc_serialization"
-    pkg.mkdir()
+    pkg.mkdir(exist_ok=True)
     for name in ("__init__.py", "default.py", "hilbert.py", "z_order.py"):
         text = subprocess.run(["git", "-C", str(POINTCEPT), "show", f"HEAD:pointcept/models/utils/serialization/"
                                f"{name}"], capture_output=True, text=True, check=True).stdout  # fmt: skip
         (pkg / name).write_text(text)
     sys.path.insert(0, str(tmp_path))
     try:
-        theirs = importlib.import_module("pc_serialization")
+        sys.modules.pop("pc_serialization", None)
+        return importlib.import_module("pc_serialization")
     finally:
         sys.path.remove(str(tmp_path))
+
+
+@pytest.mark.skipif(not POINTCEPT.exists(), reason="no checkout of Pointcept (fetch github:Pointcept/Pointcept)")
+def test_pointcept_encode_decode_are_pointcepts(tmp_path):
+    """pointins.compat.pointcept.encode/decode against Pointcept's own serialization code, read from a checkout
+    at run time (pointcept/models/utils/serialization)."""
+    theirs = _pointcept_serialization(tmp_path)
     from pointins.compat import pointcept as ours
 
     g = torch.Generator().manual_seed(0)
@@ -295,3 +301,29 @@ def test_fullgraph_paths_are_as_the_readme_says():
         with pytest.raises(Exception):  # noqa: B017 -- dynamo's error types vary across torch versions
             torch.compile(fn, fullgraph=True, backend="eager")()
         torch.testing.assert_close(torch.compile(fn, backend="eager")(), fn(), msg=name)  # with the breaks: fine
+
+
+@pytest.mark.skipif(not POINTCEPT.exists(), reason="no checkout of Pointcept (fetch github:Pointcept/Pointcept)")
+def test_point_serialization_fills_what_pointcept_fills(tmp_path):
+    """The fields Pointcept's Point.serialization fills, from Pointcept's own encode (structure.py's recipe: codes
+    per order, argsort, inverse) against ours."""
+    from pointins.compat import pointcept as ours
+
+    theirs = _pointcept_serialization(tmp_path)
+    g = torch.Generator().manual_seed(1)
+    coord = torch.rand(400, 3, generator=g) * 3
+    offset = torch.tensor([150, 400])  # Pointcept's offset: no leading 0
+    point = ours.serialization({"coord": coord, "grid_size": 0.02, "offset": offset}, order=("z", "hilbert-trans"))
+    grid = torch.div(coord - coord.min(0)[0], 0.02, rounding_mode="trunc").int()
+    batch = torch.repeat_interleave(torch.arange(2), torch.tensor([150, 250]))
+    depth = int(grid.max() + 1).bit_length()
+    code = torch.stack([theirs.encode(grid, batch, depth, o) for o in ("z", "hilbert-trans")])
+    assert point["serialized_depth"] == depth and torch.equal(point["grid_coord"], grid)
+    assert torch.equal(point["serialized_code"], code)
+    assert torch.equal(code.gather(1, point["serialized_order"]), code.sort(1).values)  # sorted by code
+    ar = torch.arange(400).repeat(2, 1)
+    assert torch.equal(point["serialized_inverse"].gather(1, point["serialized_order"]), ar)
+    shuffled = ours.serialization({"coord": coord, "grid_size": 0.02, "offset": offset}, order=("z", "hilbert-trans"),
+                                  shuffle_orders=True, generator=torch.Generator().manual_seed(3))  # fmt: skip
+    rows = {tuple(r.tolist()) for r in shuffled["serialized_code"]}
+    assert rows == {tuple(r.tolist()) for r in code}

@@ -13,7 +13,7 @@ import torch
 
 from pointins import ops
 
-__all__ = ["GridSample", "decode", "encode", "offsets_from_pointcept"]
+__all__ = ["GridSample", "decode", "encode", "offsets_from_pointcept", "serialization"]
 
 
 def encode(grid_coord: Any, batch: Any = None, depth: int = 16, order: str = "z") -> Any:
@@ -113,3 +113,37 @@ def offsets_from_pointcept(offset) -> torch.Tensor:
     ops take (``[0, n0, n0 + n1, ...]``)."""
     off = torch.as_tensor(offset, dtype=torch.long).reshape(-1)
     return torch.cat([off.new_zeros(1), off])
+
+
+def serialization(point: dict, order="z", depth: int | None = None, shuffle_orders: bool = False,
+                  generator: torch.Generator | None = None) -> dict:  # fmt: skip
+    """Pointcept's ``Point.serialization`` on a dict of tensors, on :func:`pointins.ops.serialize`: fills ``order``,
+    ``grid_coord`` (when absent: ``trunc((coord - min) / grid_size)``), ``serialized_depth`` (default: the bit
+    length of the largest grid coordinate + 1), ``serialized_code`` / ``serialized_order`` / ``serialized_inverse``
+    ((orders, N) int64; the batch above the curve bits) as Pointcept does. ``batch`` or Pointcept's ``offset`` (no
+    leading 0) gives the samples. With ``shuffle_orders`` the orders are permuted (``generator`` draws it)."""
+    orders = [order] if isinstance(order, str) else list(order)
+    point["order"] = order
+    if "batch" not in point:
+        if "offset" not in point:
+            raise KeyError("serialization: the point dict needs 'batch' or 'offset' (Pointcept's, no leading 0)")
+        off = offsets_from_pointcept(point["offset"]).to(torch.as_tensor(point["coord"]).device)
+        point["batch"] = torch.repeat_interleave(torch.arange(len(off) - 1, device=off.device), off.diff())
+    if "grid_coord" not in point:
+        if "grid_size" not in point or "coord" not in point:
+            raise KeyError("serialization: without 'grid_coord' the point dict needs 'coord' and 'grid_size'")
+        c = point["coord"]
+        point["grid_coord"] = torch.div(c - c.min(0)[0], point["grid_size"], rounding_mode="trunc").int()
+    g = point["grid_coord"]
+    if depth is None:
+        depth = int(g.max() + 1).bit_length() if g.numel() else 1
+    if depth > 16:
+        raise ValueError(f"serialization: depth {depth} > 16 (Pointcept's limit: 48 bits for the position)")
+    point["serialized_depth"] = depth
+    ser = ops.serialize(g, batch=point["batch"], orders=tuple(orders), depth=depth)
+    code, perm_order, inverse = ser.code, ser.order, ser.inverse
+    if shuffle_orders:
+        perm = torch.randperm(code.shape[0], generator=generator)
+        code, perm_order, inverse = code[perm], perm_order[perm], inverse[perm]
+    point["serialized_code"], point["serialized_order"], point["serialized_inverse"] = code, perm_order, inverse
+    return point
