@@ -16,6 +16,9 @@ from pointins import ops
 from pointins.compat import torch_scatter as ts
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import pointcept_src  # noqa: E402  (tools/: loads Pointcept's own code from a checkout)
+
 TORCH = {"sum": "sum", "mean": "mean", "min": "amin", "max": "amax", "mul": "prod"}
 
 
@@ -94,23 +97,11 @@ def test_torch_scatter_own_suite():
     assert res.returncode == 0, res.stdout[-3000:]
 
 
-POINTCEPT = ROOT.parent / ".mirror" / "Pointcept+Pointcept" / "repo"
+POINTCEPT = pointcept_src.POINTCEPT
 
 
 def _pointcept_serialization(tmp_path):
-    """Pointcept's serialization package (pointcept/models/utils/serialization), imported from a checkout."""
-    pkg = tmp_path / "pc_serialization"
-    pkg.mkdir(exist_ok=True)
-    for name in ("__init__.py", "default.py", "hilbert.py", "z_order.py"):
-        text = subprocess.run(["git", "-C", str(POINTCEPT), "show", f"HEAD:pointcept/models/utils/serialization/"
-                               f"{name}"], capture_output=True, text=True, check=True).stdout  # fmt: skip
-        (pkg / name).write_text(text)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        sys.modules.pop("pc_serialization", None)
-        return importlib.import_module("pc_serialization")
-    finally:
-        sys.path.remove(str(tmp_path))
+    return pointcept_src.serialization(POINTCEPT, tmp_path)
 
 
 @pytest.mark.skipif(not POINTCEPT.exists(), reason="no checkout of Pointcept (fetch github:Pointcept/Pointcept)")
@@ -215,21 +206,7 @@ def test_scipy_shaped_radius_components():
 
 
 def _pointcept_grid_sample():
-    """Pointcept's GridSample class and index_operator, compiled from a checkout's transform.py at run time."""
-    import ast
-    import copy
-
-    import numpy as np
-
-    src = subprocess.run(["git", "-C", str(POINTCEPT), "show", "HEAD:pointcept/datasets/transform.py"],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
-    tree = ast.parse(src)
-    keep = [n for n in tree.body if getattr(n, "name", None) in ("index_operator", "GridSample")]
-    for n in keep:
-        n.decorator_list = []
-    ns = {"np": np, "copy": copy}
-    exec(compile(ast.Module(body=keep, type_ignores=[]), "pointcept/datasets/transform.py", "exec"), ns)
-    return ns["GridSample"]
+    return pointcept_src.grid_sample(POINTCEPT)
 
 
 @pytest.mark.skipif(not POINTCEPT.exists(), reason="no checkout of Pointcept (fetch github:Pointcept/Pointcept)")
@@ -327,3 +304,50 @@ def test_point_serialization_fills_what_pointcept_fills(tmp_path):
                                   shuffle_orders=True, generator=torch.Generator().manual_seed(3))  # fmt: skip
     rows = {tuple(r.tolist()) for r in shuffled["serialized_code"]}
     assert rows == {tuple(r.tolist()) for r in code}
+
+
+def _open3d_rule(p, v, extra):
+    """Open3D's VoxelDownSample as its C++ reads (cpp/open3d/geometry/PointCloud.cpp): the grid anchored at
+    min - v / 2, floor((p - anchor) / v), plain means (normals not re-normalised)."""
+    import numpy as np
+
+    idx = np.floor((p - (p.min(0) - 0.5 * v)) / v).astype(np.int64)
+    _, inv = np.unique(idx, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    cnt = np.bincount(inv)
+    outs = []
+    for a in (p, *extra):
+        m = np.zeros((len(cnt), 3))
+        np.add.at(m, inv, a)
+        outs.append(m / cnt[:, None])
+    return outs
+
+
+@pytest.mark.parametrize("v", [0.05, 0.3])
+def test_open3d_voxel_down_sample(v):
+    import numpy as np
+
+    from pointins.compat.open3d import voxel_down_sample
+
+    rng = np.random.default_rng(3)
+    p = rng.uniform(-2, 5, (20_000, 3))
+    n, c = rng.normal(size=p.shape), rng.uniform(size=p.shape)
+    r = voxel_down_sample(p, v, colors=c, normals=n)
+    try:
+        import open3d as o3d
+
+        pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(p))
+        pc.normals, pc.colors = o3d.utility.Vector3dVector(n), o3d.utility.Vector3dVector(c)
+        d = pc.voxel_down_sample(v)
+        ref = [np.asarray(d.points), np.asarray(d.colors), np.asarray(d.normals)]
+    except Exception:  # Open3D absent (it needs libusb): its rule restated from its C++
+        ref = _open3d_rule(p, v, (c, n))
+    o2 = np.lexsort(r.points.T)
+    for want in (ref, _open3d_rule(p, v, (c, n))):  # Open3D itself (when installed) and its rule
+        o = np.lexsort(want[0].T)
+        assert len(want[0]) == len(r.points)
+        for a, b in zip(want, (r.points, r.colors, r.normals), strict=True):
+            np.testing.assert_allclose(b[o2], a[o], atol=1e-12)
+    assert np.array_equal(r.points[r.inverse].shape, p.shape) and r.inverse.max() == len(r.points) - 1
+    with pytest.raises(ValueError, match="voxel_size"):
+        voxel_down_sample(p, 0)

@@ -50,11 +50,22 @@ class Kmeans:
         self.obj: list[float] = []
         self.index: _FlatL2 | None = None
 
-    def train(self, x) -> float:
+    def train(self, x, weights=None, init_centroids=None) -> float:
+        """faiss' ``train(x, weights=None, init_centroids=None)``: ``init_centroids`` (k, d) starts Lloyd's
+        iterations from those centres (as faiss does); per-point ``weights`` are not supported (faiss-only)."""
         x = np.ascontiguousarray(x, np.float32)
         if x.ndim != 2 or x.shape[1] != self.d:
             raise ValueError(f"pointins.compat.faiss.Kmeans.train: x must be (n, {self.d}), got {x.shape}")
-        res = ops.kmeans(torch.from_numpy(x), None, k=self.k, iters=self.niter, seed=self.seed, init=self.init,
+        if weights is not None:
+            raise NotImplementedError("pointins.compat.faiss.Kmeans.train: per-point weights are not supported; "
+                                      "repeat points to weight them, or use faiss.")  # fmt: skip
+        init = self.init
+        if init_centroids is not None:
+            init = torch.from_numpy(np.ascontiguousarray(init_centroids, np.float32))
+            if tuple(init.shape) != (self.k, self.d):
+                raise ValueError(f"pointins.compat.faiss.Kmeans.train: init_centroids must be ({self.k}, {self.d}), "
+                                 f"got {tuple(init.shape)}")  # fmt: skip
+        res = ops.kmeans(torch.from_numpy(x), None, k=self.k, iters=self.niter, seed=self.seed, init=init,
                          metric="cosine" if self.spherical else "l2")  # fmt: skip
         self.centroids = res.centroids.numpy().astype(np.float32)
         self.obj = [float(res.inertia[0])] if len(res.inertia) else []
