@@ -41,7 +41,8 @@ def main(argv=None) -> int:
             archive = subprocess.run(["git", "-C", str(repo), "archive", "HEAD", tests], capture_output=True,
                                      check=True).stdout  # fmt: skip
             subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-        (dest / "conftest.py").write_text("import pointins.compat\n\npointins.compat.install()\n")
+        check = f"assert {a.peer!r} in pointins.compat.install(peers=[{a.peer!r}]), 'a real {a.peer} was imported'"
+        (dest / "conftest.py").write_text(f"import pointins.compat\n\n{check}\n")
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", tests, *rest]
         return subprocess.run(cmd, cwd=dest, check=False).returncode
 

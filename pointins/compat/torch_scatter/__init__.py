@@ -89,8 +89,14 @@ def _reduce(src: Tensor, index: Tensor, dim: int, size: int, reduce: str, with_a
         vals = torch.zeros(shape, dtype=x.dtype, device=src.device) + x.sum() * 0
         arg = torch.full(shape, n, dtype=torch.long, device=src.device)
         return vals.movedim(0, dim), arg.movedim(0, dim)
+    # one id per row (the usual 1-D index, broadcast: stride 0 along the other dims) -> rows are segments; the
+    # stride test spares a full comparison pass, which cost twice the kernel itself
+    expanded = True
+    for d in range(1, ids.dim()):
+        if ids.stride(d) != 0 and ids.size(d) != 1:
+            expanded = False
     ids = ids.reshape(n, cols)
-    if bool((ids == ids[:, :1]).all()):  # one id per row (the usual 1-D index): rows are segments
+    if expanded or bool((ids == ids[:, :1]).all()):
         vals, arg = torch.ops.pointins.segment_coo(x, ids[:, 0].contiguous(), size, reduce, 0, with_arg)
     else:  # ids differ across columns: every element is its own row, segment = id * cols + column
         col = torch.arange(cols, device=src.device)
@@ -227,6 +233,10 @@ def _csr_ids(src: Tensor, indptr: Tensor) -> Tuple[Tensor, int, int]:
     lead = list(src.shape[:dim])
     if indptr.size(-1) == 0:  # no offsets at all: no segments
         return torch.full(lead + [n], -1, dtype=torch.long, device=src.device), dim, 0
+    if dim == 0 and segs > 0 and src.device.type == "cpu":  # the usual 1-D indptr over all rows: run lengths
+        counts = indptr[1:] - indptr[:-1]
+        if int(indptr[0]) == 0 and int(indptr[-1]) == n and bool((counts >= 0).all()):
+            return torch.repeat_interleave(torch.arange(segs, device=src.device), counts, output_size=n), dim, segs
     ptr = indptr.expand(lead + [indptr.size(-1)]).contiguous()
     pos = torch.arange(n, device=src.device).expand(lead + [n]).contiguous()
     ids = torch.searchsorted(ptr[..., 1:].contiguous(), pos, right=True)
