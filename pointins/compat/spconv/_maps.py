@@ -85,36 +85,35 @@ def conv_map(indices: torch.Tensor, shape: list[int], batch_size: int, ksize: li
         )
     _fits(oshape, batch_size)
     dev = indices.device
-    pos = slots(ksize, dev)
-    c = indices[:, 1:].long()
-    batch = indices[:, 0].long()
-    st = torch.tensor(stride, device=dev)
-    base = c + torch.tensor(padding, device=dev)
-    dil = torch.tensor(dilation, device=dev)
-    osh = torch.tensor(oshape, device=dev)
-    keys, slot_of, src = [], [], []
-    for k in range(pos.shape[0]):  # slot-major, inputs in order within a slot: spconv's CPU numbering
-        num = base - pos[k] * dil
-        o = torch.div(num, st, rounding_mode="floor")
-        ok = ((o * st == num) & (o >= 0) & (o < osh)).all(1)
-        i = ok.nonzero().squeeze(1)
-        keys.append(linear_keys(o[i], batch[i], oshape))
-        slot_of.append(torch.full_like(i, k))
-        src.append(i)
-    key, slot, src_i = torch.cat(keys), torch.cat(slot_of), torch.cat(src)
-    uniq, inv = torch.unique(key, return_inverse=True)
-    first = torch.full((uniq.numel(),), key.numel(), dtype=torch.long, device=dev)
-    first.scatter_reduce_(0, inv, torch.arange(key.numel(), device=dev), reduce="amin")
-    order = torch.argsort(first)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel(), device=dev)
-    out_id = rank[inv]
-    kmap = torch.full((uniq.numel(), pos.shape[0]), -1, dtype=torch.long, device=dev)
+    nd, n = len(shape), indices.shape[0]
+    kvol = math.prod(ksize)
+    # per axis and kernel position k_d: the output coordinate each input reaches, and whether it is one
+    # (divisible by the stride, inside the output); slot validity is the AND over axes (1-D passes only)
+    reach, ok = [], None
+    for d in range(nd):
+        c = indices[:, 1 + d].long() + padding[d]
+        num = c[None, :] - torch.arange(ksize[d], device=dev)[:, None] * dilation[d]  # (K_d, N)
+        o = num if stride[d] == 1 else torch.floor(num.double() / stride[d]).long()  # exact (|num| < 2^53)
+        valid = (o * stride[d] == num) & (o >= 0) & (o < oshape[d])
+        reach.append(o)
+        shp = [1] * (nd + 1)
+        shp[0], shp[1 + d] = n, ksize[d]
+        v = valid.t().reshape(shp)
+        ok = v if ok is None else ok & v
+    # slot-major, inputs in order within a slot: spconv's CPU numbering
+    slot, src_i = ok.reshape(n, kvol).t().nonzero(as_tuple=True)
+    kpos = slots(ksize, dev)[slot]  # (P, nd) kernel position of each pair
+    cols = [indices[:, 0].long()[src_i]] + [reach[d][kpos[:, d], src_i] for d in range(nd)]
+    key = cols[0]
+    for d in range(nd):
+        key = key * int(oshape[d]) + cols[1 + d]
+    # first reach of each output without sorting: the hash table maps every key to its first position
+    first = ops.HashTable(key).query(key)
+    is_first = first == torch.arange(key.numel(), device=dev)
+    rank = torch.cumsum(is_first, 0) - 1
+    out_id = rank[first]
+    m = int(rank[-1]) + 1 if key.numel() else 0
+    kmap = torch.full((m, kvol), -1, dtype=torch.long, device=dev)
     kmap[out_id, slot] = src_i
-    ukey = uniq[order]
-    rows = []
-    for s in reversed(oshape):
-        rows.append(ukey % s)
-        ukey = torch.div(ukey, s, rounding_mode="floor")
-    out_idx = torch.stack([ukey, *reversed(rows)], 1).to(torch.int32)
+    out_idx = torch.stack([c[is_first] for c in cols], 1).to(torch.int32)
     return out_idx, oshape, kmap

@@ -58,7 +58,8 @@ def _check_indices(x: SparseConvTensor, who: str) -> None:
                 )
         if math.prod(x.spatial_shape) * x.batch_size < 2**62:
             keys = _maps.linear_keys(idx[:, 1:], idx[:, 0], x.spatial_shape)
-            if torch.unique(keys).numel() != n:
+            first = ops.HashTable(keys).query(keys)  # each key's first row: a duplicate points elsewhere
+            if not bool((first == torch.arange(n, device=keys.device)).all()):
                 raise ValueError(
                     f"{who}: indices hold the same voxel more than once; merge duplicates first (e.g. "
                     "pointins.ops.voxelize, or torch.unique(indices, dim=0, return_inverse=True) and a mean)."
