@@ -17,13 +17,10 @@ pointins.compat, and PointINS's own encoder with the same weights; 1 thread).
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from peers import ROWS, Row, _peer, add, table, timepair  # noqa: E402
+from peers import Row, _peer, add, cli, timepair  # noqa: E402
 
 import pointins.compat.torch_scatter as our_ts  # noqa: E402
 
@@ -356,32 +353,14 @@ BENCHES = {"scatter": bench_scatter, "spconv": bench_spconv, "pointcept": bench_
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Takes 5-10 minutes on 2 cores (--quick: 1-2); the Markdown table goes to stdout (--out FILE too).",
+    return cli(
+        argv,
+        BENCHES,
+        __doc__,
+        "Drop-in paths vs the peers",
+        "Takes 5-10 minutes on 2 cores (--quick: 1-2); the Markdown table goes to stdout (--out FILE too).",
+        repeat=5,
     )
-    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    p.add_argument("--only", nargs="+", choices=sorted(BENCHES), default=list(BENCHES))
-    p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2, help="threads for ours and the peers (spconv rows: 1)")
-    p.add_argument("--out", default=None, help="also write the Markdown table here")
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    faiss = _peer("faiss")
-    if faiss is not None:
-        faiss.omp_set_num_threads(a.threads)
-    ROWS.clear()
-    for name in a.only:
-        print(f"compat: {name}", file=sys.stderr, flush=True)
-        BENCHES[name](a.quick, a.repeat)
-    head = (f"Drop-in paths vs the peers, {time.strftime('%Y-%m-%d')}, {platform.machine()}, {a.threads} threads, "
-            f"torch {torch.__version__}{' (quick sizes)' if a.quick else ''}")  # fmt: skip
-    text = f"{head}\n\n{table(ROWS)}\n"
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
-    return 1 if any("DIFFER" in r.agree or "DIFFER" in r.note for r in ROWS) else 0
 
 
 if __name__ == "__main__":

@@ -483,15 +483,14 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Takes 5-15 minutes on 2 cores (--quick: under 2); the Markdown table goes to stdout (--out FILE too).",
-    )
+def cli(argv, benches: dict, doc: str, title: str, epilog: str, repeat: int = 7) -> int:
+    """The command line both peer benches share: ``--quick``, ``--only``, ``--repeat``, ``--threads``, ``--out``;
+    runs the chosen benches, prints the Markdown table headed ``title`` (plus date, machine, threads, torch), and
+    exits 1 when any row says DIFFER."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
     p.add_argument("--quick", action="store_true", help="small sizes (seconds): a smoke run")
-    p.add_argument("--only", nargs="+", choices=sorted(BENCHES), default=sorted(BENCHES))
-    p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--only", nargs="+", choices=sorted(benches), default=list(benches))
+    p.add_argument("--repeat", type=int, default=repeat)
     p.add_argument("--threads", type=int, default=2, help="threads for ours and every peer")
     p.add_argument("--out", default=None, help="also write the Markdown table here")
     a = p.parse_args(argv)
@@ -501,9 +500,9 @@ def main(argv: list[str] | None = None) -> int:
         faiss.omp_set_num_threads(a.threads)
     ROWS.clear()
     for name in a.only:
-        print(f"peers: {name}", file=sys.stderr, flush=True)
-        BENCHES[name](a.quick, a.repeat)
-    head = (f"CPU peers, {time.strftime('%Y-%m-%d')}, {platform.machine()}, {a.threads} threads, torch "
+        print(f"bench: {name}", file=sys.stderr, flush=True)
+        benches[name](a.quick, a.repeat)
+    head = (f"{title}, {time.strftime('%Y-%m-%d')}, {platform.machine()}, {a.threads} threads, torch "
             f"{torch.__version__}{' (quick sizes)' if a.quick else ''}")  # fmt: skip
     text = f"{head}\n\n{table(ROWS)}\n"
     print(text)
@@ -511,6 +510,16 @@ def main(argv: list[str] | None = None) -> int:
         with open(a.out, "w") as f:
             f.write(text)
     return 1 if any("DIFFER" in r.agree or "DIFFER" in r.note for r in ROWS) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli(
+        argv,
+        BENCHES,
+        __doc__,
+        "CPU peers",
+        "Takes 5-15 minutes on 2 cores (--quick: under 2); the Markdown table goes to stdout (--out FILE too).",
+    )
 
 
 if __name__ == "__main__":
