@@ -158,6 +158,8 @@ def test_sequential_routes_plain_modules_to_features_and_caches_maps():
     h = torch.relu(net[1](net[0](x).features))
     torch.testing.assert_close(y.features, net[3](x.replace_feature(h)).features)
     assert len(net) == 4 and isinstance(net[-1], ours.SubMConv3d) and ours.modules.is_spconv_module(net[0])
+    same = ours.SparseSequential(ours.Identity(), ours.SubMConv3d(4, 4, 3, algo=ours.ConvAlgo.Native))(x)
+    assert torch.equal(same.indices, idx)  # spconv's Identity and ConvAlgo exist (Pointcept's SpUNet uses them)
     assert not ours.modules.is_spconv_module(net[1])
 
 
@@ -228,6 +230,29 @@ def test_subm_matches_spconv(one_thread, ks, dil):
         b = mine(ours.SparseConvTensor(feat, idx, [40, 30, 20], 2))
     assert torch.equal(a.indices, b.indices)
     torch.testing.assert_close(b.features, a.features, atol=1e-5, rtol=1e-5)
+
+
+def test_1x1_convs_read_the_weight_as_spconv_does():
+    """spconv 2.x multiplies a 1x1 conv's features by weight.view(in, out) (its conv1x1 path), not by the
+    (out, 1, 1, 1, in) layout's natural (in, out) transpose; checkpoints mean that, so ours does the same."""
+    feat, idx = cloud(100, [6, 6, 6], channels=3)
+    for layer in (ours.SubMConv3d(3, 5, 1, padding=1, bias=False), ours.SparseConv3d(3, 5, 1, bias=False)):
+        y = layer(ours.SparseConvTensor(feat, idx, [6, 6, 6], 2))
+        assert torch.equal(y.indices, idx)
+        torch.testing.assert_close(y.features, feat @ layer.weight.detach().reshape(3, 5))
+
+
+@needs_spconv
+@pytest.mark.parametrize("k", [1, (1, 1, 1)])
+def test_1x1_matches_spconv(one_thread, k):
+    feat, idx = cloud(800, [20, 20, 20], channels=6, seed=7)
+    for build in (lambda m: m.SubMConv3d(6, 10, k, padding=1, bias=True), lambda m: m.SparseConv3d(6, 10, k)):
+        theirs, mine = _pair(build)
+        with torch.no_grad():
+            a = theirs(spconv.SparseConvTensor(feat, idx, [20, 20, 20], 2))
+            b = mine(ours.SparseConvTensor(feat, idx, [20, 20, 20], 2))
+        assert torch.equal(a.indices, b.indices)
+        torch.testing.assert_close(b.features, a.features, atol=1e-5, rtol=1e-5)
 
 
 @needs_spconv

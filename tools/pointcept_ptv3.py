@@ -32,15 +32,16 @@ import argparse
 import importlib.abc
 import importlib.util
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import pointcept_src  # noqa: E402
+
 M2 = "pointcept/models/point_transformer_v3/point_transformer_v3m2_sonata.py"
 BLOCKED = ("spconv", "torch_scatter", "flash_attn", "cumm")
 
@@ -57,44 +58,9 @@ class _Block(importlib.abc.MetaPathFinder):
         return None
 
 
-def _package(name: str, path: Path) -> None:
-    mod = types.ModuleType(name)
-    mod.__path__ = [str(path)]
-    sys.modules[name] = mod
-
-
 def _load_pointcept(src: Path):
-    """Import PT-v3m2's module from the copied tree without running the package __init__ files."""
-    for name in ("pointcept", "pointcept.models", "pointcept.utils", "pointcept.engines", "pointcept.engines.hooks",
-                 "pointcept.models.point_transformer_v3"):  # fmt: skip
-        _package(name, src / name.replace(".", "/"))
-    hooks = importlib.import_module("pointcept.engines.hooks.default")
-    sys.modules["pointcept.engines.hooks"].HookBase = hooks.HookBase
-    try:
-        import timm.layers  # timm needs torchvision; only its DropPath is used
-    except Exception:
-        import torch
-
-        class DropPath(torch.nn.Module):
-            """Stochastic depth per sample (training only); identity at p = 0."""
-
-            def __init__(self, drop_prob: float = 0.0, scale_by_keep: bool = True):
-                super().__init__()
-                self.drop_prob, self.scale_by_keep = float(drop_prob), scale_by_keep
-
-            def forward(self, x):
-                if self.drop_prob == 0.0 or not self.training:
-                    return x
-                keep = 1.0 - self.drop_prob
-                mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-                return x * (mask / keep if self.scale_by_keep else mask)
-
-        timm = types.ModuleType("timm")
-        layers = types.ModuleType("timm.layers")
-        layers.DropPath = DropPath
-        timm.layers = layers
-        sys.modules["timm"], sys.modules["timm.layers"] = timm, layers
-    return importlib.import_module(M2.removesuffix(".py").replace("/", "."))
+    """PT-v3m2's module from the copied tree (package __init__ files skipped: pointcept_src.load_model)."""
+    return pointcept_src.load_model(src, M2)
 
 
 def _config(preset: str) -> dict:
@@ -274,16 +240,7 @@ def main(argv=None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="pointcept-ptv3-") as tmp:
         work = Path(tmp)
-        if (repo / "pointcept").is_dir():
-            shutil.copytree(repo / "pointcept", work / "src" / "pointcept")
-            commit = "(working tree)"
-        else:
-            archive = subprocess.run(["git", "-C", str(repo), "archive", "HEAD", "pointcept"], capture_output=True,
-                                     check=True).stdout  # fmt: skip
-            (work / "src").mkdir()
-            subprocess.run(["tar", "-x", "-C", str(work / "src")], input=archive, check=True)
-            commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                    check=True).stdout.strip()  # fmt: skip
+        commit = pointcept_src.extract(repo, work / "src")
         modes = (["peer"] if _peers_installed() and not a.no_peer else []) + ["compat", "native"]
         for mode in modes:
             cmd = [sys.executable, __file__, "--mode", mode, "--work", str(work), "--points", str(a.points),

@@ -141,7 +141,14 @@ class SparseConvolution(SparseModule):
         return s
 
     def _kernel(self) -> torch.Tensor:
-        """The weight as (K, C_in, C_out) for pointins.ops.sparse_conv (a view: gradients reach ``weight``)."""
+        """The weight as (K, C_in, C_out) for pointins.ops.sparse_conv (a view: gradients reach ``weight``).
+
+        A 1x1 conv (kernel volume 1; submanifold, or stride 1) reads its ``(out, 1, 1, 1, in)`` parameter's memory
+        as an ``(in, out)`` matrix, because spconv 2.x does (``SparseConvolution._conv_forward`` in
+        ``spconv/pytorch/conv.py``: ``torch.mm(features, weight.view(in_channels, out_channels))`` while
+        ``FILTER_HWIO`` is False, its default): an spconv-trained 1x1 weight means exactly that."""
+        if self.conv1x1:
+            return self.weight.reshape(self.in_channels, self.out_channels).unsqueeze(0)
         return self.weight.reshape(self.out_channels, -1, self.in_channels).permute(1, 2, 0)
 
     def _who(self) -> str:
