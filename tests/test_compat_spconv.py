@@ -194,6 +194,11 @@ def test_spconv1_weight_layout_loads():
     w = torch.randn(3, 3, 3, 3, 5)  # spconv 1.x: (*K, Cin, Cout)
     conv.load_state_dict({"weight": w, "bias": torch.zeros(5)})
     assert torch.equal(conv.weight, w.permute(4, 0, 1, 2, 3))
+    one = ours.SubMConv3d(3, 5, 1, bias=False)  # a 1x1 conv keeps computing features @ W (in, out)
+    w1 = torch.randn(1, 1, 1, 3, 5)
+    one.load_state_dict({"weight": w1})
+    feat, idx = cloud(30, [4, 4, 4], channels=3)
+    torch.testing.assert_close(one(ours.SparseConvTensor(feat, idx, [4, 4, 4], 2)).features, feat @ w1.reshape(3, 5))
 
 
 def test_install_resolves_spconv_pytorch_in_a_fresh_process():

@@ -129,7 +129,10 @@ class SparseConvolution(SparseModule):
         w = state_dict.get(key)
         old = (*self.kernel_size, self.in_channels, self.out_channels)
         if isinstance(w, torch.Tensor) and tuple(w.shape) == old and tuple(w.shape) != tuple(self.weight.shape):
-            state_dict[key] = w.permute(self.ndim + 1, *range(self.ndim), self.ndim).contiguous()
+            if self.conv1x1:  # read as (in, out) memory either way (see _kernel): keep the memory, change the shape
+                state_dict[key] = w.contiguous().reshape(self.weight.shape)
+            else:
+                state_dict[key] = w.permute(self.ndim + 1, *range(self.ndim), self.ndim).contiguous()
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
