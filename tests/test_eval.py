@@ -339,3 +339,42 @@ def test_offset_agreement():
     assert np.isnan(offset_agreement(np.zeros((3, 3)), np.full((3, 3), np.nan))["cosine"])
     with pytest.raises(ValueError, match="targets"):
         offset_agreement(np.zeros((3, 3)), np.zeros((4, 3)))
+
+
+def test_ablation_pretraining_resumes_an_interrupted_run(tmp_path, monkeypatch, capsys):
+    """A run cut short after a checkpoint continues from it on the next command (and lands where an uninterrupted
+    run lands); a finished run made with other bookkeeping settings (ckpt_every, log_every...) is reused."""
+    import torch
+
+    from pointins.experiments import ablation
+    from pointins.train import load_checkpoint
+
+    data = ablation._data(tmp_path / "data", "indoor", 4, (8_000, 12_000), 0, False)
+    over = [*ablation.SCALES["smoke"]["indoor"], "ckpt_every=2"]
+    ref = ablation._pretrain("indoor", "pointins", 0, 5, data, tmp_path / "ref", over, False)
+    # the same run, stopped by an error after its step-4 checkpoint
+    import pointins.train as train
+
+    real = train.PointINS.step_losses
+
+    def crash(self, batch, progress, **kw):
+        if kw.get("step", 0) >= 4:  # 0-based: the fifth step, after the step-4 checkpoint
+            raise KeyboardInterrupt("cut")
+        return real(self, batch, progress, **kw)
+
+    monkeypatch.setattr(train.PointINS, "step_losses", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ablation._pretrain("indoor", "pointins", 0, 5, data, tmp_path / "cut", over, False)
+    monkeypatch.setattr(train.PointINS, "step_losses", real)
+    assert load_checkpoint(tmp_path / "cut")["step"] == 4 and not (tmp_path / "cut" / "done.json").exists()
+    capsys.readouterr()
+    ablation._pretrain("indoor", "pointins", 0, 5, data, tmp_path / "cut", over, False)
+    err = capsys.readouterr().err
+    assert "ablation: resuming" in err and "from step 4" in err
+    a = torch.load(ref / "backbone.pt", weights_only=True)["backbone"]
+    b = torch.load(tmp_path / "cut" / "backbone.pt", weights_only=True)["backbone"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    stamp = (ref / "done.json").stat().st_mtime_ns
+    ablation._pretrain("indoor", "pointins", 0, 5, data, ref, [*over[:-1], "ckpt_every=3", "log_every=2"], False)
+    assert (ref / "done.json").stat().st_mtime_ns == stamp  # bookkeeping differs only: reused, not redone

@@ -66,7 +66,7 @@ SCALES = {
             "views.local_views=2",
             "num_workers=0",
             "device=cpu",
-            "ckpt_every=0",
+            "ckpt_every=100",
             "vis_every=0",
             "log_every=10",
         ],
@@ -83,7 +83,7 @@ SCALES = {
             "ssl.offset_hidden=128",
             "num_workers=0",
             "device=cpu",
-            "ckpt_every=0",
+            "ckpt_every=100",
             "vis_every=0",
             "log_every=10",
         ],
@@ -108,11 +108,11 @@ SCALES = {
             "views.max_points=60000",
             "batch_size=8",
             "num_workers=8",
-            "ckpt_every=0",
+            "ckpt_every=500",
             "vis_every=0",
             "log_every=50",
         ],
-        "outdoor": ["backbone=small", "batch_size=8", "num_workers=8", "ckpt_every=0", "vis_every=0", "log_every=50"],
+        "outdoor": ["backbone=small", "batch_size=8", "num_workers=8", "ckpt_every=500", "vis_every=0", "log_every=50"],
         "steps": 3000,
         "indoor_scenes": 400,
         "outdoor_scenes": 300,
@@ -135,6 +135,17 @@ def _data(root: Path, kind: str, n: int, points, seed: int, progress: bool) -> P
     return out
 
 
+# settings that change what a run writes, not what it learns: a finished run or checkpoint with other values of
+# these is still the same run (earlier runs were made with ckpt_every=0)
+BOOKKEEPING = ("ckpt_every", "keep_checkpoints", "log_every", "vis_every", "tensorboard")
+
+
+def _same_run(a, b) -> bool:
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return False
+    return {k: v for k, v in a.items() if k not in BOOKKEEPING} == {k: v for k, v in b.items() if k not in BOOKKEEPING}
+
+
 def _pretrain(kind: str, variant: str, seed: int, steps: int, data: Path, out: Path, over: list[str], progress):
     from pointins.config import resolve
     from pointins.train import run
@@ -145,10 +156,22 @@ def _pretrain(kind: str, variant: str, seed: int, steps: int, data: Path, out: P
     done = out / "done.json"
     want = json.loads(json.dumps(cfg.to_dict()))  # as it reads back from done.json (tuples become lists)
     if (out / "backbone.pt").exists() and done.exists():  # reuse a finished run of exactly this config
-        if json.loads(done.read_text()).get("config") == want:
+        if _same_run(json.loads(done.read_text()).get("config"), want):
             return out
+    # an interrupted run of this config continues from its last checkpoint (training resumes exactly)
+    resume = None
+    if (out / "latest").exists():
+        from pointins.train import load_checkpoint
+
+        try:
+            saved = load_checkpoint(out)
+        except Exception:  # an unreadable checkpoint: start over (the run rewrites it)
+            saved = None
+        if saved is not None and _same_run(json.loads(json.dumps(saved.get("config"))), want):
+            resume = out
+            print(f"ablation: resuming {out} from step {saved.get('step')}", file=sys.stderr)
     t0 = time.perf_counter()
-    summary = run(cfg, progress=progress)
+    summary = run(cfg, resume=resume, progress=progress)
     rec = {"seconds": time.perf_counter() - t0, "step": summary["step"], "config": want}
     done.write_text(json.dumps(rec) + "\n")
     return out
