@@ -161,7 +161,8 @@ def test_numpy_in_numpy_out_for_result_objects():
 
 
 @pytest.mark.parametrize("script", ["gpu_check.sh", "count_syncs.py", "quick.py", "sanitize_ops.py", "peers.py",
-                                    "tune_attention.py", "tune_sparse_conv.py", "profile_step.py", "bench_compat.py"])  # fmt: skip
+                                    "tune_attention.py", "tune_sparse_conv.py", "profile_step.py",
+                                    "bench_compat.py"])  # fmt: skip
 def test_bench_scripts_answer_help(script, tmp_path):
     runner = "bash" if script.endswith(".sh") else sys.executable
     cmd = [runner, str(ROOT / "bench" / script)]

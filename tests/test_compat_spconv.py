@@ -214,6 +214,13 @@ def test_install_resolves_spconv_pytorch_in_a_fresh_process():
 # --- spconv itself ---------------------------------------------------------------------------------------------
 
 
+def _both(theirs, mine, feat, idx, shape, batch=2):
+    """Forward of the same input through spconv's network and ours (no grad): (theirs, ours) SparseConvTensors."""
+    with torch.no_grad():
+        return (theirs(spconv.SparseConvTensor(feat, idx, shape, batch)),
+                mine(ours.SparseConvTensor(feat, idx, shape, batch)))  # fmt: skip
+
+
 def _pair(build, seed=0):
     """The same network from spconv and from ours, ours loading spconv's state_dict unchanged (strict)."""
     torch.manual_seed(seed)
@@ -229,10 +236,7 @@ def _pair(build, seed=0):
 @pytest.mark.parametrize("ks,dil", [(3, 1), (5, 1), (3, 2), ((1, 3, 3), 1)])
 def test_subm_matches_spconv(one_thread, ks, dil):
     feat, idx = cloud(2000, [40, 30, 20], channels=16, seed=1)
-    theirs, mine = _pair(lambda m: m.SubMConv3d(16, 32, ks, dilation=dil, indice_key="x"))
-    with torch.no_grad():
-        a = theirs(spconv.SparseConvTensor(feat, idx, [40, 30, 20], 2))
-        b = mine(ours.SparseConvTensor(feat, idx, [40, 30, 20], 2))
+    a, b = _both(*_pair(lambda m: m.SubMConv3d(16, 32, ks, dilation=dil, indice_key="x")), feat, idx, [40, 30, 20])
     assert torch.equal(a.indices, b.indices)
     torch.testing.assert_close(b.features, a.features, atol=1e-5, rtol=1e-5)
 
@@ -252,10 +256,7 @@ def test_1x1_convs_read_the_weight_as_spconv_does():
 def test_1x1_matches_spconv(one_thread, k):
     feat, idx = cloud(800, [20, 20, 20], channels=6, seed=7)
     for build in (lambda m: m.SubMConv3d(6, 10, k, padding=1, bias=True), lambda m: m.SparseConv3d(6, 10, k)):
-        theirs, mine = _pair(build)
-        with torch.no_grad():
-            a = theirs(spconv.SparseConvTensor(feat, idx, [20, 20, 20], 2))
-            b = mine(ours.SparseConvTensor(feat, idx, [20, 20, 20], 2))
+        a, b = _both(*_pair(build), feat, idx, [20, 20, 20])
         assert torch.equal(a.indices, b.indices)
         torch.testing.assert_close(b.features, a.features, atol=1e-5, rtol=1e-5)
 
@@ -289,9 +290,7 @@ def test_2d_layers_match_spconv(one_thread):
     theirs, mine = _pair(lambda m: m.SparseSequential(m.SubMConv2d(4, 8, 3, indice_key="a"),
                                                       m.SparseConv2d(8, 8, 3, stride=2, padding=1, indice_key="b"),
                                                       m.SparseInverseConv2d(8, 4, 3, indice_key="b")))  # fmt: skip
-    with torch.no_grad():
-        a = theirs(spconv.SparseConvTensor(feat, idx, [30, 25], 2))
-        b = mine(ours.SparseConvTensor(feat, idx, [30, 25], 2))
+    a, b = _both(theirs, mine, feat, idx, [30, 25])
     assert torch.equal(a.indices, b.indices)
     torch.testing.assert_close(b.features, a.features, atol=1e-5, rtol=1e-5)
 
@@ -313,9 +312,7 @@ def test_unet_matches_spconv_and_trains_on_cpu(one_thread):
 
     feat, idx = cloud(5000, [64, 64, 32], channels=6, seed=4)
     theirs, mine = _pair(build)
-    with torch.no_grad():
-        a = theirs(spconv.SparseConvTensor(feat, idx, [64, 64, 32], 2))
-        b = mine(ours.SparseConvTensor(feat, idx, [64, 64, 32], 2))
+    a, b = _both(theirs, mine, feat, idx, [64, 64, 32])
     assert torch.equal(a.indices, b.indices)
     torch.testing.assert_close(b.features, a.features, atol=1e-4, rtol=1e-4)
     opt = torch.optim.SGD(mine.parameters(), lr=0.1)
