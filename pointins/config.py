@@ -73,6 +73,7 @@ class TrainConfig:
     worker_nice: int | None = None  # CPU priority drop of the data workers; None: 19 on CPU runs, 0 with a GPU
     view_threads: int = 2  # num_workers=0: threads making a batch's samples in the training process
     threads: int | None = None  # intra-op threads of the training process; None: torch's default (physical cores)
+    overlap_teacher: bool = True  # CPU with >1 thread: teacher and student forwards side by side, one thread each
     views: ViewConfig = field(default_factory=ViewConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
 
@@ -93,7 +94,7 @@ class TrainConfig:
             "max_bad_steps": ("int", 1, None), "tensorboard": ("bool", 0, 0), "min_scene_points": ("int", 1, None),
             "diagnostics": ("bool", 0, 0),
             "scene_cache_mb": ("int", 0, None), "worker_nice": ("opt-int", 0, 19), "view_threads": ("int", 1, 256),
-            "threads": ("opt-int", 1, 4096),
+            "threads": ("opt-int", 1, 4096), "overlap_teacher": ("bool", 0, 0),
         })  # fmt: skip
         if self.data_nan not in ("drop", "raise"):
             raise ValueError(f"TrainConfig: data_nan must be 'drop' or 'raise', got {self.data_nan!r}.")

@@ -581,6 +581,7 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
         )
     use_amp = device.type == "cuda" and cfg.amp in ("auto", "bf16")
     student_params = list(model.student.parameters())  # walked every step (gradient clipping)
+    overlap = cfg.overlap_teacher and device.type == "cpu" and torch.get_num_threads() > 1
 
     sampler = EpochSampler(len(views), cfg.batch_size, cfg.seed, rank, world, start, cfg.steps)
     collate_fn = functools.partial(collate, feat_keys=keys)
@@ -628,7 +629,8 @@ def _run(cfg: TrainConfig, resume, progress: bool, rank: int, world: int, device
                   phase("forward + losses")):  # fmt: skip
                 diagnose = rank == 0 and cfg.diagnostics and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps)
                 res = model.step_losses(batch, progress_frac, step=step, student=student, generator=gen,
-                                        autocast=use_amp, details=want_vis, diagnose=diagnose)  # fmt: skip
+                                        autocast=use_amp, details=want_vis, diagnose=diagnose,
+                                        overlap=overlap)  # fmt: skip
             ok = bool(torch.isfinite(res.loss.detach()))
             ok = _all_mean([float(ok)], device)[0] == 1.0
             gnorm = float("nan")

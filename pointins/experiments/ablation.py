@@ -137,7 +137,9 @@ def _data(root: Path, kind: str, n: int, points, seed: int, progress: bool) -> P
 
 # settings that change what a run writes, not what it learns: a finished run or checkpoint with other values of
 # these is still the same run (earlier runs were made with ckpt_every=0)
-BOOKKEEPING = ("ckpt_every", "keep_checkpoints", "log_every", "vis_every", "tensorboard")
+# (and how the step is executed: threads, the overlapped teacher forward, caches -- float summation order only)
+BOOKKEEPING = ("ckpt_every", "keep_checkpoints", "log_every", "vis_every", "tensorboard", "threads", "view_threads",
+               "overlap_teacher", "scene_cache_mb", "worker_nice")  # fmt: skip
 
 
 def _same_run(a, b) -> bool:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from pointins import _timing
 from pointins._timing import phase
 from pointins.data.masking import block_mask
 from pointins.models import PointTransformerV3
@@ -34,6 +35,29 @@ from pointins.ssl.semantic import SEMANTIC_MODES, SemanticHead, per_sample_mean,
 from pointins.ssl.teacher import cosine, linear_warmup
 
 __all__ = ["ORACLE_VARIANTS", "VARIANTS", "PointINS", "SSLConfig", "Student"]
+
+
+_POOL = None
+
+
+def _teacher_pool():
+    """The one background thread the overlapped step runs teacher forwards on (made on first use)."""
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(1, thread_name_prefix="pointins-teacher")
+    return _POOL
+
+
+def _set_omp(n: int) -> None:
+    """OpenMP's thread count for the calling thread only (torch.set_num_threads would change the process's)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).omp_set_num_threads(int(n))
+    except (OSError, AttributeError):  # no OpenMP runtime: nothing to set
+        pass
 
 
 @dataclass
@@ -296,6 +320,33 @@ class PointINS(nn.Module):
         out["visible"] = keep
         return out
 
+    def _overlapped(self, g, loc, sched, generator, run, device_type: str, autocast: bool):
+        """Teacher forward on the teacher thread, masking + student forward here, both single-threaded (OpenMP's
+        thread count is per thread; MKL follows it); this thread's count is restored after. The teacher draws no
+        random numbers (eval mode), so the global RNG sees the student's draws in the same order as without
+        overlap; results differ from the sequential step only in float summation order (fewer threads)."""
+
+        def teacher():
+            _set_omp(1)
+            _timing.thread_root("teacher thread", cpu=False)
+            with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
+                with phase("teacher"):
+                    return self.teacher(g)
+
+        fut = _teacher_pool().submit(teacher)
+        n = torch.get_num_threads()
+        _set_omp(1)
+        try:
+            with phase("masking"):
+                sb = self._student_batch(g, loc, sched["mask_size"], sched["mask_ratio"], generator)
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast), phase("student"):
+                s_res = run(sb)
+        finally:
+            _set_omp(n)
+        with phase("wait for teacher"):
+            t_res = fut.result()
+        return t_res, sb, s_res
+
     def step_losses(
         self,
         batch: dict,
@@ -307,6 +358,7 @@ class PointINS(nn.Module):
         autocast: bool = False,
         details: bool = False,
         diagnose: bool = False,
+        overlap: bool = False,
     ) -> StepOutput:
         """Loss of one collated multi-view batch at training ``progress`` in [0, 1].
 
@@ -314,7 +366,9 @@ class PointINS(nn.Module):
         ``generator`` draws the masks. ``details=True`` also returns the teacher's SCR results (for the
         visualisation) and the matches. ``diagnose=True`` adds the label diagnostics of
         :mod:`pointins.ssl.diagnostics` to the stats (``diag_*``) when the batch has instance labels; labels are
-        never read for a loss except by the oracle controls (``cfg.oracle``).
+        never read for a loss except by the oracle controls (``cfg.oracle``). ``overlap=True`` (CPU) runs the
+        teacher's forward on a second thread while this one masks and runs the student, each with one OpenMP
+        thread: the small ops of a forward scale poorly across threads, two independent forwards do not.
         """
         c = self.cfg
         sched = self.schedule(progress)
@@ -324,17 +378,21 @@ class PointINS(nn.Module):
         num_samples = int(batch["num_samples"])
         amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast)
 
-        # teacher on the full global views
-        with torch.no_grad(), amp, phase("teacher"):
-            t_out, t_scores, t_off = self.teacher(g)
+        if overlap:  # teacher and student side by side, one OpenMP thread each (see _overlapped)
+            (t_out, t_scores, t_off), sb, (s_out, s_scores, s_off) = self._overlapped(
+                g, loc, sched, generator, run, dev.type, autocast
+            )
+        else:
+            # teacher on the full global views
+            with torch.no_grad(), amp, phase("teacher"):
+                t_out, t_scores, t_off = self.teacher(g)
+            # student on visible global points + local views
+            with phase("masking"):
+                sb = self._student_batch(g, loc, sched["mask_size"], sched["mask_ratio"], generator)
+            with amp, phase("student"):
+                s_out, s_scores, s_off = run(sb)
         t_cloud = _cloud_of(t_out.offsets, t_out.coord.shape[0])
         t_xyz = _original_positions(t_out, g["transform"], g["shift"], t_cloud)
-
-        # student on visible global points + local views
-        with phase("masking"):
-            sb = self._student_batch(g, loc, sched["mask_size"], sched["mask_ratio"], generator)
-        with amp, phase("student"):
-            s_out, s_scores, s_off = run(sb)
         s_cloud = _cloud_of(s_out.offsets, s_out.coord.shape[0])
         s_xyz = _original_positions(s_out, sb["transform"], sb["shift"], s_cloud)
 
