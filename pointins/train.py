@@ -198,7 +198,10 @@ def _ensure_synthetic(cfg: TrainConfig, rank: int, progress: bool) -> Path:
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
         try:
-            workers = max(1, min(cfg.num_workers, os.cpu_count() or 1))
+            # before training: every core (at most 8); the scenes do not depend on the count. (It followed
+            # num_workers, which is 0 in cpu-demo: one process, ~35 s of the main job on 2 cores.)
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            workers = max(1, min(8, cpus))
             synthetic.generate(
                 cfg.kind,
                 tmp,

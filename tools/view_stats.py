@@ -9,6 +9,9 @@ For the anchored sampler (Sonata's ``MultiViewGenerator``, the default) and the 
 
 * global-global overlap: the fraction of the second global view's points that are in the first;
 * local views overlapping the first global view by more than 10%, and their mean overlap;
+* with ``--shares``: the share of the grid-sampled scene's points each global and local view covers (the paper's
+  views are 40-100% / 10-40% of min(65,536, N) points: the whole share of a room of up to 65,536 points at 2 cm);
+  ``--kind outdoor`` and ``--split`` pick the data;
 * with ``--pairs-batches N``: matched pairs per student point at the up-cast level in N batches of the
   cpu-demo configuration (random weights: matching depends only on positions), for exact-cell matching and for
   Sonata's radius matching (up to 8 teacher points within 0.32 m).
@@ -44,6 +47,34 @@ def view_overlaps(data: Path, scenes: int, epochs: int, anchored: bool, grid: fl
         "local_overlap_mean": float(lo.mean()),
         "views": len(go),
     }
+
+
+def view_shares(
+    data: Path, scenes: int, epochs: int, grid: float, max_points: int, local: int, split: str, outdoor: bool
+) -> dict:
+    """Mean, 10th and 90th percentile of the share of the grid-sampled scene's points in each view, and the
+    grid-sampled scenes' sizes."""
+    from pointins.data import PointCloudDataset
+    from pointins.data.views import ViewConfig, make_views, prepare_scene
+
+    src = PointCloudDataset(data, split=split)
+    make = ViewConfig.outdoor if outdoor else ViewConfig
+    cfg = make(grid_size=grid, max_points=max_points, local_views=local)
+    rng = np.random.default_rng(0)
+    shares: dict[str, list] = {"global": [], "local": []}
+    sizes = []
+    for _ in range(epochs):
+        for i in range(min(scenes, len(src))):
+            s = prepare_scene(src[i], grid, rng)
+            n = len(s["coord"])
+            sizes.append(n)
+            for kind, views in make_views(s, cfg, rng).items():
+                shares[kind].extend(len(np.unique(v["index"])) / n for v in views)
+    out = {"scene_points": (float(np.mean(sizes)), float(np.min(sizes)), float(np.max(sizes)))}
+    for kind, v in shares.items():
+        if v:
+            out[kind] = (float(np.mean(v)), float(np.quantile(v, 0.1)), float(np.quantile(v, 0.9)))
+    return out
 
 
 def matched_pairs(data: Path, batches: int, anchored: bool, radius: float | None) -> float:
@@ -88,7 +119,27 @@ def main() -> int:
     ap.add_argument("--max-points", type=int, default=65536)
     ap.add_argument("--local-views", type=int, default=4)
     ap.add_argument("--pairs-batches", type=int, default=0)
+    ap.add_argument("--shares", action="store_true", help="only the share of the scene each view covers")
+    ap.add_argument("--kind", choices=("indoor", "outdoor"), default="indoor", help="with --shares: view settings")
+    ap.add_argument("--split", default="train", help="with --shares and --data: the split to read")
     a = ap.parse_args()
+    if a.shares:
+        if a.data is None:
+            ap.error("--shares needs --data (a dataset folder)")
+        s = view_shares(a.data, a.scenes, a.epochs, a.grid, a.max_points, a.local_views, a.split, a.kind == "outdoor")
+        m, lo, hi = s["scene_points"]
+        print(
+            f"{a.kind} views of {a.scenes} scenes x {a.epochs} draws (grid {a.grid} m, max {a.max_points} points): "
+            f"scenes {m:,.0f} points after the grid ({lo:,.0f}-{hi:,.0f})"
+        )
+        for kind in ("global", "local"):
+            if kind in s:
+                m, lo, hi = s[kind]
+                print(
+                    f"  {kind:6s} views: {m:6.1%} of the scene's points on average "
+                    f"(10th-90th percentile {lo:.1%}-{hi:.1%})"
+                )
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         data = a.data
         if data is None:

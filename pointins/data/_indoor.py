@@ -380,6 +380,26 @@ def _colour(rng, mat: str) -> np.ndarray:
     return np.clip(np.asarray(pal[int(rng.integers(len(pal)))], float) + rng.normal(0, 12, 3), 0, 255)
 
 
+def _near_points(coord: np.ndarray, centres: np.ndarray, radius: float):
+    """For each centre, the rows of ``coord`` in the 3x3x3 grid cells around it: every point closer than
+    ``radius`` (and some farther), in ascending row order. Cells are 0.1% wider than ``radius`` so rounding in the
+    cell numbers cannot drop a point of the ball. (A full scan per centre was 60% of a room's generation time.)"""
+    side = radius * 1.001
+    lo = coord.min(0)
+    ijk = np.floor((coord - lo) / side).astype(np.int64) + 1  # a free layer of cells below ...
+    dims = ijk.max(0) + 2  # ... and above
+    key = (ijk[:, 0] * dims[1] + ijk[:, 1]) * dims[2] + ijk[:, 2]
+    order = np.argsort(key, kind="stable")
+    skey = key[order]
+    cc = np.clip(np.floor((centres - lo) / side).astype(np.int64) + 1, 1, dims - 2)
+    d = np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)])
+    mid = ((cc[:, None, 0] + d[:, 0]) * dims[1] + (cc[:, None, 1] + d[:, 1])) * dims[2] + cc[:, None, 2]  # (n, 9)
+    a = np.searchsorted(skey, mid - 1, "left")
+    b = np.searchsorted(skey, mid + 1, "right")
+    for ai, bi in zip(a, b, strict=True):
+        yield np.sort(np.concatenate([order[x:y] for x, y in zip(ai, bi, strict=True)]))
+
+
 def generate_room(rng: np.random.Generator, cfg: IndoorConfig | None = None) -> dict[str, np.ndarray]:
     """One room as a dict of arrays: coord (N,3) float32, color (N,3) uint8, normal (N,3) float32,
     segment (N,) int32 in ``CLASSES``, instance (N,) int32 (-1 on stuff, 0..I-1 on furniture)."""
@@ -449,10 +469,7 @@ def generate_room(rng: np.random.Generator, cfg: IndoorConfig | None = None) -> 
     if nh and len(coord):
         centres = coord[rng.integers(len(coord), size=nh)]
         radii = rng.uniform(*cfg.hole_radius, size=nh)
-        cell = cfg.hole_radius[1]
-        for c, r in zip(centres, radii, strict=True):
-            near = np.abs(coord - c).max(1) < cell  # cheap box prefilter, then the ball
-            idx = np.flatnonzero(near)
+        for c, r, idx in zip(centres, radii, _near_points(coord, centres, cfg.hole_radius[1]), strict=True):
             keep[idx[((coord[idx] - c) ** 2).sum(1) < r * r]] = False
     idx = np.flatnonzero(keep)
     if len(idx) > target:
