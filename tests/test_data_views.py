@@ -162,6 +162,39 @@ def test_views_are_anchored_as_sonata(scene):
         ViewConfig(anchored="yes")
 
 
+@pytest.mark.parametrize("anchored", [True, False])
+def test_views_from_a_part_of_the_scene(scene, anchored):
+    """scene_points: every view of a sample lies in the scene_points points nearest one point of the scene, and
+    the view sizes are fractions of that part (the paper's share of a room at the CPU scale)."""
+    k = 6000
+    cfg = ViewConfig(jitter_sigma=0.0, elastic=None, max_points=65536, scene_points=k, anchored=anchored)
+    n = len(scene["coord"])
+    assert n > 3 * k
+    for seed in range(3):
+        views = make_views(scene, cfg, np.random.default_rng(seed))
+        rows = np.unique(np.concatenate([v["index"] for vs in views.values() for v in vs]))
+        assert len(rows) <= k and rows.max() < n
+        # the part: the k points nearest a random point of the scene (the sample's first draw)
+        c = scene["coord"][int(np.random.default_rng(seed).integers(n))]
+        nearest = np.argsort(((scene["coord"] - c) ** 2).sum(1), kind="stable")[:k]
+        assert np.isin(rows, nearest).all()
+        for v in views["global"]:
+            assert 0.5 * cfg.global_ratio[0] * k <= len(v["index"]) <= cfg.global_ratio[1] * k
+            np.testing.assert_allclose(T.to_original(v), scene["coord"][v["index"]], atol=1e-5)
+        for v in views["local"]:
+            assert len(v["index"]) <= cfg.local_ratio[1] * k
+    # off (0) or a part at least the scene's size: the views are the ones made from the whole scene
+    for sp in (0, n):
+        a = make_views(scene, ViewConfig(scene_points=sp, anchored=anchored), np.random.default_rng(5))
+        b = make_views(scene, ViewConfig(anchored=anchored), np.random.default_rng(5))
+        for kind in ("global", "local"):
+            for va, vb in zip(a[kind], b[kind], strict=True):
+                np.testing.assert_array_equal(va["index"], vb["index"])
+                np.testing.assert_array_equal(va["coord"], vb["coord"])
+    with pytest.raises(ValueError, match="scene_points"):
+        ViewConfig(scene_points=-1)
+
+
 def test_local_view_centres_follow_the_cover_mask(scene, monkeypatch):
     """Each local view's centre is an uncovered point of the major view (checked by recording the crops)."""
     from pointins.data import views as V

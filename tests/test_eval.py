@@ -378,3 +378,21 @@ def test_ablation_pretraining_resumes_an_interrupted_run(tmp_path, monkeypatch, 
     stamp = (ref / "done.json").stat().st_mtime_ns
     ablation._pretrain("indoor", "pointins", 0, 5, data, ref, [*over[:-1], "ckpt_every=3", "log_every=2"], False)
     assert (ref / "done.json").stat().st_mtime_ns == stamp  # bookkeeping differs only: reused, not redone
+
+
+def test_ablation_reuses_runs_made_before_a_setting_existed():
+    """A finished run's config written before a setting was added (views.scene_points) counts as that setting's
+    default: reused; a run with another value is not the same run."""
+    import json
+
+    from pointins.config import resolve
+    from pointins.experiments import ablation
+
+    now = json.loads(json.dumps(resolve("cpu-demo", []).to_dict()))
+    before = json.loads(json.dumps(now))
+    del before["views"]["scene_points"]
+    assert ablation._same_run(before, now) and ablation._same_run(now, before)
+    other = json.loads(json.dumps(now))
+    other["views"]["scene_points"] = 8000
+    assert not ablation._same_run(before, other) and not ablation._same_run(other, now)
+    assert now["views"]["scene_points"] == 0  # the default the old runs ran with

@@ -44,13 +44,14 @@ GRID = {
         "ssl.odr_directions=true",
         "views.grid_size=0.06",
     ],
-    # the defaults with views covering about half of each scene (40-100% of 24,000 points of a ~34,000-point scene at
-    # 4 cm) instead of ~15% (8,000): nearer the paper's share (~70% of these rooms at its 2 cm / 65,536); 3x the points
-    "defaults+share50": [
+    # the defaults with each sample's views made from an 8,000-point part of the scene (views.scene_points): views
+    # cover ~70% of their "scene" as the paper's do of a whole room (40-100% of min(65,536, N) points) instead of
+    # ~15% of the room, at the same view size and cost
+    "defaults+part": [
         "ssl.scale_ref_points=2800",
         "ssl.prior=indoor-all",
         "ssl.odr_directions=false",
-        "views.max_points=24000",
+        "views.scene_points=8000",
     ],
 }
 KEYS = ("diag_teacher_cos", "diag_teacher_l1", "diag_raw_cos", "diag_student_cos", "diag_student_l1",

@@ -71,6 +71,10 @@ class ViewConfig:
     elastic: tuple | None = ((0.2, 0.4), (0.8, 1.6))  # (granularity, magnitude) pairs; not part of the map
     elastic_p: float = 0.95
     anchored: bool = True  # Sonata's view centres; False: every view around a random scene point (old sampler)
+    # [ours] > 0: the views are made from the scene_points points of the grid-sampled scene nearest a random point
+    # of it, not from the whole scene: views then cover a share of their "scene" like the paper's do of a whole
+    # room (40-100% of min(65,536, N) points) when max_points is far below a room's size (the CPU scale)
+    scene_points: int = 0
 
     def __post_init__(self):
         from pointins._validate import check_fields
@@ -85,7 +89,7 @@ class ViewConfig:
             "rotate_z_p": ("float", 0, 1), "tilt": ("float", 0, math.pi), "tilt_p": ("float", 0, 1),
             "flip_p": ("float", 0, 1), "jitter_sigma": ("float", 0, None), "jitter_clip": ("float", 0, None),
             "color_jitter": ("bool", 0, 0), "shared_global_color": ("bool", 0, 0), "elastic_p": ("float", 0, 1),
-            "anchored": ("bool", 0, 0),
+            "anchored": ("bool", 0, 0), "scene_points": ("int", 0, None),
         })  # fmt: skip
         if self.elastic is not None:
             el = self.elastic
@@ -188,6 +192,12 @@ def make_views(scene: dict, cfg: ViewConfig, rng: np.random.Generator) -> dict:
     n = len(scene["coord"])
     if n == 0:
         raise ValueError("make_views: the scene has no points.")
+    if cfg.scene_points and n > cfg.scene_points:  # a part of the scene stands for it (index: rows of the whole)
+        if "index" not in scene:
+            scene = dict(scene, index=np.arange(n))
+        with phase("crop"):
+            scene = T.nearest_crop(scene, cfg.scene_points, scene["coord"][int(rng.integers(n))])
+    rows, n = n, len(scene["coord"])  # rows: of the whole scene (what "index" numbers); n: points to draw from
     base = min(n, cfg.max_points)
     out: dict[str, list] = {"global": [], "local": []}
     coord = scene["coord"]
@@ -216,7 +226,7 @@ def make_views(scene: dict, cfg: ViewConfig, rng: np.random.Generator) -> dict:
     # Local views: centred on points of the major view not yet covered by a local view.
     major_index = major["index"] if "index" in major else np.arange(len(mc))
     covered = np.zeros(len(mc), dtype=bool)
-    in_view = np.zeros(n, dtype=bool)  # scene rows of the last local view
+    in_view = np.zeros(rows, dtype=bool)  # scene rows of the last local view
     for _ in range(cfg.local_views):
         if covered.all():
             covered[:] = False

@@ -142,10 +142,22 @@ BOOKKEEPING = ("ckpt_every", "keep_checkpoints", "log_every", "vis_every", "tens
                "overlap_teacher", "scene_cache_mb", "worker_nice")  # fmt: skip
 
 
+# settings added after runs were made: a config written before has none and ran with the default
+ADDED = {("views", "scene_points"): 0}
+
+
 def _same_run(a, b) -> bool:
     if not isinstance(a, dict) or not isinstance(b, dict):
         return False
-    return {k: v for k, v in a.items() if k not in BOOKKEEPING} == {k: v for k, v in b.items() if k not in BOOKKEEPING}
+
+    def norm(c):
+        c = {k: (dict(v) if isinstance(v, dict) else v) for k, v in c.items() if k not in BOOKKEEPING}
+        for (section, key), default in ADDED.items():
+            if isinstance(c.get(section), dict):
+                c[section].setdefault(key, default)
+        return c
+
+    return norm(a) == norm(b)
 
 
 def _pretrain(kind: str, variant: str, seed: int, steps: int, data: Path, out: Path, over: list[str], progress):
