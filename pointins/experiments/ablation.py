@@ -142,6 +142,10 @@ BOOKKEEPING = ("ckpt_every", "keep_checkpoints", "log_every", "vis_every", "tens
                "overlap_teacher", "scene_cache_mb", "worker_nice")  # fmt: skip
 
 
+# the outdoor table: SemanticKITTI's PQ, SQ, RQ, PQ†, then PQ over the thing classes alone (where instance-aware
+# features can show; the official evaluator reports it too) and over the stuff classes, and the probe's mIoU
+OUTDOOR_METRICS = ("pq", "sq", "rq", "pq_dagger", "pq_things", "pq_stuff", "miou")
+
 # settings added after runs were made: a config written before has none and ran with the default
 ADDED = {("views", "scene_points"): 0}
 
@@ -324,8 +328,8 @@ def run_ablation(
                 kw = {"epochs": sc["probe_epochs"], "seed": seed, "grid_size": grid, "device": device, "render": 1,
                       "backbone": "tiny" if scale == "cpu" else "small"}  # fmt: skip
                 r = _evaluate(ckpt, data, task, run_dir, kw, progress)
-                keep = ("miou", "ap", "ap50", "ap25") if kind == "indoor" else ("pq", "sq", "rq", "pq_dagger", "miou")
-                res["runs"][tag] = {k: r[k] for k in keep}
+                keep = ("miou", "ap", "ap50", "ap25") if kind == "indoor" else OUTDOOR_METRICS
+                res["runs"][tag] = {k: r.get(k, float("nan")) for k in keep}
                 res["runs"][tag]["probe_loss_last"] = r["probe_loss_last"]
                 if v in OFFSET_VARIANTS:  # what the self-supervised offset head alone finds (no labels, no probe)
                     u = _evaluate(ckpt, data, "unsupervised", run_dir, {**kw, "epochs": None}, progress)
@@ -458,9 +462,9 @@ def _report(out: Path, res: dict, kinds: list[str]) -> None:
           ""]  # fmt: skip
     summary = {}
     for kind in kinds:
-        metrics = ("miou", "ap", "ap50", "ap25") if kind == "indoor" else ("pq", "sq", "rq", "pq_dagger", "miou")
+        metrics = ("miou", "ap", "ap50", "ap25") if kind == "indoor" else OUTDOOR_METRICS
         label = {"miou": "mIoU", "ap": "AP", "ap50": "AP50", "ap25": "AP25", "pq": "PQ", "sq": "SQ", "rq": "RQ",
-                 "pq_dagger": "PQ†"}  # fmt: skip
+                 "pq_dagger": "PQ†", "pq_things": "PQ^Th", "pq_stuff": "PQ^St"}  # fmt: skip
         proto = "ScanNet-protocol instance AP" if kind == "indoor" else "SemanticKITTI-protocol PQ"
         md += [f"## {kind} ({proto})", "", "| variant | " + " | ".join(label[m] for m in metrics) + " | seeds |",
                "|---|" + "---|" * (len(metrics) + 1)]  # fmt: skip
