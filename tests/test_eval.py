@@ -270,6 +270,27 @@ def test_ablation_smoke(tmp_path):
     assert "PointINS − semantic-only" in md and "Paper's ordering" in md and "Machine:" in md
 
 
+def test_ablation_outdoor_probes_score_more_sweeps_than_pretraining_saw(tmp_path, monkeypatch):
+    """outdoor_eval_scenes: the probes train and score on a larger set from the same generator and seed (the
+    scored sweeps unseen by pretraining); pretraining keeps its own data; the table splits PQ into things / stuff."""
+    from pointins.experiments import ablation
+
+    monkeypatch.setitem(ablation.SCALES, "smoke", {**ablation.SCALES["smoke"], "outdoor_eval_scenes": 8})
+    assert ablation.main(["--scale", "smoke", "--out", str(tmp_path), "--no-progress", "--skip-indoor",
+                          "--variants", "semantic-only"]) == 0  # fmt: skip
+    run = tmp_path / "outdoor" / "semantic-only" / "seed0"
+    pre = json.loads((run / "done.json").read_text())["config"]["data"]
+    probe = json.loads((run / "eval-panoptic" / "results.json").read_text())["data"]
+    assert Path(pre).name == "outdoor-n4-seed100" and Path(probe).name == "outdoor-n8-seed100"
+    val = (Path(probe) / "val.txt").read_text().split()
+    assert val == ["scene_00006", "scene_00007"]  # beyond the 4 sweeps pretraining drew from
+    md = (tmp_path / "ablation.md").read_text()
+    assert "| PQ | SQ | RQ | PQ† | PQ^Th | PQ^St | mIoU |" in md
+    assert {"pq_things", "pq_stuff"} <= set(
+        json.loads((tmp_path / "ablation.json").read_text())["runs"]["outdoor/semantic-only/seed0"]
+    )
+
+
 def test_ablation_report_partial_and_gap(tmp_path):
     """An interrupted ablation reports what it finished (missing cells marked, seed counts), the paper's
     ordering and the PointINS gain with its spread."""
