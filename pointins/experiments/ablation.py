@@ -489,7 +489,8 @@ def _report(out: Path, res: dict, kinds: list[str]) -> None:
                 md.append(f"| {_name(v)} | " + " | ".join("…" for _ in metrics) + " | 0 |")
                 continue
             done_v.append(v)
-            vals = {m: [runs[f"{kind}/{v}/seed{s}"][m] for s in have] for m in metrics}
+            # (a metric added to the table later is "-" for results written before it)
+            vals = {m: [runs[f"{kind}/{v}/seed{s}"].get(m, float("nan")) for s in have] for m in metrics}
             md.append(f"| {_name(v)} | " + " | ".join(_cell(vals[m]) for m in metrics) + f" | {len(have)} |")
             for m in metrics:
                 mu, sd = _stats(vals[m])
