@@ -417,3 +417,42 @@ def test_ablation_reuses_runs_made_before_a_setting_existed():
     other["views"]["scene_points"] = 8000
     assert not ablation._same_run(before, other) and not ablation._same_run(other, now)
     assert now["views"]["scene_points"] == 0  # the default the old runs ran with
+
+
+def test_budget_curve_runs_each_budget_once_and_reuses_an_earlier_ablation(tmp_path):
+    """The budget curve (#32 7c) pretrains semantic-only and PointINS at each budget, shares one set of scenes,
+    reads a budget an earlier ablation ran instead of redoing it, and tabulates the gain per budget."""
+    from pointins.experiments import ablation, budget
+
+    old = tmp_path / "abl"
+    assert ablation.main(["--scale", "smoke", "--out", str(old), "--no-progress", "--skip-outdoor", "--steps", "1",
+                          "--variants", "semantic-only", "pointins"]) == 0  # fmt: skip
+    ckpt = old / "indoor" / "pointins" / "seed0" / "backbone.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    out = tmp_path / "budget"
+    argv = ["--scale", "smoke", "--out", str(out), "--no-progress", "--skip-outdoor", "--steps", "2", "1",
+            "--reuse", f"1={old}"]  # fmt: skip
+    assert budget.main(argv) == 0
+    assert ckpt.stat().st_mtime_ns == stamp  # the reused budget was read, not pretrained again
+    assert (out / "data").resolve() == (old / "data").resolve()  # its scenes are shared, not regenerated
+    assert (out / "steps2" / "indoor" / "pointins" / "seed0" / "backbone.pt").exists()
+    assert not (out / "steps1").exists()
+    res = json.loads((out / "budget.json").read_text())
+    assert res["steps"] == [1, 2] and set(res["budgets"]) == {"1", "2"}
+    assert set(res["budgets"]["2"]) == {"indoor/semantic-only/seed0", "indoor/pointins/seed0"}
+    done = json.loads((out / "steps2" / "indoor" / "pointins" / "seed0" / "done.json").read_text())
+    assert done["step"] == 2 and done["config"]["steps"] == 2
+    md = (out / "budget.md").read_text()
+    rows = [x for x in md.splitlines() if x.startswith("| 1 |") or x.startswith("| 2 |")]
+    assert len(rows) == 2 and all("n/a" not in r and r.endswith("| 1/1 |") for r in rows)
+    g = res["pointins_gain"]["indoor"]["2"]
+    r2 = res["budgets"]["2"]
+    assert g["mean"] == pytest.approx(r2["indoor/pointins/seed0"]["ap"] - r2["indoor/semantic-only/seed0"]["ap"])
+    assert "**not met**" in md  # one seed cannot meet a target stated against the spread over seeds
+    assert (out / "budget_indoor.svg").read_text().startswith("<svg")
+    # a repeated command reuses every finished run
+    stamp2 = (out / "steps2" / "indoor" / "pointins" / "seed0" / "backbone.pt").stat().st_mtime_ns
+    assert budget.main(argv) == 0
+    assert (out / "steps2" / "indoor" / "pointins" / "seed0" / "backbone.pt").stat().st_mtime_ns == stamp2
+    assert budget.main([*argv[:-2], "--reuse", "1"]) == 2  # not STEPS=DIR
+    assert budget.main([*argv[:-2], "--reuse", f"1={tmp_path / 'missing'}"]) == 2
