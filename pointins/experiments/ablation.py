@@ -38,7 +38,19 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CONTROLS", "ORDER", "PAPER_ORDER", "SCALES", "gap", "main", "ordering", "run_ablation", "svg_bars"]
+__all__ = [
+    "CONTROLS",
+    "ORDER",
+    "PAPER_ORDER",
+    "SCALES",
+    "add_run_args",
+    "gap",
+    "main",
+    "ordering",
+    "run_ablation",
+    "svg_bars",
+    "write_report",
+]
 
 ORDER = ("scratch", "semantic-only", "offset", "offset+odr", "offset+scr", "pointins", "oracle-offset", "oracle-scr")
 #: controls that read instance labels during pretraining: the ceiling of what instance-aware pretraining can add
@@ -561,12 +573,27 @@ def _report(out: Path, res: dict, kinds: list[str]) -> None:
             md.append("")
     md.append(f"Time {res.get('seconds', 0):.0f} s (this command).")
     res["ordering"] = summary
-    tmp = out / ".ablation.md.tmp"
-    tmp.write_text("\n".join(md) + "\n")
-    tmp.replace(out / "ablation.md")
-    tmp = out / ".ablation.json.tmp"
-    tmp.write_text(json.dumps(res, indent=2) + "\n")
-    tmp.replace(out / "ablation.json")
+    write_report(out, "ablation", md, res)
+
+
+def write_report(out: Path, stem: str, md: list[str], res: dict) -> None:
+    """``<stem>.md`` (the lines) and ``<stem>.json`` (``res``) in ``out``, each replaced atomically: a table read
+    while a run goes on, or left by a crash, is always a whole one."""
+    from pointins.train import _atomic_text
+
+    _atomic_text(out / f"{stem}.md", "\n".join(md) + "\n")
+    _atomic_text(out / f"{stem}.json", json.dumps(res, indent=2) + "\n")
+
+
+def add_run_args(p: argparse.ArgumentParser, variants: list[str]) -> None:
+    """The options every experiment command shares: which variants (default ``variants``), benchmarks, device,
+    progress bars, and extra pretraining settings."""
+    p.add_argument("--variants", nargs="+", default=variants, choices=list(ORDER))
+    p.add_argument("--skip-indoor", action="store_true")
+    p.add_argument("--skip-outdoor", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="extra pretraining settings for every run")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -575,12 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", default="cpu", choices=list(SCALES))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--steps", type=int, default=None, help="pretraining steps per variant (default: the scale's)")
-    p.add_argument("--variants", nargs="+", default=list(ORDER), choices=list(ORDER))
-    p.add_argument("--skip-indoor", action="store_true")
-    p.add_argument("--skip-outdoor", action="store_true")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="extra pretraining settings for every run")
+    add_run_args(p, list(ORDER))
     a = p.parse_args(argv)
     try:
         res = run_ablation(a.out, a.scale, a.seeds, a.steps, a.variants, not a.skip_indoor, not a.skip_outdoor,

@@ -19,7 +19,6 @@ offsets), ``budget.json`` (every run's numbers per budget) and ``budget_indoor.s
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -160,12 +159,7 @@ def _report(out: Path, res: dict, kinds: list[str]) -> None:
            "2 std of the variants over the seeds (`ablation.gap_verdict`); with one seed it cannot be met.", "",
            f"Time {res.get('seconds', 0):.0f} s (this command)."]  # fmt: skip
     res["pointins_gain"] = gains
-    tmp = out / ".budget.md.tmp"
-    tmp.write_text("\n".join(md) + "\n")
-    tmp.replace(out / "budget.md")
-    tmp = out / ".budget.json.tmp"
-    tmp.write_text(json.dumps(res, indent=2) + "\n")
-    tmp.replace(out / "budget.json")
+    ablation.write_report(out, "budget", md, res)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,19 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, nargs="+", default=[600, 1200, 2400], help="pretraining budgets")
     p.add_argument("--scale", default="cpu", choices=list(ablation.SCALES))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--variants", nargs="+", default=["semantic-only", "pointins"], choices=list(ablation.ORDER))
-    p.add_argument("--skip-indoor", action="store_true")
-    p.add_argument("--skip-outdoor", action="store_true")
-    p.add_argument(
-        "--reuse",
-        action="append",
-        default=[],
-        metavar="STEPS=DIR",
-        help="a budget an earlier ablation ran: read its folder instead of <out>/steps<N> (repeatable)",
-    )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="extra pretraining settings for every run")
+    reuse = "a budget an earlier ablation ran: read its folder, not <out>/steps<N> (repeatable)"
+    p.add_argument("--reuse", action="append", default=[], metavar="STEPS=DIR", help=reuse)
+    ablation.add_run_args(p, ["semantic-only", "pointins"])
     a = p.parse_args(argv)
     try:
         res = run_budget(a.out, a.steps, a.scale, a.seeds, a.variants, not a.skip_indoor, not a.skip_outdoor,
