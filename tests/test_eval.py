@@ -262,6 +262,21 @@ def test_ablation_smoke(tmp_path):
                  "--variants", *variants]) == 0  # fmt: skip
     assert ev.stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "ablation.json").read_text())["runs"] == res["runs"]
+    # --report-only tabulates the finished runs of a wider command and runs nothing: no folder for the variant and
+    # the seed never run, the finished ones untouched, the report says so
+    assert main(["--scale", "smoke", "--out", str(tmp_path), "--no-progress", "--skip-outdoor", "--report-only",
+                 "--seeds", "0", "1", "--variants", *variants, "offset"]) == 0  # fmt: skip
+    part = json.loads((tmp_path / "ablation.json").read_text())
+    assert part["runs"] == res["runs"] and part["report_only"] is True
+    assert not (tmp_path / "indoor" / "offset").exists() and not (tmp_path / "indoor" / "pointins" / "seed1").exists()
+    assert ev.stat().st_mtime_ns == stamp
+    md = (tmp_path / "ablation.md").read_text()
+    assert "Report only" in md and "| offset | … |" in md and md.count("| 1 |") >= len(variants)
+    # on an empty folder it generates no scenes and reports no run
+    empty = tmp_path / "empty"
+    assert main(["--scale", "smoke", "--out", str(empty), "--no-progress", "--report-only"]) == 0
+    assert not (empty / "data").exists() or not any((empty / "data").iterdir())
+    assert json.loads((empty / "ablation.json").read_text())["runs"] == {}
     assert ordering(["a", "b", "c"], [0.2, 0.2, 0.1]) == "c < a = b"
     assert svg_bars("t", list(ORDER), {"AP": [0.1] * len(ORDER)}, {"AP": [0.01] * len(ORDER)}).count("<rect") == 10
     with pytest.raises(SystemExit):
@@ -454,5 +469,12 @@ def test_budget_curve_runs_each_budget_once_and_reuses_an_earlier_ablation(tmp_p
     stamp2 = (out / "steps2" / "indoor" / "pointins" / "seed0" / "backbone.pt").stat().st_mtime_ns
     assert budget.main(argv) == 0
     assert (out / "steps2" / "indoor" / "pointins" / "seed0" / "backbone.pt").stat().st_mtime_ns == stamp2
+    # --report-only with a budget not run yet: tabulated as missing, nothing pretrained for it
+    assert budget.main([*argv[:5], "--skip-outdoor", "--steps", "1", "2", "3", "--reuse", f"1={old}",
+                        "--report-only"]) == 0  # fmt: skip
+    assert not (out / "steps3" / "indoor").exists()
+    res3 = json.loads((out / "budget.json").read_text())
+    assert res3["budgets"]["3"] == {} and res3["budgets"]["2"] == res["budgets"]["2"]
+    assert "Report only" in (out / "budget.md").read_text()
     assert budget.main([*argv[:-2], "--reuse", "1"]) == 2  # not STEPS=DIR
     assert budget.main([*argv[:-2], "--reuse", f"1={tmp_path / 'missing'}"]) == 2

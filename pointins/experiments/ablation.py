@@ -141,12 +141,15 @@ SCALES = {
 }
 
 
-def _data(root: Path, kind: str, n: int, points, seed: int, progress: bool) -> Path:
+def _data(root: Path, kind: str, n: int, points, seed: int, progress: bool, make: bool = True) -> Path | None:
+    """The generated scenes (made once, atomically); None when they are missing and ``make`` is false."""
     from pointins.data import synthetic
 
     out = root / f"{kind}-n{n}-seed{seed}"
     if (out / "meta.json").exists():
         return out
+    if not make:
+        return None
     cfg = synthetic.IndoorConfig(points=tuple(points)) if kind == "indoor" else synthetic.OutdoorConfig(beams=32)
     tmp = out.with_name(out.name + ".tmp")
     synthetic.generate(kind, tmp, n, seed=seed, val_fraction=0.25, config=cfg, progress=progress, workers=1)
@@ -183,7 +186,11 @@ def _same_run(a, b) -> bool:
     return norm(a) == norm(b)
 
 
-def _pretrain(kind: str, variant: str, seed: int, steps: int, data: Path, out: Path, over: list[str], progress):
+def _pretrain(
+    kind: str, variant: str, seed: int, steps: int, data: Path, out: Path, over: list[str], progress, train: bool = True
+):
+    """The finished run of this config in ``out`` (reused), else trained (or resumed) there; with ``train=False``
+    a run not finished yet gives None instead."""
     from pointins.config import resolve
     from pointins.train import run
 
@@ -195,6 +202,8 @@ def _pretrain(kind: str, variant: str, seed: int, steps: int, data: Path, out: P
     if (out / "backbone.pt").exists() and done.exists():  # reuse a finished run of exactly this config
         if _same_run(json.loads(done.read_text()).get("config"), want):
             return out
+    if not train:
+        return None
     # an interrupted run of this config continues from its last checkpoint (training resumes exactly)
     resume = None
     if (out / "latest").exists():
@@ -222,9 +231,9 @@ def _eval_key(ckpt, data: Path, task: str, run_dir: Path, kw: dict) -> dict:
     return json.loads(json.dumps(key, default=str))
 
 
-def _evaluate(ckpt, data: Path, task: str, run_dir: Path, kw: dict, progress: bool) -> dict:
+def _evaluate(ckpt, data: Path, task: str, run_dir: Path, kw: dict, progress: bool, run: bool = True) -> dict | None:
     """``pointins.evaluate`` into ``run_dir/eval-<task>``, reusing a finished evaluation of exactly these
-    settings and this checkpoint (its ``done.json``)."""
+    settings and this checkpoint (its ``done.json``); with ``run=False`` one not finished gives None."""
     from pointins.evaluate import evaluate
 
     out = run_dir / f"eval-{task}"
@@ -232,6 +241,8 @@ def _evaluate(ckpt, data: Path, task: str, run_dir: Path, kw: dict, progress: bo
     stamp = out / "ablation_key.json"
     if stamp.exists() and (out / "results.json").exists() and json.loads(stamp.read_text()) == key:
         return json.loads((out / "results.json").read_text())
+    if not run:
+        return None
     r = evaluate(ckpt, data, task, out=out, progress=progress, **kw)
     stamp.write_text(json.dumps(key) + "\n")
     return r
@@ -309,8 +320,11 @@ def run_ablation(
     device: str = "auto",
     progress: bool = True,
     extra: list[str] | None = None,
+    report_only: bool = False,
 ) -> dict:
-    """Pretrain + evaluate every variant (see the module docstring); returns the results dict."""
+    """Pretrain + evaluate every variant (see the module docstring); returns the results dict. ``report_only``:
+    run nothing, write the report from the runs (pretraining and evaluations) already finished with these settings
+    (e.g. while other commands are still running some of them)."""
     if scale not in SCALES:
         raise ValueError(f"ablation: scale must be one of {list(SCALES)}, got {scale!r}.")
     bad = [v for v in variants if v not in ORDER]
@@ -322,41 +336,53 @@ def run_ablation(
     out.mkdir(parents=True, exist_ok=True)
     kinds = [k for k, on in (("indoor", indoor), ("outdoor", outdoor)) if on]
     res: dict = {"scale": scale, "steps": steps, "seeds": list(seeds), "variants": list(variants), "runs": {},
-                 "machine": _machine(device), "started": time.strftime("%Y-%m-%d %H:%M %Z")}  # fmt: skip
+                 "machine": _machine(device), "started": time.strftime("%Y-%m-%d %H:%M %Z"),
+                 "report_only": report_only}  # fmt: skip
     t0 = time.perf_counter()
     datas = {}
     # seed-major: an interrupted command leaves every variant of the first seeds done, not half the variants
     for seed in seeds:
         for kind in kinds:
             n = sc[f"{kind}_scenes"]
+            make = not report_only
             if kind not in datas:
-                datas[kind] = _data(out / "data", kind, n, sc["indoor_points"], data_seed, progress)
+                datas[kind] = _data(out / "data", kind, n, sc["indoor_points"], data_seed, progress, make)
             data = datas[kind]
             n_eval = sc.get(f"{kind}_eval_scenes", n)
             if (kind, "eval") not in datas:  # the probes' scenes: the same generator and seed, maybe more of them
                 datas[kind, "eval"] = data if n_eval == n else _data(out / "data", kind, n_eval, sc["indoor_points"],
-                                                                     data_seed, progress)  # fmt: skip
+                                                                     data_seed, progress, make)  # fmt: skip
             eval_data = datas[kind, "eval"]
+            if data is None or eval_data is None:  # report only, and no scenes yet: no run of this kind finished
+                continue
             over = [*sc[kind], *(extra or [])]
             if device != "auto":
                 over.append(f"device={device}")
             for v in variants:
                 tag = f"{kind}/{v}/seed{seed}"
-                print(f"ablation: {tag} ({steps} pretraining steps)", file=sys.stderr)
+                if not report_only:
+                    print(f"ablation: {tag} ({steps} pretraining steps)", file=sys.stderr)
                 run_dir = out / kind / v / f"seed{seed}"
                 if v == "scratch":
                     ckpt, grid = "scratch", (0.04 if kind == "indoor" else 0.05)
                 else:
-                    ckpt, grid = _pretrain(kind, v, seed, steps, data, run_dir, over, progress), None
+                    ckpt = _pretrain(kind, v, seed, steps, data, run_dir, over, progress, train=not report_only)
+                    grid = None
                 task = "insseg" if kind == "indoor" else "panoptic"
                 kw = {"epochs": sc["probe_epochs"], "seed": seed, "grid_size": grid, "device": device, "render": 1,
                       "backbone": "tiny" if scale == "cpu" else "small"}  # fmt: skip
-                r = _evaluate(ckpt, eval_data, task, run_dir, kw, progress)
+                r = None if ckpt is None else _evaluate(ckpt, eval_data, task, run_dir, kw, progress, not report_only)
+                u = None
+                if r is not None and v in OFFSET_VARIANTS:  # what the self-supervised offset head alone finds
+                    u = _evaluate(ckpt, eval_data, "unsupervised", run_dir, {**kw, "epochs": None}, progress,
+                                  not report_only)  # fmt: skip
+                if r is None or (u is None and v in OFFSET_VARIANTS):  # report only: not finished yet, left out
+                    print(f"ablation: {tag} not finished yet, left out of the report", file=sys.stderr)
+                    continue
                 keep = ("miou", "ap", "ap50", "ap25") if kind == "indoor" else OUTDOOR_METRICS
                 res["runs"][tag] = {k: r.get(k, float("nan")) for k in keep}
                 res["runs"][tag]["probe_loss_last"] = r["probe_loss_last"]
-                if v in OFFSET_VARIANTS:  # what the self-supervised offset head alone finds (no labels, no probe)
-                    u = _evaluate(ckpt, eval_data, "unsupervised", run_dir, {**kw, "epochs": None}, progress)
+                if u is not None:  # what the self-supervised offset head alone finds (no labels, no probe)
                     res["runs"][tag].update(unsup_ap=u["ap"], unsup_ap50=u["ap50"], unsup_ap25=u["ap25"],
                                             offset_cos=u["ssl_offset_cosine"],
                                             offset_l1=u["ssl_offset_l1_ratio"])  # fmt: skip
@@ -479,10 +505,13 @@ def _report(out: Path, res: dict, kinds: list[str]) -> None:
     md = [f"# PointINS ablation ({res['scale']} scale)", "",
           f"{res['steps']} pretraining steps per variant, seeds {seeds}, linear probes on frozen features "
           "(mean ± std over the seeds finished so far: the last column counts them). Numbers in %.",
-          "", f"Machine: {res.get('machine', '?')}. This invocation started {res.get('started', '?')}"
-          + (f", finished {res['finished']}" if res.get("finished") else " (still running or interrupted: "
-             "rerun the same command to resume)")
-          + "; runs finished by earlier invocations were reused, not redone (each run's `done.json` dates it).",
+          "", f"Machine: {res.get('machine', '?')}. "
+          + (f"Report only (`--report-only`, {res.get('started', '?')}): nothing was run; the tables hold the runs "
+             "finished by then (each run's `done.json` dates it)." if res.get("report_only") else
+             f"This invocation started {res.get('started', '?')}"
+             + (f", finished {res['finished']}" if res.get("finished") else " (still running or interrupted: "
+                "rerun the same command to resume)")
+             + "; runs finished by earlier invocations were reused, not redone (each run's `done.json` dates it)."),
           ""]  # fmt: skip
     summary = {}
     for kind in kinds:
@@ -593,6 +622,11 @@ def add_run_args(p: argparse.ArgumentParser, variants: list[str]) -> None:
     p.add_argument("--skip-outdoor", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: write the report from the runs already finished with these settings",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="extra pretraining settings for every run")
 
 
@@ -606,7 +640,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         res = run_ablation(a.out, a.scale, a.seeds, a.steps, a.variants, not a.skip_indoor, not a.skip_outdoor,
-                           device=a.device, progress=not a.no_progress, extra=a.overrides)  # fmt: skip
+                           device=a.device, progress=not a.no_progress, extra=a.overrides,
+                           report_only=a.report_only)  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
         print(f"ablation: {e}", file=sys.stderr)
         return 2

@@ -68,8 +68,10 @@ def run_budget(
     device: str = "auto",
     progress: bool = True,
     extra: list[str] | None = None,
+    report_only: bool = False,
 ) -> dict:
-    """Run the ablation of ``variants`` at every budget in ``steps`` (ascending) and write the budget tables."""
+    """Run the ablation of ``variants`` at every budget in ``steps`` (ascending) and write the budget tables;
+    ``report_only``: run nothing, tabulate the runs already finished."""
     steps = sorted({int(s) for s in steps})
     if not steps or steps[0] < 1:
         raise ValueError(f"budget: steps must be positive integers, got {steps}.")
@@ -85,13 +87,14 @@ def run_budget(
     kinds = [k for k, on in (("indoor", indoor), ("outdoor", outdoor)) if on]
     res: dict = {"scale": scale, "steps": steps, "seeds": list(seeds), "variants": list(variants), "budgets": {},
                  "dirs": {}, "machine": ablation._machine(device),
-                 "started": time.strftime("%Y-%m-%d %H:%M %Z")}  # fmt: skip
+                 "started": time.strftime("%Y-%m-%d %H:%M %Z"), "report_only": report_only}  # fmt: skip
     t0 = time.perf_counter()
     for n in steps:
         d = _budget_dir(out, n, reuse)
-        print(f"budget: {n} pretraining steps in {d}", file=sys.stderr)
+        if not report_only:
+            print(f"budget: {n} pretraining steps in {d}", file=sys.stderr)
         r = ablation.run_ablation(d, scale, seeds, n, variants, indoor, outdoor, device=device, progress=progress,
-                                  extra=extra)  # fmt: skip
+                                  extra=extra, report_only=report_only)  # fmt: skip
         res["budgets"][str(n)] = r["runs"]
         res["dirs"][str(n)] = str(d)
         res["seconds"] = time.perf_counter() - t0
@@ -114,9 +117,11 @@ def _report(out: Path, res: dict, kinds: list[str]) -> None:
           f"Pretraining budgets {done} steps (asked: {res['steps']}), seeds {seeds}, linear probes on frozen "
           "features as in the ablation (mean ± std over the seeds finished; the seeds column counts them). "
           "Numbers in %.", "",
-          f"Machine: {res['machine']}. Started {res['started']}"
-          + (f", finished {res['finished']}." if "finished" in res else " (still running or interrupted: rerun the "
-             "same command to resume).")]  # fmt: skip
+          f"Machine: {res['machine']}. "
+          + (f"Report only (`--report-only`, {res['started']}): nothing was run; the runs finished by then."
+             if res.get("report_only") else f"Started {res['started']}"
+             + (f", finished {res['finished']}." if "finished" in res else " (still running or interrupted: rerun "
+                "the same command to resume)."))]  # fmt: skip
     md += ["", "Folders: " + ", ".join(f"{n} steps `{d}`" for n, d in res["dirs"].items()) + "."]
     gains: dict = {}
     for kind in kinds:
@@ -175,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res = run_budget(a.out, a.steps, a.scale, a.seeds, a.variants, not a.skip_indoor, not a.skip_outdoor,
                          reuse=_parse_reuse(a.reuse), device=a.device, progress=not a.no_progress,
-                         extra=a.overrides)  # fmt: skip
+                         extra=a.overrides, report_only=a.report_only)  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
         print(f"budget: {e}", file=sys.stderr)
         return 2
