@@ -90,6 +90,9 @@ def run_budget(
                  "started": time.strftime("%Y-%m-%d %H:%M %Z"), "report_only": report_only}  # fmt: skip
     t0 = time.perf_counter()
     for n in steps:
+        if report_only and n not in reuse and not (out / f"steps{n}").is_dir():
+            res["budgets"][str(n)], res["dirs"][str(n)] = {}, str(out / f"steps{n}")  # not started: nothing to read
+            continue
         d = _budget_dir(out, n, reuse)
         if not report_only:
             print(f"budget: {n} pretraining steps in {d}", file=sys.stderr)
