@@ -245,6 +245,12 @@ def test_ablation_smoke(tmp_path):
     assert "| pointins |" in md and "Ordering by AP" in md
     assert (tmp_path / "ablation_indoor.svg").read_text().startswith("<svg")
     assert (tmp_path / "indoor" / "pointins" / "seed0" / "backbone.pt").exists()
+    # each run records the thread count it pretrained with, and the report gives those (not its own)
+    import torch
+
+    done = json.loads((tmp_path / "indoor" / "pointins" / "seed0" / "done.json").read_text())
+    assert done["threads"] == torch.get_num_threads() and done["finished"]
+    assert f"Pretraining threads per run (each run's `done.json`): {torch.get_num_threads()} (3 runs)." in md
     # the offset head alone: unsupervised AP and agreement with the true centres, for offset variants only
     assert "offset cosine" in md and "| pointins |" in md.split("offset head alone")[1]
     assert -1 <= res["runs"]["indoor/pointins/seed0"]["offset_cos"] <= 1

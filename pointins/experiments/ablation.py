@@ -29,6 +29,7 @@ Finished runs are reused when the command is repeated with the same settings.
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import json
 import math
@@ -218,7 +219,11 @@ def _pretrain(
             print(f"ablation: resuming {out} from step {saved.get('step')}", file=sys.stderr)
     t0 = time.perf_counter()
     summary = run(cfg, resume=resume, progress=progress)
-    rec = {"seconds": time.perf_counter() - t0, "step": summary["step"], "config": want}
+    import torch
+
+    # the thread count changes float summation order only, but a report of side-by-side runs should say it
+    rec = {"seconds": time.perf_counter() - t0, "step": summary["step"], "config": want,
+           "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%d %H:%M %Z")}  # fmt: skip
     done.write_text(json.dumps(rec) + "\n")
     return out
 
@@ -382,6 +387,8 @@ def run_ablation(
                 keep = ("miou", "ap", "ap50", "ap25") if kind == "indoor" else OUTDOOR_METRICS
                 res["runs"][tag] = {k: r.get(k, float("nan")) for k in keep}
                 res["runs"][tag]["probe_loss_last"] = r["probe_loss_last"]
+                if v != "scratch" and "threads" in (done := json.loads((run_dir / "done.json").read_text())):
+                    res["runs"][tag]["pretrain_threads"] = done["threads"]
                 if u is not None:  # what the self-supervised offset head alone finds (no labels, no probe)
                     res["runs"][tag].update(unsup_ap=u["ap"], unsup_ap50=u["ap50"], unsup_ap25=u["ap25"],
                                             offset_cos=u["ssl_offset_cosine"],
@@ -513,6 +520,11 @@ def _report(out: Path, res: dict, kinds: list[str]) -> None:
                 "rerun the same command to resume)")
              + "; runs finished by earlier invocations were reused, not redone (each run's `done.json` dates it)."),
           ""]  # fmt: skip
+    threads = collections.Counter(r.get("pretrain_threads") for k, r in runs.items() if "/scratch/" not in k)
+    if any(t is not None for t in threads):  # each run's own count (from its done.json), not this process's
+        md[-1:-1] = ["Pretraining threads per run (each run's `done.json`): " + ", ".join(
+            f"{'not recorded' if t is None else t} ({n} run{'s' * (n > 1)})"
+            for t, n in sorted(threads.items(), key=lambda kv: -1 if kv[0] is None else kv[0])) + ".", ""]  # fmt: skip
     summary = {}
     for kind in kinds:
         metrics = ("miou", "ap", "ap50", "ap25") if kind == "indoor" else OUTDOOR_METRICS
